@@ -1,0 +1,5 @@
+import sys
+
+from kdlora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+import pytest
+
+from kdlora.errors import UserError
+from kdlora.families import FAMILIES, get_family
+from kdlora.methods import METHODS, LoraSettings, get_method
+from kdlora.params import count_parameters
+
+
+def test_registry_has_the_paper_families():
+    assert set(FAMILIES) == {"bert", "roberta", "deberta"}
+    assert get_family(" BERT ").student.hub_name == "distilbert-base-uncased"
+    with pytest.raises(UserError, match="unknown family 'gpt'"):
+        get_family("gpt")
+
+
+@pytest.mark.parametrize("alias", ["kd-lora", "KD-LoRA", "kd_lora", "KD LoRA"])
+def test_method_aliases(alias):
+    assert get_method(alias) is METHODS["kd-lora"]
+
+
+def test_unknown_method_and_bad_rank_are_user_errors():
+    with pytest.raises(UserError, match="unknown method"):
+        get_method("prefix")
+    with pytest.raises(UserError, match="rank must be a positive integer"):
+        LoraSettings(rank=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_tiny_lora_trains_only_adapters_and_head(family, role):
+    arch = FAMILIES[family].architecture(role)
+    model = METHODS["lora"].prepare(arch.build(num_labels=3, tiny=True), arch, LoraSettings(rank=4))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable, "nothing trains"
+    for name in trainable:
+        assert "lora_" in name or any(f".{h}." in name for h in arch.head_modules), name
+    for head in arch.head_modules:
+        assert any(f".{head}." in n for n in trainable), f"head {head} is frozen"
+    counts = count_parameters(model)
+    hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
+    layers = getattr(model.config, "num_hidden_layers", None) or model.config.n_layers
+    # query and value: A (r x d) and B (d x r) each, per layer
+    assert counts.adapter == layers * 2 * 2 * 4 * hidden
+
+
+def test_student_is_shallower_than_teacher_even_when_tiny():
+    for family in FAMILIES.values():
+        t = count_parameters(family.teacher.build(tiny=True)).total
+        s = count_parameters(family.student.build(tiny=True)).total
+        assert s < t, family.name
