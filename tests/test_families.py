@@ -1,13 +1,15 @@
 import pytest
 
 from kdlora.errors import UserError
-from kdlora.families import FAMILIES, get_family
+from kdlora.families import FAMILIES, PAPER_FAMILIES, derive_student, encoder_layers, get_family
 from kdlora.methods import METHODS, LoraSettings, get_method
 from kdlora.params import count_parameters
 
 
-def test_registry_has_the_paper_families():
-    assert set(FAMILIES) == {"bert", "roberta", "deberta"}
+def test_registry_has_the_paper_families_and_the_offline_one():
+    assert PAPER_FAMILIES == ("bert", "roberta", "deberta")
+    assert set(FAMILIES) == {*PAPER_FAMILIES, "minilm"}
+    assert FAMILIES["minilm"].student.derived and FAMILIES["minilm"].teacher.weights_package
     assert get_family(" BERT ").student.hub_name == "distilbert-base-uncased"
     with pytest.raises(UserError, match="unknown family 'gpt'"):
         get_family("gpt")
@@ -48,3 +50,35 @@ def test_student_is_shallower_than_teacher_even_when_tiny():
         t = count_parameters(family.teacher.build(tiny=True)).total
         s = count_parameters(family.student.build(tiny=True)).total
         assert s < t, family.name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_derive_student_keeps_every_other_layer_and_leaves_the_teacher(family):
+    import torch
+
+    teacher = FAMILIES[family].teacher.build(tiny=True, **_depth(FAMILIES[family].teacher, 4))
+    student = derive_student(teacher)
+    assert len(encoder_layers(teacher)) == 4 and len(encoder_layers(student)) == 2
+    kept = encoder_layers(student)[1].state_dict()
+    for name, value in encoder_layers(teacher)[2].state_dict().items():
+        assert torch.equal(kept[name], value), name
+    assert student.config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="not within"):
+        derive_student(teacher, keep=[7])
+
+
+def _depth(arch, n):
+    return {"n_layers": n} if arch.model_type == "distilbert" else {"num_hidden_layers": n}
+
+
+def test_minilm_architectures_have_the_published_sizes():
+    teacher, student = FAMILIES["minilm"].teacher, FAMILIES["minilm"].student
+    assert teacher.config().num_hidden_layers == 6 and student.config().num_hidden_layers == 3
+    assert teacher.config().hidden_size == 384
+    # all-MiniLM-L6-v2 is 22.7M parameters as an encoder; with a 2-label head on the pooler ~22.7M too
+    assert 22_500_000 < count_parameters(teacher.build()).total < 23_000_000
+
+
+def test_weights_path_without_a_weights_package_is_a_user_error():
+    with pytest.raises(UserError, match="no offline weights"):
+        FAMILIES["bert"].teacher.weights_path()

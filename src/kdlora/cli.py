@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"kdlora {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`kdlora runs | head`): not an error of ours; silence the flush at exit too
+        sys.stdout = None
+        return 0
     except KeyboardInterrupt:
         print(f"kdlora {args.command}: interrupted", file=sys.stderr)
         return 130

