@@ -26,8 +26,11 @@ def percent_range(values: list[float]) -> str:
 
 
 def change(fraction: float, less: str = "less", more: str = "more") -> str:
-    """`≈65% less` for a reduction of 0.653, `≈12% more` for -0.12."""
-    return f"≈{abs(fraction) * 100:.0f}% {less if fraction >= 0 else more}"
+    """`≈65% less` for a reduction of 0.653, `≈12% more` for -0.12 (`≈99.5%`, not `≈100%`, for 0.995)."""
+    percent = f"{abs(fraction) * 100:.0f}"
+    if percent in ("0", "100") and abs(fraction) not in (0, 1):
+        percent = f"{abs(fraction) * 100:.1f}"
+    return f"≈{percent}% {less if fraction >= 0 else more}"
 
 
 def pace(speedup: float) -> str:

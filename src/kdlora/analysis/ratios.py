@@ -157,11 +157,12 @@ def _speed_checks(row, fft) -> list[dict]:
 
 
 def compare(table: Table, reference: Table) -> dict:
-    """Reported (the reference) against measured (the table), cell by cell: ratio = reference / table.
+    """Reported (the reference) against measured (the table), cell by cell: ratio = reference / table; and the
+    parameters each unit of rank adds (the adapter size, head excluded), row by row.
 
     Rows pair up by family and method (model names compared loosely); ranks by number.
     """
-    cells, unmatched = [], []
+    cells, per_rank, unmatched = [], [], []
     mine = {(name_key(row.family), row.method): row for row in table.rows}
     paired = set()
     for ref in reference.rows:
@@ -175,5 +176,12 @@ def compare(table: Table, reference: Table) -> dict:
         cells += [{"family": row.family, "method": row.method, "model": row.model, "reference_model": ref.model,
                    "column": column, "reference": reported, "table": measured, "ratio": reported / measured}
                   for column, reported, measured in figures]
+        common = [r for r in table.ranks if r in ref.params_m]
+        if row.method != "FFT" and len(common) >= 2:
+            reported = _fit_line([(r, ref.params_m[r]) for r in common])[1] * 1e6
+            measured = _fit_line([(r, row.params_m[r]) for r in common])[1] * 1e6
+            if measured > 0:
+                per_rank.append({"family": row.family, "method": row.method, "model": row.model,
+                                 "reference": reported, "table": measured, "ratio": reported / measured})
     unmatched += [f"{row.model} {row.method} is only in this table" for row in table.rows if id(row) not in paired]
-    return {"file": reference.path, "cells": cells, "unmatched": unmatched}
+    return {"file": reference.path, "cells": cells, "params_per_rank": per_rank, "unmatched": unmatched}

@@ -129,11 +129,20 @@ def _reference_section(table: Table, comparison: dict) -> list[str]:
     for cell in comparison["cells"]:
         kind = "trainable parameters" if cell["column"].startswith("Rank") else cell["column"].split(" (")[0].lower()
         groups.setdefault((cell["method"], kind), []).append(cell["ratio"])
+    for cell in comparison["params_per_rank"]:
+        groups.setdefault((cell["method"], "parameters per unit of rank (adapter size)"), []).append(cell["ratio"])
     for (method, kind), values in groups.items():
         middle = median(values)
         text = f"{method} {kind}: the reference's figures are {middle:.2f}× this table's (median of {len(values)})"
         lines.append(f"- **{text}**" if not 0.5 <= middle <= 2 else f"- {text}")
     lines += [f"- {note}" for note in comparison["unmatched"]]
+    if comparison["params_per_rank"]:
+        rows = [[c["model"], c["method"], c["reference"], c["table"], c["ratio"]] for c in comparison["params_per_rank"]]
+        lines += ["", "Parameters one unit of LoRA rank adds (least-squares slope over the ranks: the adapter size, "
+                  "without the fixed task head):", "",
+                  tabulate(rows, headers=["Model", "Method", "Reference per rank", "This table per rank",
+                                          "Reference / this table"], tablefmt="pipe", floatfmt=(",.0f", "", ",.0f",
+                                                                                                ",.0f", ".2f"))]
     return lines + [""]
 
 
