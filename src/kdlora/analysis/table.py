@@ -49,7 +49,9 @@ def name_key(name: str) -> str:
     return re.sub(r"(un)?cased$", "", key)
 
 
-_TEACHER_OF = {name_key(student): teacher for student, teacher in STUDENT_TEACHER.items()}
+_TEACHER_OF: dict[str, str] = {}
+for _student, _teacher in STUDENT_TEACHER.items():
+    _TEACHER_OF.setdefault(name_key(_student), _teacher)  # the first spelling (the paper's) names the teacher
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def load_table(path: str | Path) -> Table:
         if len(cells) != len(columns.names):
             missing = len(cells) < len(columns.names)
             column = columns.names[len(cells)] if missing else f"#{len(columns.names) + 1}"
-            raise UserError(f"{name}: row {line}, column {column!r}: the row has {len(cells)} cells, "
+            raise UserError(f"{name}: row {line}, column {column!r}: the row has {len(cells)} cell{'s' * (len(cells) != 1)}, "
                             f"the header {len(columns.names)}")
         model = columns.cell(cells, line, "Model")
         method = _method(columns, cells, line)

@@ -49,6 +49,6 @@ def parse_value(text: str, quantity: Quantity) -> float:
         raise UnitError(f"{text.strip()!r} is not a number (with an optional unit)")
     scale = quantity.scale(match["unit"])
     if scale is None:
-        raise UnitError(f"unknown unit {match['unit']!r} in {text.strip()!r} "
-                        f"({quantity.name} take {quantity.spellings()}, or a bare number in {quantity.reported_unit})")
+        raise UnitError(f"unknown unit {match['unit']!r} in {text.strip()!r} ({quantity.name} in "
+                        f"{quantity.spellings()}; a bare number is in {quantity.reported_unit})")
     return float(match["number"].replace(",", "")) * scale
