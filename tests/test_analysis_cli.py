@@ -31,7 +31,8 @@ SEED_KD = [["BERT-base", "0.989", "0.978", "0.957", "0.915"], ["RoBERTa-base", "
            ["DeBERTa-v3-base", "0.992", "0.984", "0.968", "0.936"]]
 SEED_AVERAGE = [["Rank 8", "0.978", "0.990"], ["Rank 16", "0.956", "0.980"], ["Rank 32", "0.911", "0.959"],
                 ["Rank 64", "0.823", "0.919"]]
-SEED_MEMORY = [["BERT-base", "0.652", "0.777"], ["RoBERTa-base", "0.649", "0.764"], ["DeBERTa-v3-base", "0.658", "0.736"]]
+SEED_MEMORY = [["BERT-base", "0.652", "0.777"], ["RoBERTa-base", "0.649", "0.764"],
+               ["DeBERTa-v3-base", "0.658", "0.736"]]
 SEED_SPEEDUP = [["BERT-base", "0.981", "1.138"], ["RoBERTa-base", "1.003", "1.624"],
                 ["DeBERTa-v3-base", "0.920", "1.384"]]
 # The findings' ranges: the seed's own tables give these (its prose misstates five of the eight).
@@ -45,7 +46,7 @@ def section(markdown: str, heading: str) -> str:
     """The text under `heading` up to the next heading of the same or a higher level."""
     level = heading.split(" ")[0]
     start = markdown.index(heading + "\n") + len(heading) + 1
-    following = [m.start() for m in re.finditer(r"^#{1,%d} " % len(level), markdown[start:], re.M)]
+    following = [m.start() for m in re.finditer(rf"^#{{1,{len(level)}}} ", markdown[start:], re.M)]
     return markdown[start:start + following[0]] if following else markdown[start:]
 
 

@@ -34,7 +34,8 @@ def test_headers_ignore_case_and_spaces_and_methods_their_spelling(tmp_path):
                            "BERT-large,LoRA,0.8M,0.4M,1GB,18s,\n"
                            "DistilBERT-base,KD LoRA,0.2M,0.1M,400MB,3s,\n")
     # the same model spelled two ways is one model: a duplicate (model, method)
-    with pytest.raises(UserError, match=r"row 7, column 'METHOD': a second KD-LoRA row for DistilBERT-base \(the first is row 4\)"):
+    duplicate = r"row 7, column 'METHOD': a second KD-LoRA row for DistilBERT-base \(the first is row 4\)"
+    with pytest.raises(UserError, match=duplicate):
         load_table(path)
     path.write_text("\n".join(path.read_text().splitlines()[:4]) + "\n")
     table = load_table(path)

@@ -137,7 +137,8 @@ def _reference_section(table: Table, comparison: dict) -> list[str]:
         lines.append(f"- **{text}**" if not 0.5 <= middle <= 2 else f"- {text}")
     lines += [f"- {note}" for note in comparison["unmatched"]]
     if comparison["params_per_rank"]:
-        rows = [[c["model"], c["method"], c["reference"], c["table"], c["ratio"]] for c in comparison["params_per_rank"]]
+        rows = [[c["model"], c["method"], c["reference"], c["table"], c["ratio"]]
+                for c in comparison["params_per_rank"]]
         lines += ["", "Parameters one unit of LoRA rank adds (least-squares slope over the ranks: the adapter size, "
                   "without the fixed task head):", "",
                   tabulate(rows, headers=["Model", "Method", "Reference per rank", "This table per rank",

@@ -192,7 +192,8 @@ def load_table(path: str | Path) -> Table:
         if len(cells) != len(columns.names):
             missing = len(cells) < len(columns.names)
             column = columns.names[len(cells)] if missing else f"#{len(columns.names) + 1}"
-            raise UserError(f"{name}: row {line}, column {column!r}: the row has {len(cells)} cell{'s' * (len(cells) != 1)}, "
+            count = f"{len(cells)} cell{'s' * (len(cells) != 1)}"
+            raise UserError(f"{name}: row {line}, column {column!r}: the row has {count}, "
                             f"the header {len(columns.names)}")
         model = columns.cell(cells, line, "Model")
         method = _method(columns, cells, line)
