@@ -71,6 +71,7 @@ def test_paper_counts_are_ten_times_the_adapter_size():
     ("450MB,1.8s", "450MB,3.5s", "student-not-faster", "DistilBERT-base"),
     ("450MB,1.8s", "450MB,3.0s", "student-slow", "DistilBERT-base"),
     ("109.48M,109.48M,109.48M", "109.48M,109.48M,110M", "fft-varies-with-rank", "BERT-base"),
+    ("109.48M,109.48M,109.48M", "109483778,109483778,109483778", "raw-count", "BERT-base"),
 ])
 def test_impossible_figures_are_flagged(tmp_path, old, new, check, model):
     checks = ratios.sanity_checks(table_of(tmp_path, GOOD.replace(old, new)))

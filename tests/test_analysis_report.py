@@ -41,3 +41,14 @@ def test_a_table_without_rank_8_names_its_chart_by_its_smallest_rank(tmp_path):
     assert "one model family (BERT-base) and two LoRA ranks (4, 32)" in markdown
     assert "**LoRA** reduces trainable parameters by **99.9%** at rank 4, **98.9%** at rank 32" in markdown
     assert "The table has no family with both a LoRA and a KD-LoRA row." in markdown
+
+
+def test_an_fft_only_table_reports_that_there_is_nothing_to_compare(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("Model,Method,Rank 8,Memory Usage,Inference Time\nBERT-base,FFT,110M,1GB,6s\n")
+    analysis = write_report(table, tmp_path / "out")
+    assert analysis["param_reduction"] == analysis["speedup"] == analysis["average_speedup"] == {}
+    assert analysis["rows"][0]["memory_mb"] == 1024.0
+    markdown = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert markdown.count("The table has no LoRA or KD-LoRA row: nothing to set against FFT.") == 3
+    assert not (tmp_path / "out" / "efficiency_plots" / "reduction_heatmap.png").exists()

@@ -62,8 +62,8 @@ def memory_findings(analysis: dict, versus: dict) -> list[str]:
     for method, by_family in analysis["memory_reduction"].items():
         average = analysis["average_memory_reduction"][method]
         verb = "reduces memory" if average >= 0 else "increases memory"
-        lines.append(f"- **{method}** {verb} by **≈{abs(average) * 100:.0f}%** on average "
-                     f"(range {percent_range(list(by_family.values()))} across models).")
+        spread = f" (range {percent_range(list(by_family.values()))} across models)" if len(by_family) > 1 else ""
+        lines.append(f"- **{method}** {verb} by **≈{abs(average) * 100:.0f}%** on average{spread}.")
     if versus:
         ratios = [v["memory_ratio"] for v in versus.values()]
         mean_ratio = sum(ratios) / len(ratios)

@@ -97,6 +97,10 @@ def _fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     return my - slope * mx, slope
 
 
+# No encoder fine-tuned here has ten billion trainable parameters: a bare cell this large is a raw count.
+RAW_COUNT_M = 10_000
+
+
 def _check(kind: str, row, message: str) -> dict:
     return {"check": kind, "family": row.family, "model": row.model, "method": row.method, "message": message}
 
@@ -107,6 +111,10 @@ def sanity_checks(table: Table) -> list[dict]:
     for row in table.rows:
         counts = [(rank, row.params_m[rank]) for rank in table.ranks]
         fft = table.row(row.family, "FFT")
+        if max(v for _, v in counts) >= RAW_COUNT_M:
+            found.append(_check("raw-count", row, f"{row.model} {row.method} trains {max(v for _, v in counts):,.0f}M "
+                                "parameters by the table: bare numbers are millions; write raw counts with a unit "
+                                "(294912 as 294.912K or 0.294912M)"))
         if row.method == "FFT":
             if len({v for _, v in counts}) > 1:
                 found.append(_check("fft-varies-with-rank", row, f"FFT of {row.model} trains every weight, yet its "

@@ -29,6 +29,9 @@ def build_analysis(table: Table, reference: Table | None = None) -> dict:
     return analysis
 
 
+NO_METHODS = "The table has no LoRA or KD-LoRA row: nothing to set against FFT."
+
+
 def _table(rows: list[list], headers: list[str], floatfmt: str = ".3f") -> str:
     return tabulate(rows, headers=headers, tablefmt="pipe", floatfmt=floatfmt, missingval="—")
 
@@ -48,6 +51,8 @@ def _parameter_section(table: Table, analysis: dict) -> list[str]:
     lines = ["## 2. Parameter Reduction Ratios", "",
              "Parameter reduction ratio = (FFT_params − method_params) / FFT_params. Higher values indicate greater "
              "reduction.", ""]
+    if not analysis["param_reduction"]:
+        lines += [NO_METHODS, ""]
     for method, by_family in analysis["param_reduction"].items():
         rows = [[family, *(ranks[str(k)] for k in table.ranks)] for family, ranks in by_family.items()]
         lines += [f"### {method} Reduction Ratios", "",
@@ -61,6 +66,8 @@ def _parameter_section(table: Table, analysis: dict) -> list[str]:
 
 def _per_family_section(title: str, formula: str, values: dict, averages: dict, label: str,
                         families: tuple[str, ...]) -> list[str]:
+    if not values:
+        return [title, "", NO_METHODS, ""]
     rows = [[family, *(values[m].get(family) for m in values)] for family in families]
     summary = ", ".join(f"{m} = {a:.3f}" for m, a in averages.items())
     return [title, "", formula, "", _table(rows, ["Model", *values]), "", f"**{label}:** {summary}", ""]
@@ -149,7 +156,8 @@ def _reference_section(table: Table, comparison: dict) -> list[str]:
 
 def render_markdown(table: Table, analysis: dict, plots: list[tuple[str, str]], generated: datetime) -> str:
     """The report's markdown: the seed report's sections in order, then KD-LoRA vs LoRA, sanity and reference."""
-    methods = ", ".join(["FFT", *table.methods])
+    names = ["FFT", *table.methods]
+    methods = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     lines = ["# Efficiency Analysis of KD-LoRA", "",
              f"This report analyzes the efficiency results from `{Path(table.path).name}`, comparing {methods} across "
              f"{findings.count_words(len(table.families), 'model family')} ({', '.join(table.families)}) and "
