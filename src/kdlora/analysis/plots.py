@@ -117,7 +117,8 @@ def efficiency_plots(table: Table, analysis: dict, folder: str | Path) -> list[t
         ("memory_usage.png", "Memory usage by model and method",
          lambda path, title: bar_chart(path, list(table.families), by_method(lambda r: r.memory_mb), title, "MB")),
         ("inference_time.png", "Inference time by model and method",
-         lambda path, title: bar_chart(path, list(table.families), by_method(lambda r: r.inference_s), title, "s")),
+         lambda path, title: bar_chart(path, list(table.families), by_method(lambda r: r.inference_s), title,
+                                       "seconds")),
         ("param_vs_rank.png", "Trainable parameters vs LoRA rank",
          lambda path, title: line_chart(path, list(table.ranks),
                                         {f"{r.model} {r.method}": [r.params_m[k] for k in table.ranks]
