@@ -160,3 +160,18 @@ def _coerce(key: str, value, hint):
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise UserError(f"config: {key} must be a whole number, got {value!r}")
     return converted
+
+
+def field_docs(cls=TrainConfig) -> dict[str, str]:
+    """Each field's docstring (the string under it in the class body): the CLI's help text."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs

@@ -40,7 +40,11 @@ class LogitTable:
         return all(0 <= i < len(self.position) and self.position[i] >= 0 for i in ids)
 
     def lookup(self, idx):
-        rows = self.position[idx.cpu()]
+        import torch
+
+        idx_cpu = idx.cpu()
+        known = (idx_cpu >= 0) & (idx_cpu < len(self.position))
+        rows = torch.where(known, self.position[idx_cpu.clamp(0, len(self.position) - 1)], -1)
         if (rows < 0).any():
             raise KeyError(f"no teacher logits for example ids {idx[rows < 0].tolist()[:5]}")
         return self.logits[rows].to(idx.device)

@@ -105,7 +105,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    best, best_state, best_epoch, stale, step = None, None, None, 0, 0
+    best, best_state, best_epoch, stale, step, history = None, None, None, 0, 0, []
     bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process), leave=False,
                desc=f"{config.method} {config.task}")
     model.train()
@@ -115,7 +115,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             if not torch.isfinite(loss):
                 bar.close()
                 return {"reason": f"non-finite loss ({loss.item()}) at step {step + 1}", "best": best,
-                        "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps}
+                        "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps, "history": history}
             accelerator.backward(loss)
             accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
             optimizer.step()
@@ -125,6 +125,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         result = evaluate(model, dev_loaders, task, accelerator)
+        history.append({"epoch": epoch, "step": step, "score": result.score})
         if best is None or result.score > best.score:
             best, best_epoch, stale = result, epoch, 0
             best_state = [p.detach().clone() for _, p in trainable]
@@ -138,7 +139,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             param.copy_(saved)
     reason = collapse_reason(*best.predictions, task.regression)
     return {"reason": reason, "best": best, "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps,
-            "model": accelerator.unwrap_model(model)}
+            "history": history, "model": accelerator.unwrap_model(model)}
 
 
 def _loaders(config, task, tokenizer, data):
@@ -197,6 +198,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.save import environment, peak_memory, save_run
 
     config.validate()
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
     accelerator = Accelerator(cpu=config.device == "cpu")
     set_seed(config.seed)
@@ -222,7 +227,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         "trainable_params": counts.trainable, "total_params": counts.total, "adapter_params": counts.adapter,
         "train_seconds": round(seconds, 3), "teacher_logit_seconds": round(teacher_seconds, 3),
         **peak_memory(), "best_epoch": outcome["best_epoch"], "steps": outcome["steps"],
-        "warmup_steps": outcome["warmup_steps"], "learning_rate": config.lr, "train_examples": len(data["train"]),
+        "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr, "train_examples": len(data["train"]),
         "run_key": config.key(), "config": config.to_dict(), "environment": environment(accelerator),
     }
     if accelerator.is_main_process:
