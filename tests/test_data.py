@@ -1,13 +1,13 @@
 import json
 
 import pytest
-from train_helpers import DATA, SNIPPETS, fake_snippets_archive, install_fake_snippets
 
 from kdlora.data.encode import Collator, encode, tiny_tokenizer
 from kdlora.data.loaders import Examples, load_split
 from kdlora.data.snippets import MIN_ABS_RATING, extract_snippets, split_of
 from kdlora.data.tasks import GLUE_TASKS, TASKS, get_task
 from kdlora.errors import UserError
+from train_helpers import DATA, SNIPPETS, fake_snippets_archive, install_fake_snippets
 
 
 def test_task_table_has_the_nine_glue_tasks_and_the_snippets():

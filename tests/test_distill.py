@@ -1,13 +1,13 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from train_helpers import DATA, tiny_config
 
 from kdlora.data.encode import Collator, encode, tiny_tokenizer
 from kdlora.data.loaders import load_split
 from kdlora.data.tasks import get_task
 from kdlora.distill import kd_loss
 from kdlora.teacher import LogitTable, OnlineTeacher, cached_teacher_logits, predict_logits
+from train_helpers import DATA, tiny_config
 
 
 def test_alpha_zero_is_the_task_loss():

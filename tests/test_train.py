@@ -3,11 +3,11 @@ import math
 
 import pytest
 import torch
-from train_helpers import tiny_config
 
 import kdlora.train
 from kdlora.families import FAMILIES
 from kdlora.train import collapse_reason, run_training
+from train_helpers import tiny_config
 
 torch.set_num_threads(1)
 

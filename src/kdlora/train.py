@@ -84,7 +84,7 @@ def _optimizer(model, config):
     import torch
 
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 else decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -227,7 +227,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         "trainable_params": counts.trainable, "total_params": counts.total, "adapter_params": counts.adapter,
         "train_seconds": round(seconds, 3), "teacher_logit_seconds": round(teacher_seconds, 3),
         **peak_memory(), "best_epoch": outcome["best_epoch"], "steps": outcome["steps"],
-        "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr, "train_examples": len(data["train"]),
+        "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr,
+        "train_examples": len(data["train"]),
         "run_key": config.key(), "config": config.to_dict(), "environment": environment(accelerator),
     }
     if accelerator.is_main_process:
