@@ -18,7 +18,7 @@ PAPER_SHARE_OF_LORA = 0.98
 """The paper's claim: KD-LoRA keeps ~98 % of LoRA's performance."""
 
 
-def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2400, epochs: int = 2,
+def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000, epochs: int = 2,
              max_length: int = 64, batch_size: int = 32, progress: bool = True, tiny: bool = False,
              task: str = "movie-snippets") -> dict:
     """Train the three methods per seed into `out_dir/runs/`, write `demo.json` and `demo.md`; return the dict.

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from kdlora.errors import UserError
+
+
+@contextlib.contextmanager
+def new_head_expected():
+    """Silence transformers' load report while loading an encoder whose task head is new by design."""
+    from transformers.utils import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
 
 
 def load_pretrained(source: str, num_labels: int, architecture=None):
@@ -11,7 +26,8 @@ def load_pretrained(source: str, num_labels: int, architecture=None):
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
+        with new_head_expected():
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
     except OSError as exc:
         hint = f" (the {architecture.display_name} weights)" if architecture else ""
         raise UserError(f"cannot load {source}{hint}: {str(exc).splitlines()[0]}; pass --pretrained with a local "

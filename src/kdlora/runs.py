@@ -54,9 +54,12 @@ def load_model(run_dir: str | Path, merged: bool = False):
         return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
     from peft import PeftModel
 
+    from kdlora.models import new_head_expected
+
     base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
     try:
-        base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
+        with new_head_expected():  # the adapter carries the trained head
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
     except OSError:
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))

@@ -10,8 +10,8 @@ HELP = "offline demo: FFT vs LoRA vs KD-LoRA on movie snippets with real MiniLM 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for demo.json, demo.md and the runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="seeds (default 42)")
-    parser.add_argument("--train-samples", type=int, default=2400,
-                        help="training sentences drawn from the 8,040 (default 2400; 0 = all)")
+    parser.add_argument("--train-samples", type=int, default=2000,
+                        help="training sentences drawn from the 8,040 (default 2000; 0 = all)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
