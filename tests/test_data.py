@@ -101,3 +101,9 @@ def test_encoding_pads_per_batch_and_keeps_ids():
     batch = Collator(tokenizer, regression=False)([features[0], features[2]])
     assert batch["input_ids"].shape[1] == max(len(features[0]["input_ids"]), len(features[2]["input_ids"]))
     assert batch["idx"].tolist() == [7, 9] and batch["labels"].dtype.is_floating_point is False
+
+
+def test_unreachable_hub_says_how_to_use_local_files():
+    # conftest keeps the hub offline, so the hub path must fail with a one-line hint
+    with pytest.raises(UserError, match="cannot load GLUE sst2/train from the hub .*pass --data-dir"):
+        load_split(get_task("sst2"), "train")

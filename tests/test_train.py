@@ -102,3 +102,15 @@ def test_cli_train_writes_metrics_and_prints_a_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code in (0, 1) and out.startswith(("done: sst2 bert lora: accuracy", "collapsed: sst2 bert lora"))
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["tiny"] is True
+
+
+def test_cli_config_file_errors_are_one_line(tmp_path, capsys):
+    from kdlora.cli import main
+
+    (tmp_path / "run.yaml").write_text("task: sst2\nfamily: bert\nmethod: lora\nrnak: 8\n")
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdlora train: error: config: unknown key 'rnak'") and err.count("\n") == 1
+    assert main(["train", "--family", "bert", "--method", "lora", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "kdlora train: error: --task is required\n"
+    assert not (tmp_path / "out").exists()

@@ -8,6 +8,7 @@ another fingerprint is stale and recomputed. `online=True` runs the teacher on e
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     if table is not None:
         ids, logits = torch.cat([table.ids, ids]), torch.cat([table.logits, logits])
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")  # several accelerate processes may write at once
     save_file({"ids": ids, "logits": logits.contiguous()}, str(partial), metadata={"fingerprint": fingerprint})
     partial.replace(path)
     return LogitTable(ids, logits)
