@@ -114,3 +114,12 @@ def test_cli_config_file_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--family", "bert", "--method", "lora", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == "kdlora train: error: --task is required\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_tiny_model_learns_the_toy_task_and_early_stopping_ends_it(tmp_path):
+    result = run_training(tiny_config(family="minilm", epochs=10, learning_rate=1e-2, patience=2), tmp_path,
+                          progress=False)
+    assert result["status"] == "done" and result["score"] == 1.0
+    # stops `patience` evaluations after the best one, all of them after warm-up (6 steps)
+    assert len(result["history"]) == result["best_epoch"] + 2 < 10
+    assert result["history"][result["best_epoch"]]["step"] > result["warmup_steps"]

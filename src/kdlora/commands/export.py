@@ -13,6 +13,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one line per result, no loading bars
     from kdlora.export import export_run
 
     export_run(args.run_dir, args.out)
