@@ -123,3 +123,15 @@ def test_tiny_model_learns_the_toy_task_and_early_stopping_ends_it(tmp_path):
     # stops `patience` evaluations after the best one, all of them after warm-up (6 steps)
     assert len(result["history"]) == result["best_epoch"] + 2 < 10
     assert result["history"][result["best_epoch"]]["step"] > result["warmup_steps"]
+
+
+def test_student_flag_is_the_pretrained_weights_and_cuda_must_exist(tmp_path):
+    from kdlora.cli import build_parser
+    from kdlora.errors import UserError
+
+    args = build_parser().parse_args(["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora",
+                                      "--student", "some/folder", "--out", "x"])
+    assert args.pretrained == "some/folder"
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            run_training(tiny_config(device="cuda"), tmp_path, progress=False)

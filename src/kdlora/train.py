@@ -198,6 +198,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.save import environment, peak_memory, save_run
 
     config.validate()
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible")
     if not progress:
         from transformers.utils import logging as hf_logging
 
