@@ -40,7 +40,7 @@ def eval_lengths(size: int = EVAL_SIZE, seed: int = 0, dist: LengthDistribution 
 
 
 def first_plain_id(vocab_size: int) -> int:
-    """The lowest token id used: above every real vocabulary's special tokens (tiny test vocabularies: the upper half)."""
+    """The lowest token id used: above every real vocabulary's special tokens (tiny vocabularies: the upper half)."""
     return min(1000, vocab_size // 2)
 
 

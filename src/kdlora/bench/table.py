@@ -46,7 +46,7 @@ def table_ii_rows(result: dict) -> list[dict]:
         measured = _measured(rows) or {}
         memory, seconds = measured.get("peak_train_memory_mb"), measured.get("eval_seconds")
         line["Memory Usage"] = "" if memory is None else f"{memory:.1f}MB"
-        line["Inference Time"] = "" if seconds is None else f"{seconds:.2f}s"
+        line["Inference Time"] = "" if seconds is None else f"{seconds:.2f}s" if seconds >= 0.1 else f"{seconds:.3g}s"
         line["Model Family"] = family_name
         out.append(line)
     return out

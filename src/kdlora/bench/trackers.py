@@ -1,8 +1,9 @@
 """How things are measured: context managers that hand back small result dataclasses.
 
 Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the process's peak resident set size
-(`ru_maxrss`) less its RSS when the tracker started. A CPU peak is only the configuration's own when the process
-is fresh, which is why every configuration runs in its own worker process.
+(Linux VmHWM, reset when the tracker starts; `ru_maxrss` elsewhere) less its RSS when the tracker started. Memory
+freed by one configuration may stay in the allocator and hide the next one's growth, which is why every
+configuration runs in its own worker process.
 Latency: wall time per batch (CUDA events on a GPU), reported as total, p50, p90 and throughput.
 """
 
@@ -27,18 +28,39 @@ class MemoryResult:
     """What the figure is: `cpu-peak-rss-delta` or `cuda-max-memory-allocated`."""
 
 
+def _reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS count (VmHWM) at the current RSS, where Linux allows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_bytes() -> int:
+    """The process's peak RSS: VmHWM on Linux (resettable, and not inherited from the parent that forked us,
+    which `ru_maxrss` can be), else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
 @contextlib.contextmanager
 def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
-    """Measure the peak memory of the block; the yielded result is filled in when the block ends."""
-    import torch
+    """Measure the peak memory of the block; the yielded result is filled in when the block ends.
 
+    On CPU, use a fresh process: memory a previous block freed to the allocator (not the OS) is reused unseen.
+    """
     result = MemoryResult()
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -49,6 +71,7 @@ def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
     else:
         import psutil
 
+        _reset_peak_rss()
         before = psutil.Process().memory_info().rss
         result.kind = "cpu-peak-rss-delta"
         yield result

@@ -23,8 +23,9 @@ def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int,
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    low = evalset.first_plain_id(vocab_size)
     return {
-        "input_ids": torch.randint(evalset.first_plain_id(vocab_size), vocab_size, (batch_size, seq_len), generator=gen).to(device),
+        "input_ids": torch.randint(low, vocab_size, (batch_size, seq_len), generator=gen).to(device),
         "attention_mask": torch.ones(batch_size, seq_len, dtype=torch.long).to(device),
         "labels": torch.randint(0, num_labels, (batch_size,), generator=gen).to(device),
         "teacher_logits": torch.randn(batch_size, num_labels, generator=gen).to(device),
