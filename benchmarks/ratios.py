@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{env['torch']}, transformers {env['transformers']}, peft {env['peft']}; load average "
           f"{figures['load_average'][0]} -> {figures['load_average'][1]}")
     print(f"memory: {figures['memory']['kind']} from {figures['memory']['source']}, training batch "
-          f"{figures['memory']['batch']}; inference: {figures['eval_size']} sequences, batch 32, grouped by length, all models of a "
-          f"family in turn; seconds per stage: {figures['stage_seconds']}")
+          f"{figures['memory']['batch']}; inference: {figures['eval_size']} sequences, batch 32, grouped by "
+          f"length, all models of a family in turn; seconds per stage: {figures['stage_seconds']}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(figures, f, indent=2)
