@@ -76,3 +76,12 @@ def test_params_only_cli_prints_exact_counts(capsys, tmp_path):
     assert "294,912" in out and "147,456" in out and "2,359,296" in out
     assert (tmp_path / "table-ii.csv").read_text().splitlines()[0] == \
         "Model,Method,Rank 8,Rank 64,Memory Usage,Inference Time,Model Family"
+
+
+def test_cuda_without_a_gpu_is_a_user_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        run_bench(BenchSettings(device="cuda", families=("minilm",), tiny=True), progress=False,
+                  launch=lambda job: pytest.fail("no worker may start"))
