@@ -16,7 +16,7 @@ def test_tiny_bench_end_to_end(tmp_path):
                            "--eval-size", "64", "--batch-size", "4", "--train-seq-len", "16", "--threads", "1",
                            "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "| DistilBERT-base | KD-LoRA  | 2146     | 3170      |" in proc.stdout
+    assert "| DistilBERT-base | KD-LoRA  | 0.002146M | 0.003170M |" in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     rows = {(r["method"], r["rank"]): r for r in result["rows"]}
     assert set(rows) == {("fft", None), ("lora", 8), ("lora", 16), ("kd-lora", 8), ("kd-lora", 16)}

@@ -17,11 +17,11 @@ def result():
 def test_rows_follow_the_papers_layout(result):
     table = table_ii_rows(result)
     assert table == [
-        {"Model": "BERT-base", "Method": "FFT", "Rank 8": "109483778", "Rank 16": "109483778",
+        {"Model": "BERT-base", "Method": "FFT", "Rank 8": "109.483778M", "Rank 16": "109.483778M",
          "Memory Usage": "3123.5MB", "Inference Time": "20.46s", "Model Family": "bert"},
-        {"Model": "BERT-base", "Method": "LoRA", "Rank 8": "296450", "Rank 16": "591362",
+        {"Model": "BERT-base", "Method": "LoRA", "Rank 8": "0.296450M", "Rank 16": "0.591362M",
          "Memory Usage": "1999.0MB", "Inference Time": "20.50s", "Model Family": "bert"},
-        {"Model": "DistilBERT-base", "Method": "KD-LoRA", "Rank 8": "739586", "Rank 16": "887042",
+        {"Model": "DistilBERT-base", "Method": "KD-LoRA", "Rank 8": "0.739586M", "Rank 16": "0.887042M",
          "Memory Usage": "", "Inference Time": "", "Model Family": "bert"},
     ]
     assert empty_cells(table) == ["DistilBERT-base KD-LoRA: Memory Usage", "DistilBERT-base KD-LoRA: Inference Time"]

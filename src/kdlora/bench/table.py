@@ -2,8 +2,9 @@
 
 `table-ii.csv` has exactly the paper's columns (Model, Method, Rank 8.., Memory Usage, Inference Time) plus a
 `Model Family` column, so `kdlora analyze DIR/table-ii.csv` reads it unchanged. Rank cells are exact trainable
-parameter counts; Memory Usage is the peak training memory (`1332.0MB`); Inference Time is the evaluation set's
-time with adapters merged (`6.10s`). A cell that was not measured, or whose measurement failed, is left empty.
+parameter counts written in millions as the paper does (`0.296450M`: every digit kept; a bare number would read
+as millions); Memory Usage is the peak training memory (`1332.0MB`); Inference Time is the evaluation set's time
+with adapters merged (`6.10s`). A cell that was not measured, or whose measurement failed, is left empty.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from pathlib import Path
 from kdlora.families import get_family
 from kdlora.methods import get_method
 from kdlora.outputs import staged_output
+
+
+def millions(count: int) -> str:
+    """An exact parameter count in the paper's unit: 294912 -> `0.294912M` (a bare number would read as millions)."""
+    return f"{count / 1e6:.6f}M"
 
 
 def _by_family_method(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
@@ -42,7 +48,7 @@ def table_ii_rows(result: dict) -> list[dict]:
             # FFT has no rank: every rank column holds its one count, as in the paper
             row = rows[0] if not method.uses_lora else by_rank.get(rank)
             line[f"Rank {rank}"] = "" if row is None or row.get("trainable_params") is None \
-                else str(row["trainable_params"])
+                else millions(row["trainable_params"])
         measured = _measured(rows) or {}
         memory, seconds = measured.get("peak_train_memory_mb"), measured.get("eval_seconds")
         line["Memory Usage"] = "" if memory is None else f"{memory:.1f}MB"
