@@ -71,8 +71,19 @@ def write_table_ii(table: list[dict], path: str | Path) -> None:
         writer.writerows(table)
 
 
+def output_table(result: dict) -> tuple[str, list[dict]]:
+    """The file name and rows of the bench's table: `table-ii.csv`, or `params.csv` for a `--params-only` run."""
+    table = table_ii_rows(result)
+    if not result["config"].get("params_only"):
+        return "table-ii.csv", table
+    # counts only: a Table II with empty memory and time cells would read as a broken one in `kdlora analyze`
+    return "params.csv", [{k: v for k, v in line.items() if k not in ("Memory Usage", "Inference Time")}
+                          for line in table]
+
+
 def write_bench_outputs(result: dict, out_dir: str | Path) -> None:
-    """Write `bench.json` and `table-ii.csv` into `out_dir` (both or neither: staged)."""
+    """Write `bench.json` and the table (`output_table`) into `out_dir` (both or neither: staged)."""
+    name, table = output_table(result)
     with staged_output(out_dir) as stage:
         (stage / "bench.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        write_table_ii(table_ii_rows(result), stage / "table-ii.csv")
+        write_table_ii(table, stage / name)

@@ -97,17 +97,17 @@ def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from kdlora.bench.runner import run_bench
-    from kdlora.bench.table import empty_cells, table_ii_rows, write_bench_outputs
+    from kdlora.bench.table import empty_cells, output_table, write_bench_outputs
 
     settings = settings_from_args(args)
     result = run_bench(settings, progress=not args.no_progress)
     write_bench_outputs(result, args.out)
-    table = table_ii_rows(result)
+    table_name, table = output_table(result)
     print(tabulate(table, headers="keys", tablefmt="github", disable_numparse=True))
     print("\nLoRA adapter parameters (A and B only) and the inference model's total (adapters merged):")
     print(tabulate(adapter_rows(result), headers="keys", tablefmt="github", intfmt=",", disable_numparse=False))
     config, env = result["config"], result["environment"]
-    print(f"\nwrote {args.out}/table-ii.csv and {args.out}/bench.json in {config['wall_seconds']:.0f} s "
+    print(f"\nwrote {args.out}/{table_name} and {args.out}/bench.json in {config['wall_seconds']:.0f} s "
           f"(memory: {config['memory_kind'] or 'not measured'}; {env['cpu_model']}, load "
           f"{env['load_average_start']} -> {env['load_average_end']})")
     stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in config["stage_seconds"].items())
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {row['family']}/{row['method']}" + (f"/r{row['rank']}" if row["rank"] else "") +
               f": {row['error']}", file=sys.stderr)
     missing = empty_cells(table)
-    if missing and not settings.params_only:
+    if missing:
         print("empty cells: " + "; ".join(missing), file=sys.stderr)
     return 1 if failed else 0
 
