@@ -56,7 +56,8 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
               "method": method, "rank": config["rank"], "seed": config["seed"],
               "metrics": {"accuracy": score}, "score": score, "trainable_params": PARAMS[method],
               "total_params": 22_700_000, "train_seconds": MEMORY[method] / 100, "peak_memory_mb": MEMORY[method],
-              "memory_kind": "cpu peak rss", "best_epoch": 1, "config": config, "environment": {"fake": True}}
+              "memory_kind": "cpu peak rss", "best_epoch": 1, "config": config,
+              "environment": {"fake": True, "pid": os.getpid()}}
     if config["seed"] == 13 and method == "lora":
         result.update(status="collapsed", reason="constant predictions on dev")
     out_dir.mkdir(parents=True, exist_ok=True)
