@@ -1,9 +1,9 @@
 import os
 from pathlib import Path
 
-import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
 import pytest
 
+import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
 from kdlora.backends import Backends
 from kdlora.errors import UserError
 from kdlora.executors import LocalExecutor, RayExecutor, execute, make_executor

@@ -1,7 +1,6 @@
 import pytest
 
-from kdlora.analysis.quality import (aggregate, column_name, latest_per_seed, reported_vs_measured, table_i,
-                                     table_rank)
+from kdlora.analysis.quality import aggregate, column_name, latest_per_seed, reported_vs_measured, table_i, table_rank
 
 
 def rec(task, family, method, rank, seed, score, status="done", metrics=None, when="2026-01-01", **costs):

@@ -1,8 +1,8 @@
 import pytest
-from test_quality import rec
 
 from kdlora.analysis.quality import aggregate
 from kdlora.analysis.tradeoff import family_tradeoffs, pareto_front, pareto_plot, pareto_points
+from test_quality import rec
 
 COSTS = {"fft": (0.90, 1000, 10.0, 22_000_000), "lora": (0.88, 600, 6.0, 80_000), "kd-lora": (0.86, 400, 4.0, 40_000)}
 
