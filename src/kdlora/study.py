@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from kdlora.analysis import quality, tradeoff
+from kdlora.errors import UserError
 from kdlora.outputs import staged_output
 from kdlora.store import Run, Store
 
@@ -79,11 +80,17 @@ def _efficiency(bench: dict, stage: Path) -> dict:
     from kdlora.bench.table import write_bench_outputs
 
     write_bench_outputs(bench, stage / "bench")
-    analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency", reference_csv=paper_table_ii_path())
-    return {"table_ii": "bench/table-ii.csv", "report": "efficiency/report.md",
-            "average_speedup": analysis.get("average_speedup"),
-            "average_memory_reduction": analysis.get("average_memory_reduction"),
-            "memory_kind": sorted({r.get("memory_kind") for r in bench["rows"] if r.get("memory_kind")})}
+    found = {"table_ii": "bench/table-ii.csv", "report": None, "skipped": None,
+             "memory_kind": sorted({r.get("memory_kind") for r in bench["rows"] if r.get("memory_kind")})}
+    try:
+        analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency",
+                                reference_csv=paper_table_ii_path())
+    except UserError as exc:  # e.g. a params-only bench: no memory or time to analyse
+        found["skipped"] = str(exc).replace(str(stage) + "/", "")
+        return found
+    found.update(report="efficiency/report.md", average_speedup=analysis.get("average_speedup"),
+                 average_memory_reduction=analysis.get("average_memory_reduction"))
+    return found
 
 
 def _fmt(value, digits=1) -> str:
@@ -138,9 +145,13 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         lines += ["No finished train runs."]
     lines += ["", "## Efficiency: Table II (measured)", ""]
     if efficiency:
-        lines += [f"Measured by `kdlora bench` ({', '.join(efficiency['memory_kind']) or 'memory kind not stated'}); "
-                  f"the table is [`{efficiency['table_ii']}`]({efficiency['table_ii']}) and its full analysis, beside "
-                  f"the paper's figures, is [`{efficiency['report']}`]({efficiency['report']})."]
+        lines += [f"Measured by `kdlora bench` ({', '.join(efficiency['memory_kind']) or 'no memory measured'}); "
+                  f"the table is [`{efficiency['table_ii']}`]({efficiency['table_ii']})"]
+        if efficiency["report"]:
+            lines[-1] += (f" and its full analysis, beside the paper's figures, is "
+                          f"[`{efficiency['report']}`]({efficiency['report']}).")
+        else:
+            lines[-1] += f". It was not analysed: {efficiency['skipped']}."
         speed = efficiency.get("average_speedup") or {}
         memory = efficiency.get("average_memory_reduction") or {}
         if speed or memory:
