@@ -1,13 +1,15 @@
 """Fake train and bench backends for sweep tests: instant (or sleepy), deterministic, no torch.
 
 Select them in a subprocess with KDLORA_BACKENDS=fake_backends:BACKENDS (tests/ on PYTHONPATH).
-FAKE_SLEEP (seconds per run) slows runs down; FAKE_LOG (a file) gets a "start KEY" and "end KEY" line per run.
+FAKE_SLEEP (seconds per run) slows runs down; FAKE_KILL makes a train run SIGKILL its own process;
+FAKE_LOG (a file) gets a "start KEY" and "end KEY" line per run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -45,6 +47,8 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
     ident = f"{config['task']}/{config['family']}/{config['method']}/{config['rank']}/{config['seed']}"
     _log("start", ident)
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+    if os.environ.get("FAKE_KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
     if config["fail"]:
         raise RuntimeError("asked to fail")
     if config["method"] == "kd-lora" and not (Path(config["teacher"]) / "metrics.json").is_file():

@@ -6,7 +6,7 @@ import pytest
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
 from kdlora.backends import Backends
 from kdlora.errors import UserError
-from kdlora.executors import LocalExecutor, RayExecutor, execute, make_executor
+from kdlora.executors import LocalExecutor, RayExecutor, execute, execute_in_child, make_executor
 from kdlora.experiment import load_experiment
 from kdlora.store import Store
 from kdlora.sweep import run_sweep
@@ -34,8 +34,22 @@ def test_execute_defaults_status_to_done(tmp_path):
     assert execute("bench", {}, str(tmp_path), backends, False)["status"] == "done"
 
 
+def test_isolated_run_in_a_child_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
+    config = fake_backends.train_config({"task": "sst2", "family": "bert", "method": "fft", "seed": 2})
+    result = execute_in_child("train", config, str(tmp_path / "run"), False)
+    assert result["status"] == "done" and result["score"] == pytest.approx(0.92)
+    assert result["environment"]["pid"] != os.getpid() and (tmp_path / "run" / "metrics.json").is_file()
+    failed = execute_in_child("train", {**config, "fail": True}, str(tmp_path / "run2"), False)
+    assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: asked to fail"
+    monkeypatch.setenv("FAKE_KILL", "1")
+    killed = execute_in_child("train", config, str(tmp_path / "run3"), False)
+    assert killed["status"] == "failed" and killed["reason"] == "run process killed by signal 9 (out of memory?)"
+
+
 def test_make_executor():
-    assert isinstance(make_executor("local"), LocalExecutor)
+    assert isinstance(make_executor("local"), LocalExecutor) and make_executor("local").isolate
     assert isinstance(make_executor("ray", "auto"), RayExecutor)
     with pytest.raises(UserError, match="--address only applies"):
         make_executor("local", "auto")

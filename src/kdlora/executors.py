@@ -7,7 +7,12 @@ a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -35,13 +40,62 @@ def execute(kind: str, config: dict, out_dir: str, backends: Backends, progress:
 
 
 class LocalExecutor:
-    """Runs one after another in this process."""
+    """Runs one after another: each in a fresh child process (`isolate`, the CLI's choice), or in this one.
+
+    A child process per run keeps each run's peak memory its own (a process's peak RSS only grows) and a crash or
+    out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
+    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
+    """
+
+    def __init__(self, isolate: bool = False):
+        self.isolate = isolate
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
         for spec in specs:
             config, failure = driver.prepare(spec)
-            result = failure or execute(spec.kind, config, str(driver.out_dir(spec)), backends, progress)
+            out_dir = str(driver.out_dir(spec))
+            if failure is not None:
+                result = failure
+            elif self.isolate:
+                result = execute_in_child(spec.kind, config, out_dir, progress)
+            else:
+                result = execute(spec.kind, config, out_dir, backends, progress)
             driver.finish(spec, result)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when the driver dies (elsewhere: nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
+    """`execute` in a fresh `python -m kdlora.executors` process; its result comes back through a JSON file."""
+    with tempfile.TemporaryDirectory(prefix="kdlora-run-") as folder:
+        job, answer = Path(folder) / "job.json", Path(folder) / "result.json"
+        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
+                                   "result": str(answer)}), encoding="utf-8")
+        started = time.monotonic()
+        code = subprocess.run([sys.executable, "-m", "kdlora.executors", str(job)],
+                              preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+        if answer.is_file():
+            return json.loads(answer.read_text(encoding="utf-8"))
+    reason = (f"run process killed by signal {-code}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+              if code < 0 else f"run process exited with code {code} and no result")
+    return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - started, 3)}
+
+
+def _child_main(job_path: str) -> int:
+    from kdlora.backends import get_backends
+
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    result = execute(job["kind"], job["config"], job["out_dir"], get_backends(), job["progress"])
+    Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
+    return 0
 
 
 class RayExecutor:
@@ -61,8 +115,10 @@ class RayExecutor:
             raise UserError("the Ray executor needs Ray: pip install 'kdlora[ray]'") from None
         if not ray.is_initialized():
             try:
-                # local workers import this checkout (and test backends) the way the driver does
-                env = {k: os.environ[k] for k in ("PYTHONPATH", "KDLORA_BACKENDS") if k in os.environ}
+                # a local Ray's workers import this checkout (and test backends) the way the driver does; a
+                # cluster's workers need kdlora installed
+                names = ("PYTHONPATH", "KDLORA_BACKENDS") if self.address is None else ("KDLORA_BACKENDS",)
+                env = {k: os.environ[k] for k in names if k in os.environ}
                 ray.init(address=self.address, runtime_env={"env_vars": env} if env else None,
                          log_to_driver=False, include_dashboard=False)
             except ConnectionError as exc:
@@ -73,8 +129,9 @@ class RayExecutor:
         if not specs:
             return
         ray = self._ray()
-        remote = ray.remote(execute).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
-                                             max_retries=0)
+        # max_calls=1: a fresh worker process per run, so each run's peak memory is its own
+        remote = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0,
+                            max_calls=1)(execute)
         pending_keys = {s.key for s in specs}
         finished: set[str] = set()
         waiting = list(specs)
@@ -108,11 +165,15 @@ class RayExecutor:
 
 
 def make_executor(name: str, address: str | None = None):
-    """The executor called `name` (`local` or `ray`)."""
+    """The executor called `name`: `local` (each run in its own child process) or `ray`."""
     if name == "local":
         if address:
             raise UserError("--address only applies to --executor ray")
-        return LocalExecutor()
+        return LocalExecutor(isolate=True)
     if name == "ray":
         return RayExecutor(address)
     raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1]))
