@@ -168,18 +168,16 @@ def pareto_front(points: list[dict]) -> list[dict]:
 
 def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
     """Scatter of score against cost, the Pareto front joined by a line."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from kdlora.analysis.plots import COLOURS, new_figure, save
 
-    colours = {"fft": "#4c72b0", "lora": "#dd8452", "kd-lora": "#55a868"}
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(7, 4.5)
     ax = figure.add_subplot()
     for method in METHODS:
         mine = [p for p in points if p["method"] == method]
         if mine:
-            ax.scatter([p["cost"] for p in mine], [100 * p["score"] for p in mine], label=METHOD_LABELS[method],
-                       color=colours[method], s=40, zorder=3)
+            label = METHOD_LABELS[method]
+            ax.scatter([p["cost"] for p in mine], [100 * p["score"] for p in mine], label=label,
+                       color=COLOURS[label], s=40, zorder=3)
     for p in points:
         ax.annotate(p["label"], (p["cost"], 100 * p["score"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
@@ -194,5 +192,4 @@ def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
     ax.set_title(f"Score vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    figure.savefig(path, dpi=110)
-    return Path(path)
+    return save(figure, path)
