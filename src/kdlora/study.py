@@ -169,6 +169,6 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     lines += [""]
     for axis, path in plots.items():
         label = tradeoff.PARETO_AXES[axis][0]
-        lines += [f"![score vs {label}]({path})" if path else f"(no score-vs-{axis} plot: no family has both a score "
-                  f"and a {label} figure)", ""]
+        lines += [f"![score vs {label}]({path})" if path else f"(No score-vs-{axis} plot: no family has both a score "
+                  f"and this figure.)", ""]
     return lines
