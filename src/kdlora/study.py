@@ -7,6 +7,7 @@ when the store holds bench runs `bench/` (bench.json, table-ii.csv from `kdlora.
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime
 from importlib import resources
@@ -80,7 +81,9 @@ def _efficiency(bench: dict, stage: Path) -> dict:
     from kdlora.bench.table import write_bench_outputs
 
     write_bench_outputs(bench, stage / "bench")
-    found = {"table_ii": "bench/table-ii.csv", "report": None, "skipped": None,
+    with open(stage / "bench" / "table-ii.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    found = {"table_ii": "bench/table-ii.csv", "table_ii_rows": rows, "report": None, "skipped": None,
              "memory_kind": sorted({r.get("memory_kind") for r in bench["rows"] if r.get("memory_kind")})}
     try:
         analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency",
@@ -145,13 +148,16 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         lines += ["No finished train runs."]
     lines += ["", "## Efficiency: Table II (measured)", ""]
     if efficiency:
-        lines += [f"Measured by `kdlora bench` ({', '.join(efficiency['memory_kind']) or 'no memory measured'}); "
-                  f"the table is [`{efficiency['table_ii']}`]({efficiency['table_ii']})"]
+        intro = (f"Measured by `kdlora bench` ({', '.join(efficiency['memory_kind']) or 'no memory measured'}); "
+                 f"the table is [`{efficiency['table_ii']}`]({efficiency['table_ii']})")
         if efficiency["report"]:
-            lines[-1] += (f" and its full analysis, beside the paper's figures, is "
-                          f"[`{efficiency['report']}`]({efficiency['report']}).")
+            intro += (f" and its full analysis, beside the paper's figures, is "
+                      f"[`{efficiency['report']}`]({efficiency['report']}).")
         else:
-            lines[-1] += f". It was not analysed: {efficiency['skipped']}."
+            intro += f". It was not analysed: {efficiency['skipped']}."
+        header, *rows = efficiency["table_ii_rows"]
+        lines += [intro, "", "Rank columns: trainable parameters (exact); Memory Usage: peak training memory of the "
+                  "bench step; Inference Time: the bench eval set, adapters merged.", "", *_table(header, rows)]
         speed = efficiency.get("average_speedup") or {}
         memory = efficiency.get("average_memory_reduction") or {}
         if speed or memory:
