@@ -1,0 +1,41 @@
+"""Label new text with a trained run: one line per text, `LABEL<tab>PROBABILITY<tab>TEXT` (regression tasks:
+`VALUE<tab>TEXT`). Pair tasks take both texts of an example separated by a tab.
+
+  kdlora predict runs/ml-fft "A gorgeous, moving film." "Dull and far too long."
+  kdlora predict runs/ml-fft --file sentences.txt
+"""
+
+HELP = "label new text with a trained run"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
+    parser.add_argument("--file", help="a file with one text per line (`-` for standard input)")
+
+
+def run(args) -> int:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one line per result, no loading bars
+    import sys
+    from pathlib import Path
+
+    from kdlora.errors import UserError
+    from kdlora.predict import predict
+
+    texts = list(args.texts)
+    if args.file:
+        try:
+            lines = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{args.file}: cannot read ({exc.strerror})") from None
+        texts += [line for line in lines.splitlines() if line.strip()]
+    if not texts:
+        raise UserError("give texts to label, or --file")
+    for row in predict(args.run_dir, texts):
+        if "value" in row:
+            print(f"{row['value']:.4f}\t{row['text']}")
+        else:
+            print(f"{row['label']}\t{row['score']:.4f}\t{row['text']}")
+    return 0

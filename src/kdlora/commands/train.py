@@ -1,0 +1,77 @@
+"""Fine-tune one (task, family, method, rank, seed) and write RUN_DIR/metrics.json plus the model or adapter.
+
+  kdlora train --task sst2 --family bert --method fft --out runs/bert-fft
+  kdlora train --task sst2 --family bert --method kd-lora --teacher runs/bert-fft --out runs/bert-kd
+  kdlora train --task movie-snippets --family minilm --method lora --max-train-samples 2000 --out runs/ml
+
+Every setting can also come from --config FILE (JSON or YAML; flags win). Exit status 0 when the run is done,
+1 when it collapsed (non-finite loss or constant dev predictions: the reason is printed and recorded).
+Multi-GPU: `accelerate launch -m kdlora train ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+HELP = "fine-tune one run (FFT, LoRA or KD-LoRA) and record its metrics"
+_FIXED = ("task", "family", "method")
+
+
+def add_arguments(parser) -> None:
+    from kdlora.config import TrainConfig, field_docs
+
+    docs = field_docs()
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
+    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        names = [flag, "--student"] if field.name == "pretrained" else [flag]
+        help_text = docs.get(field.name, "")
+        if field.type in ("bool",):
+            parser.add_argument(*names, dest=field.name, action="store_true", default=None, help=help_text)
+            continue
+        kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(field.type, str)
+        default = "" if field.default is dataclasses.MISSING or field.default is None else f" (default {field.default})"
+        parser.add_argument(*names, dest=field.name, type=kind, default=None, help=help_text + default)
+
+
+def _read_config_file(path: str) -> dict:
+    from pathlib import Path
+
+    from kdlora.errors import UserError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    import yaml
+
+    try:
+        values = yaml.safe_load(text)  # JSON is YAML too
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of settings")
+    return values
+
+
+def run(args) -> int:
+    from kdlora.config import TrainConfig
+    from kdlora.errors import UserError
+    from kdlora.train import run_training
+
+    values = _read_config_file(args.config) if args.config else {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    for key in _FIXED:
+        if key not in values:
+            raise UserError(f"--{key} is required")
+    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet)
+    metric_text = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+    print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
+          f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
+          f"params train -> {args.out}/metrics.json")
+    if result["reason"]:
+        print(f"reason: {result['reason']}")
+    return 0 if result["status"] == "done" else 1

@@ -1,0 +1,1 @@
+"""Tasks, loaders, tokenisation: everything between a task name and batches of token ids."""

@@ -1,0 +1,149 @@
+"""Load a task's split as `Examples`: from the hub, a local GLUE TSV folder, CSV/JSONL files, or the snippets.
+
+An example's id is its row number in the full split, so ids stay the same however the split is subsampled or
+shuffled; teacher logits are stored by these ids.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlora.data.tasks import Task
+from kdlora.errors import UserError
+
+# GLUE's own folder names, for a data_dir that holds the whole GLUE download
+GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B", "mnli": "MNLI",
+             "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
+
+
+@dataclass
+class Examples:
+    """One split: parallel lists of ids, input texts (one or two per example) and labels."""
+
+    ids: list[int]
+    texts: list[tuple[str, ...]]
+    labels: list[float]
+    source: str = ""
+    """Where the examples came from (file or hub name), for error messages and fingerprints."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, n: int | None, seed: int) -> Examples:
+        """At most `n` examples drawn without replacement by `seed`, ids kept; all of them when `n` is None."""
+        if n is None or n >= len(self):
+            return self
+        rows = sorted(random.Random(seed).sample(range(len(self)), n))
+        return Examples([self.ids[i] for i in rows], [self.texts[i] for i in rows],
+                        [self.labels[i] for i in rows], self.source)
+
+
+def load_split(task: Task, split: str, data_dir: str | Path | None = None) -> Examples:
+    """The `split` ("train", "validation", "validation_matched", ..., "test") of `task`, labels checked."""
+    if task.source == "snippets":
+        from kdlora.data.snippets import load_snippets
+
+        examples = load_snippets(task, split)
+    elif data_dir is not None:
+        examples = _load_local(task, split, Path(data_dir))
+    else:
+        examples = _load_hub(task, split)
+    check_labels(task, examples)
+    return examples
+
+
+def check_labels(task: Task, examples: Examples) -> None:
+    """Raise a UserError naming the first label outside the task's range."""
+    for i, label in enumerate(examples.labels):
+        if task.regression:
+            low, high = task.label_range or (float("-inf"), float("inf"))
+            ok = low <= label <= high
+        else:
+            ok = float(label).is_integer() and 0 <= label < task.num_labels
+        if not ok:
+            raise UserError(f"{examples.source}: example {examples.ids[i]} has label {label!r} outside the range "
+                            f"of task {task.name}")
+
+
+def _load_hub(task: Task, split: str) -> Examples:
+    try:
+        from datasets import load_dataset
+
+        data = load_dataset("nyu-mll/glue", task.name, split=split)
+    except Exception as exc:  # offline, or the hub refused: say how to load local files instead
+        raise UserError(f"cannot load GLUE {task.name}/{split} from the hub ({type(exc).__name__}); pass "
+                        "--data-dir with GLUE TSV files or CSV/JSONL files") from None
+    columns = [data[f] for f in task.text_fields]
+    texts = list(zip(*columns, strict=True))
+    return Examples(list(range(len(data))), texts, [float(x) for x in data["label"]], f"nyu-mll/glue/{task.name}")
+
+
+def _local_candidates(task: Task, split: str, root: Path) -> list[Path]:
+    glue_name = (task.tsv.get("names") or {}).get(split) or {"validation": "dev"}.get(split, split)
+    folders = [root, root / GLUE_DIRS.get(task.name, task.name)]
+    names = [f"{glue_name}.tsv", f"{split}.csv", f"{split}.jsonl", f"{glue_name}.csv", f"{glue_name}.jsonl"]
+    return [folder / name for folder in folders for name in names]
+
+
+def _load_local(task: Task, split: str, root: Path) -> Examples:
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found")
+    for path in _local_candidates(task, split, root):
+        if path.is_file():
+            return _read_tsv(task, path) if path.suffix == ".tsv" else _read_named_columns(task, path)
+    raise UserError(f"{root}: no {split} file for task {task.name} (looked for train.tsv/dev.tsv, "
+                    f"{split}.csv or {split}.jsonl)")
+
+
+def _label_value(task: Task, raw: str, path: Path, row: int) -> float:
+    names = task.tsv.get("labels")
+    if names and raw in names:
+        return float(names.index(raw))
+    try:
+        return float(raw)
+    except ValueError:
+        raise UserError(f"{path}: row {row}: label {raw!r} is not one of the task's labels") from None
+
+
+def _read_tsv(task: Task, path: Path) -> Examples:
+    """An original GLUE TSV file (no quoting; CoLA has no header row and positional columns)."""
+    spec = task.tsv
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if spec["header"]:
+        header, rows = rows[0], rows[1:]
+        wanted = [*spec["texts"], spec["label"]]
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)} for task {task.name}")
+        positions = [header.index(c) for c in wanted]
+    else:
+        positions = [*spec["texts"], spec["label"]]
+    ids, texts, labels = [], [], []
+    for row_number, row in enumerate(rows, start=2 if spec["header"] else 1):
+        if len(row) <= max(positions):
+            continue  # GLUE's QQP/MNLI files hold a few broken lines; the hub drops them too
+        ids.append(len(ids))
+        texts.append(tuple(row[p] for p in positions[:-1]))
+        labels.append(_label_value(task, row[positions[-1]], path, row_number))
+    return Examples(ids, texts, labels, str(path))
+
+
+def _read_named_columns(task: Task, path: Path) -> Examples:
+    """A CSV or JSONL file whose columns are the task's text fields (hub names) and `label`."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path)
+    except ValueError as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    missing = [c for c in (*task.text_fields, "label") if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)} for task {task.name} "
+                        f"(has: {', '.join(map(str, frame.columns))})")
+    texts = list(zip(*(frame[c].astype(str).tolist() for c in task.text_fields), strict=True))
+    labels = [_label_value(task, str(v), path, i + 2) for i, v in enumerate(frame["label"].tolist())]
+    return Examples(list(range(len(frame))), texts, labels, str(path))

@@ -1,0 +1,53 @@
+"""GLUE metrics with scikit-learn and scipy, and the paper's GLUE score."""
+
+from __future__ import annotations
+
+from statistics import fmean
+
+
+def compute_metrics(task, predictions, labels) -> dict:
+    """The task's metrics on one dev split; `predictions` are class ids (or values for regression).
+
+    CoLA: Matthews correlation. STS-B and the rating task: Pearson, Spearman and their mean. MRPC, QQP: accuracy,
+    F1 and their mean. The rest: accuracy. Every classification task also reports accuracy.
+    """
+    import numpy as np
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    from kdlora.data.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task.regression:
+        pearson = float(pearsonr(predictions, labels)[0]) if np.ptp(predictions) > 0 else 0.0
+        spearman = float(spearmanr(predictions, labels)[0]) if np.ptp(predictions) > 0 else 0.0
+        return {"pearson": pearson, "spearman": spearman, "pearson_spearman": (pearson + spearman) / 2}
+    labels = labels.astype(int)
+    out = {"accuracy": float(accuracy_score(labels, predictions))}
+    if task.metric == "mcc":
+        out["mcc"] = float(matthews_corrcoef(labels, predictions))
+    if task.metric == "accuracy_f1":
+        out["f1"] = float(f1_score(labels, predictions))
+        out["accuracy_f1"] = (out["accuracy"] + out["f1"]) / 2
+    return out
+
+
+def task_score(task, metrics: dict) -> float:
+    """The task's one headline score (0..1): pairs averaged first (MNLI: matched and mismatched accuracy)."""
+    from kdlora.data.tasks import get_task
+
+    task = get_task(task) if isinstance(task, str) else task
+    if "matched_accuracy" in metrics and "mismatched_accuracy" in metrics:
+        return (metrics["matched_accuracy"] + metrics["mismatched_accuracy"]) / 2
+    return float(metrics[task.metric])
+
+
+def glue_score(per_task_scores: dict) -> float:
+    """The paper's GLUE score: the plain average over tasks of each task's score.
+
+    A value may be a task's headline score or its metrics dict (then `task_score` averages its pair first).
+    """
+    if not per_task_scores:
+        raise ValueError("no task scores to average")
+    return fmean(task_score(t, v) if isinstance(v, dict) else float(v) for t, v in per_task_scores.items())

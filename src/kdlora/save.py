@@ -1,0 +1,64 @@
+"""Writing a run folder (see `kdlora.runs` for the layout) and what it records about the machine."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+from pathlib import Path
+
+from kdlora.outputs import staged_output
+
+
+def peak_memory() -> dict:
+    """CUDA: max_memory_allocated since the run's reset. CPU: the process's peak RSS so far (every run in the
+    process counts, so run configurations in separate processes to compare them)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "memory_kind": "cuda-max-allocated"}
+    import resource
+
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "memory_kind": "cpu-peak-rss-process"}
+
+
+def environment(accelerator=None) -> dict:
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
+        "device": str(accelerator.device) if accelerator else "cpu",
+        "num_processes": accelerator.num_processes if accelerator else 1,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_labels: int) -> None:
+    """Write metrics.json, run.json, the tokenizer and the model: full weights, or the PEFT adapter (plus its base
+    weights when `base` is None). A run without a model (collapsed early) writes metrics.json only."""
+    with staged_output(out_dir) as stage:
+        if model is not None:
+            adapter = hasattr(model, "peft_config")
+            if adapter:
+                model.save_pretrained(stage / "adapter")
+                if base is None:
+                    # a tiny or derived base exists only in memory: keep its untouched weights beside the adapter
+                    copy.deepcopy(model).unload().save_pretrained(stage / "base")
+            else:
+                model.save_pretrained(stage / "model")
+            tokenizer.save_pretrained(stage / "tokenizer")
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
+            _write_json(stage / "run.json", info)
+        _write_json(stage / "metrics.json", metrics)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,133 @@
+"""The FFT teacher's logits for KD-LoRA, aligned to the student's batches by example id.
+
+By default the logits are computed once over the training examples and cached (safetensors: ids and logits)
+under a fingerprint of the teacher's weights and tokenizer, the task, the split and the max length; a cache with
+another fingerprint is stale and recomputed. `online=True` runs the teacher on every batch instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
+from kdlora.data.snippets import cache_dir, sha256_file
+
+
+def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
+    """sha256 over the teacher run's weight files, its tokenizer, and what was encoded."""
+    run_dir = Path(run_dir)
+    digest = hashlib.sha256()
+    for path in sorted(run_dir.glob("*/*.safetensors")) + [run_dir / "run.json"]:
+        digest.update(f"{path.relative_to(run_dir)}:{sha256_file(path)}\n".encode())
+    digest.update(f"{tokenizer_fingerprint(tokenizer)}:{task}:{split}:{max_length}".encode())
+    return digest.hexdigest()
+
+
+class LogitTable:
+    """Logits by example id: `lookup(idx)` returns the rows of a batch's ids, in the batch's order."""
+
+    def __init__(self, ids, logits):
+        import torch
+
+        self.ids = torch.as_tensor(ids, dtype=torch.long)
+        self.logits = logits
+        self.position = torch.full((int(self.ids.max()) + 1 if len(self.ids) else 1,), -1, dtype=torch.long)
+        self.position[self.ids] = torch.arange(len(self.ids))
+
+    def has(self, ids) -> bool:
+        return all(0 <= i < len(self.position) and self.position[i] >= 0 for i in ids)
+
+    def lookup(self, idx):
+        import torch
+
+        idx_cpu = idx.cpu()
+        known = (idx_cpu >= 0) & (idx_cpu < len(self.position))
+        rows = torch.where(known, self.position[idx_cpu.clamp(0, len(self.position) - 1)], -1)
+        if (rows < 0).any():
+            raise KeyError(f"no teacher logits for example ids {idx[rows < 0].tolist()[:5]}")
+        return self.logits[rows].to(idx.device)
+
+
+def predict_logits(model, features: list[dict], tokenizer, batch_size: int = 64, device=None):
+    """The model's logits for encoded `features`, in their order (eval mode, no gradients)."""
+    import torch
+
+    collate = Collator(tokenizer, regression=True)
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = collate(features[start:start + batch_size])
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "idx")}
+            out.append(model(**inputs).logits.float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: int, batch_size: int = 64,
+                          device=None, progress: bool = True) -> LogitTable:
+    """The teacher run's logits for `examples`, from the cache when its fingerprint matches, else computed."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from kdlora.runs import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(run_dir)
+    fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
+    where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+    path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
+    table = None
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            stored = (handle.metadata() or {}).get("fingerprint")
+        if stored == fingerprint:
+            data = load_file(str(path))
+            table = LogitTable(data["ids"], data["logits"])
+        elif progress:
+            print(f"teacher-logit cache {path} is stale (teacher, tokenizer or max length changed): recomputing",
+                  file=sys.stderr)
+    if table is not None and table.has(examples.ids):
+        return table
+    missing = [row for row, i in enumerate(examples.ids) if table is None or not table.has([i])]
+    subset = type(examples)([examples.ids[r] for r in missing], [examples.texts[r] for r in missing],
+                            [examples.labels[r] for r in missing], examples.source)
+    model = load_model(run_dir, merged=True)
+    if device is not None:
+        model.to(device)
+    logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
+    ids = torch.tensor(subset.ids, dtype=torch.long)
+    if table is not None:
+        ids, logits = torch.cat([table.ids, ids]), torch.cat([table.logits, logits])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")  # several accelerate processes may write at once
+    save_file({"ids": ids, "logits": logits.contiguous()}, str(partial), metadata={"fingerprint": fingerprint})
+    partial.replace(path)
+    return LogitTable(ids, logits)
+
+
+class OnlineTeacher:
+    """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
+
+    def __init__(self, run_dir, examples, max_length: int, device=None):
+        from kdlora.runs import load_model, load_tokenizer
+
+        self.tokenizer = load_tokenizer(run_dir)
+        self.model = load_model(run_dir, merged=True)
+        if device is not None:
+            self.model.to(device)
+        self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}
+        self.collate = Collator(self.tokenizer, regression=True)
+
+    def lookup(self, idx):
+        import torch
+
+        batch = self.collate([self.features[int(i)] for i in idx])
+        device = next(self.model.parameters()).device
+        with torch.no_grad():
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "idx")}
+            return self.model(**inputs).logits.float().to(idx.device)

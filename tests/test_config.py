@@ -1,0 +1,53 @@
+import dataclasses
+
+import pytest
+
+from kdlora.config import DEFAULT_LEARNING_RATES, TrainConfig, field_docs
+from kdlora.errors import UserError
+
+
+def test_from_dict_normalises_names_and_round_trips():
+    config = TrainConfig.from_dict({"task": "SST-2", "family": "BERT", "method": "kd_lora", "rank": "16"})
+    assert (config.task, config.family, config.method, config.rank) == ("sst2", "bert", "kd-lora", 16)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_key_is_stable_and_covers_every_field():
+    a = TrainConfig(task="sst2", family="bert", method="lora")
+    b = TrainConfig.from_dict(a.to_dict())
+    assert a.key() == b.key() and len(a.key()) == 64
+    assert dataclasses.replace(a, seed=43).key() != a.key()
+    assert dataclasses.replace(a, max_length=64).key() != a.key()
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"rank": 0}, "bad value for rank: 0"),
+    ({"kd_alpha": 1.5}, "bad value for kd_alpha: 1.5"),
+    ({"epochs": "three"}, "epochs must be int, got 'three'"),
+    ({"tiny": "yes"}, "tiny must be true or false"),
+    ({"rank": 2.5}, "rank must be a whole number"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+    ({"task": "imdb"}, "unknown task 'imdb'"),
+    ({"student_init": "random"}, "bad value for student_init: 'random'"),
+])
+def test_bad_values_name_key_and_value(values, message):
+    with pytest.raises(UserError, match=message):
+        TrainConfig.from_dict({"task": "sst2", "family": "bert", "method": "fft", **values})
+
+
+def test_missing_key_is_named():
+    with pytest.raises(UserError, match="missing key 'method'"):
+        TrainConfig.from_dict({"task": "sst2", "family": "bert"})
+
+
+def test_learning_rate_default_depends_on_method_and_data_size():
+    assert TrainConfig(task="sst2", family="bert", method="fft").lr == DEFAULT_LEARNING_RATES["glue"]["fft"] == 2e-5
+    small = TrainConfig(task="movie-snippets", family="minilm", method="kd-lora")
+    assert small.lr == DEFAULT_LEARNING_RATES["small"]["kd-lora"]
+    assert TrainConfig(task="sst2", family="bert", method="fft", learning_rate=1e-3).lr == 1e-3
+
+
+def test_every_field_has_a_docstring_for_the_cli():
+    docs = field_docs()
+    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(len(text) > 10 for text in docs.values())

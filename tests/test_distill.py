@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdlora.data.encode import Collator, encode, tiny_tokenizer
+from kdlora.data.loaders import load_split
+from kdlora.data.tasks import get_task
+from kdlora.distill import kd_loss
+from kdlora.teacher import LogitTable, OnlineTeacher, cached_teacher_logits, predict_logits
+from train_helpers import DATA, tiny_config
+
+
+def test_alpha_zero_is_the_task_loss():
+    s, t, y = torch.randn(5, 3), torch.randn(5, 3), torch.tensor([0, 2, 1, 1, 0])
+    assert kd_loss(s, t, y, alpha=0.0) == pytest.approx(F.cross_entropy(s, y).item())
+
+
+def test_kd_term_is_kl_at_temperature_times_t_squared():
+    s, t, y = torch.randn(4, 2), torch.randn(4, 2), torch.tensor([0, 1, 1, 0])
+    for temp in (1.0, 2.0, 4.0):
+        p_t, p_s = F.softmax(t / temp, -1), F.softmax(s / temp, -1)
+        kl = (p_t * (p_t.log() - p_s.log())).sum(-1).mean()
+        assert kd_loss(s, t, y, temperature=temp, alpha=1.0).item() == pytest.approx(kl.item() * temp**2, rel=1e-5)
+
+
+def test_regression_path_is_mse_to_teacher_and_label():
+    s, t, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [2.0]]), torch.tensor([3.0, 2.0])
+    # mse(s, t) = 0.5, mse(s, y) = 2.0
+    assert kd_loss(s, t, y, alpha=0.25, regression=True).item() == pytest.approx(0.25 * 0.5 + 0.75 * 2.0)
+
+
+def test_logit_table_follows_ids_through_shuffled_batches():
+    tokenizer = tiny_tokenizer()
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2")
+    table = LogitTable(examples.ids, torch.tensor([[float(i), -float(i)] for i in examples.ids]))
+    loader = torch.utils.data.DataLoader(encode(examples, tokenizer), batch_size=5, shuffle=True,
+                                         collate_fn=Collator(tokenizer, regression=False),
+                                         generator=torch.Generator().manual_seed(0))
+    seen = []
+    for batch in loader:
+        assert table.lookup(batch["idx"])[:, 0].tolist() == batch["idx"].float().tolist()
+        seen += batch["idx"].tolist()
+    assert sorted(seen) == examples.ids and seen != examples.ids  # really shuffled
+    with pytest.raises(KeyError):
+        table.lookup(torch.tensor([999]))
+
+
+def test_training_pairs_each_example_with_its_own_teacher_logits(tmp_path, monkeypatch):
+    """A teacher whose logit is the example id; labels are id / 4: every KD batch must see logit == 4 * label."""
+    import kdlora.distill
+    import kdlora.train
+
+    rows = ["sentence1,sentence2,label"] + [f"good {i},film {i},{i / 4}" for i in range(20)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "validation.csv").write_text("\n".join(rows[:9]) + "\n")
+    monkeypatch.setattr(kdlora.train, "make_teacher",
+                        lambda *a, **k: LogitTable(list(range(20)), torch.arange(20.0).view(-1, 1)))
+    seen, real = [], kdlora.distill.kd_loss
+
+    def spy(student, teacher, labels, **kwargs):
+        assert teacher.view(-1).tolist() == (labels * 4).tolist()
+        seen.extend(labels.tolist())
+        return real(student, teacher, labels, **kwargs)
+
+    monkeypatch.setattr(kdlora.distill, "kd_loss", spy)
+    config = tiny_config("stsb", "bert", "kd-lora", data_dir=str(tmp_path), teacher="unused", epochs=2,
+                         student_init="pretrained")
+    result = kdlora.train.run_training(config, tmp_path / "run", progress=False)
+    assert result["steps"] == 10 and len(seen) == 40
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    from kdlora.train import run_training
+
+    out = tmp_path_factory.mktemp("teacher") / "fft"
+    run_training(tiny_config("sst2", "minilm", "fft"), out, progress=False)
+    return out
+
+
+def test_cached_logits_equal_the_teachers_own_and_stale_cache_is_recomputed(teacher_run, tmp_path, monkeypatch,
+                                                                            capsys):
+    from kdlora.runs import load_model, load_tokenizer
+
+    monkeypatch.setenv("KDLORA_CACHE", str(tmp_path))
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(10, seed=3)
+    table = cached_teacher_logits(teacher_run, examples, "sst2", "train", 32)
+    model, tokenizer = load_model(teacher_run, merged=True), load_tokenizer(teacher_run)
+    direct = predict_logits(model, encode(examples, tokenizer, 32), tokenizer)
+    shuffled = torch.tensor(examples.ids[::-1])
+    assert torch.allclose(table.lookup(shuffled), direct.flip(0), atol=1e-5)
+    # the same fingerprint: read back from the cache (a second file read, no recompute message)
+    assert torch.equal(cached_teacher_logits(teacher_run, examples, "sst2", "train", 32).logits, table.logits)
+    assert "stale" not in capsys.readouterr().err
+    cached_teacher_logits(teacher_run, examples, "sst2", "train", 16)  # another max length: other fingerprint
+    assert "is stale" in capsys.readouterr().err
+    online = OnlineTeacher(teacher_run, examples, 32)
+    assert torch.allclose(online.lookup(shuffled), direct.flip(0), atol=1e-5)

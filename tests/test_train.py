@@ -1,0 +1,137 @@
+import json
+import math
+
+import pytest
+import torch
+
+import kdlora.train
+from kdlora.families import FAMILIES
+from kdlora.train import collapse_reason, run_training
+from train_helpers import tiny_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """A tiny FFT teacher run per family (sst2 fixture), shared by the LoRA and KD-LoRA tests."""
+    root = tmp_path_factory.mktemp("teachers")
+    return {name: (root / name, run_training(tiny_config(family=name), root / name, progress=False))
+            for name in sorted(FAMILIES)}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_fft_trains_every_weight_and_writes_the_run(teachers, family):
+    run_dir, result = teachers[family]
+    assert result["status"] in ("done", "collapsed")
+    assert result["trainable_params"] == result["total_params"] and result["adapter_params"] == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["run_key"] == result["run_key"]
+    assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "tokenizer").is_dir()
+    assert result["steps"] == 6 and result["warmup_steps"] == math.ceil(0.1 * 6)  # 24 examples, batch 4
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0 and result["score"] == result["metrics"]["accuracy"]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("method", ["lora", "kd-lora"])
+def test_lora_methods_save_a_peft_adapter(teachers, family, method, tmp_path):
+    teacher_dir, teacher = teachers[family]
+    result = run_training(tiny_config(family=family, method=method, teacher=str(teacher_dir), rank=4),
+                          tmp_path / "run", progress=False)
+    assert result["status"] in ("done", "collapsed")
+    assert (tmp_path / "run" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+    assert 0 < result["adapter_params"] < result["trainable_params"] < result["total_params"]
+    if method == "kd-lora":
+        assert result["total_params"] < teacher["total_params"]  # the smaller student
+        assert result["teacher_logit_seconds"] > 0
+    else:
+        assert result["total_params"] == teacher["total_params"] + result["adapter_params"] + \
+            (result["trainable_params"] - result["adapter_params"])  # adapters + a second copy of the head
+
+
+def test_best_checkpoint_is_the_best_dev_score_and_warmup_follows_real_steps(tmp_path):
+    result = run_training(tiny_config(epochs=3, warmup_ratio=0.5, learning_rate=5e-3), tmp_path, progress=False)
+    scores = [h["score"] for h in result["history"]]
+    assert result["steps"] == 18 and result["warmup_steps"] == 9
+    assert result["score"] == max(scores) and result["best_epoch"] == scores.index(max(scores)) + 1
+
+
+def test_mnli_scores_matched_and_mismatched(tmp_path):
+    result = run_training(tiny_config("mnli", family="deberta"), tmp_path, progress=False)
+    metrics = result["metrics"]
+    assert {"matched_accuracy", "mismatched_accuracy", "accuracy"} <= set(metrics)
+    assert result["score"] == pytest.approx((metrics["matched_accuracy"] + metrics["mismatched_accuracy"]) / 2)
+
+
+def test_regression_task_and_online_teacher(teachers, tmp_path):
+    fft = run_training(tiny_config("stsb", family="roberta"), tmp_path / "fft", progress=False)
+    assert set(fft["metrics"]) == {"pearson", "spearman", "pearson_spearman"}
+    kd = run_training(tiny_config("stsb", family="roberta", method="kd-lora", teacher=str(tmp_path / "fft"),
+                                  online_teacher=True), tmp_path / "kd", progress=False)
+    assert kd["status"] in ("done", "collapsed") and "pearson_spearman" in kd["metrics"]
+
+
+def test_non_finite_loss_is_a_collapsed_run_not_an_exception(tmp_path, monkeypatch):
+    monkeypatch.setattr(kdlora.train, "forward_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    result = run_training(tiny_config(), tmp_path, progress=False)
+    assert result["status"] == "collapsed" and result["reason"] == "non-finite loss (nan) at step 1"
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "collapsed"
+    assert not (tmp_path / "model").exists()
+
+
+def test_collapse_reason_spots_constant_predictions():
+    assert collapse_reason([1, 1, 1], [0, 1, 1], regression=False) == \
+        "constant predictions on dev (every example labelled 1)"
+    assert collapse_reason([0.5, 0.5], [1.0, 2.0], regression=True).startswith("constant predictions")
+    assert collapse_reason([0, 1, 1], [0, 1, 1], regression=False) is None
+    assert collapse_reason([1, 1], [1, 1], regression=False) is None  # a one-class dev set is not collapse
+
+
+def test_kd_lora_without_teacher_is_a_user_error(tmp_path):
+    from kdlora.errors import UserError
+
+    with pytest.raises(UserError, match="pass --teacher RUN_DIR"):
+        run_training(tiny_config(method="kd-lora"), tmp_path, progress=False)
+
+
+def test_cli_train_writes_metrics_and_prints_a_summary(tmp_path, capsys):
+    from kdlora.cli import main
+
+    code = main(["train", "--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--epochs", "1",
+                 "--data-dir", str(tiny_config().data_dir), "--out", str(tmp_path), "--quiet", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code in (0, 1) and out.startswith(("done: sst2 bert lora: accuracy", "collapsed: sst2 bert lora"))
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["tiny"] is True
+
+
+def test_cli_config_file_errors_are_one_line(tmp_path, capsys):
+    from kdlora.cli import main
+
+    (tmp_path / "run.yaml").write_text("task: sst2\nfamily: bert\nmethod: lora\nrnak: 8\n")
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdlora train: error: config: unknown key 'rnak'") and err.count("\n") == 1
+    assert main(["train", "--family", "bert", "--method", "lora", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == "kdlora train: error: --task is required\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_tiny_model_learns_the_toy_task_and_early_stopping_ends_it(tmp_path):
+    result = run_training(tiny_config(family="minilm", epochs=10, learning_rate=1e-2, patience=2), tmp_path,
+                          progress=False)
+    assert result["status"] == "done" and result["score"] == 1.0
+    # stops `patience` evaluations after the best one, all of them after warm-up (6 steps)
+    assert len(result["history"]) == result["best_epoch"] + 2 < 10
+    assert result["history"][result["best_epoch"]]["step"] > result["warmup_steps"]
+
+
+def test_student_flag_is_the_pretrained_weights_and_cuda_must_exist(tmp_path):
+    from kdlora.cli import build_parser
+    from kdlora.errors import UserError
+
+    args = build_parser().parse_args(["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora",
+                                      "--student", "some/folder", "--out", "x"])
+    assert args.pretrained == "some/folder"
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            run_training(tiny_config(device="cuda"), tmp_path, progress=False)
