@@ -80,3 +80,18 @@ def test_sweep_cli_bad_experiment_is_one_line_exit_2(tmp_path, monkeypatch, caps
     assert main(["sweep", str(path), "--db", str(tmp_path / "r.db"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(path) in err and message in err
+
+
+def test_real_backends_validate_and_fill_defaults():
+    from kdlora.backends import real_bench_settings, real_train_config
+
+    config = real_train_config({"task": "SST-2", "family": "bert", "method": "kd_lora", "seed": 3})
+    assert (config["task"], config["method"], config["seed"], config["rank"]) == ("sst2", "kd-lora", 3, 8)
+    with pytest.raises(UserError, match="epochs"):
+        real_train_config({"task": "sst2", "family": "bert", "method": "fft", "epochs": 0})
+    settings = real_bench_settings({"families": ["bert"], "ranks": [8, 16]})
+    assert settings["families"] == ["bert"] and settings["ranks"] == [8, 16] and settings["eval_size"] == 1043
+    with pytest.raises(UserError, match="ranks: 0 is not a positive integer"):
+        real_bench_settings({"ranks": [0]})
+    with pytest.raises(UserError, match="unknown bench setting 'colour'"):
+        real_bench_settings({"colour": 1})

@@ -59,7 +59,8 @@ def real_bench_settings(values: dict) -> dict:
     if unknown:
         raise UserError(f"unknown bench setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
     try:
-        settings = settings_class(**values)
+        settings = settings_class(**_tuples(values))
+        settings.validate()
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad bench setting: {exc}") from None
     return _plain(dataclasses.asdict(settings))
