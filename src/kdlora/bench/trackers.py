@@ -1,0 +1,159 @@
+"""How things are measured: context managers that hand back small result dataclasses.
+
+Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the process's peak resident set size
+(Linux VmHWM, reset when the tracker starts; `ru_maxrss` elsewhere) less its RSS when the tracker started. Memory
+freed by one configuration may stay in the allocator and hide the next one's growth, which is why every
+configuration runs in its own worker process.
+Latency: wall time per batch (CUDA events on a GPU), reported as total, p50, p90 and throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+MB = 1024 * 1024
+
+
+@dataclass
+class MemoryResult:
+    peak_mb: float | None = None
+    """Peak memory of the tracked block, MB (2**20 bytes)."""
+    kind: str = ""
+    """What the figure is: `cpu-peak-rss-delta` or `cuda-max-memory-allocated`."""
+
+
+def _reset_peak_rss() -> None:
+    """Restart the kernel's peak-RSS count (VmHWM) at the current RSS, where Linux allows it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_bytes() -> int:
+    """The process's peak RSS: VmHWM on Linux (resettable, and not inherited from the parent that forked us,
+    which `ru_maxrss` can be), else `ru_maxrss`."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+@contextlib.contextmanager
+def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
+    """Measure the peak memory of the block; the yielded result is filled in when the block ends.
+
+    On CPU, use a fresh process: memory a previous block freed to the allocator (not the OS) is reused unseen.
+    """
+    result = MemoryResult()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        result.kind = "cuda-max-memory-allocated"
+        yield result
+        torch.cuda.synchronize()
+        result.peak_mb = (torch.cuda.max_memory_allocated() - before) / MB
+    else:
+        import psutil
+
+        _reset_peak_rss()
+        before = psutil.Process().memory_info().rss
+        result.kind = "cpu-peak-rss-delta"
+        yield result
+        result.peak_mb = (_peak_rss_bytes() - before) / MB
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation, like numpy's default."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass
+class LatencyResult:
+    batch_ms: list[float] = field(default_factory=list)
+    """Wall time of every timed batch, ms."""
+    items: int = 0
+    """Sequences processed in the timed batches."""
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.batch_ms) / 1000
+
+    @property
+    def p50_ms(self) -> float:
+        return percentile(self.batch_ms, 50)
+
+    @property
+    def p90_ms(self) -> float:
+        return percentile(self.batch_ms, 90)
+
+    @property
+    def mean_ms(self) -> float:
+        return statistics.fmean(self.batch_ms)
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.items / self.total_seconds
+
+
+class LatencyTimer:
+    """Times one batch at a time: `with timer.batch(size): model(**inputs)`."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.result = LatencyResult()
+        self._events = []
+
+    @contextlib.contextmanager
+    def batch(self, size: int):
+        if self.device.startswith("cuda"):
+            import torch
+
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.append((start, end))
+        else:
+            start = time.perf_counter()
+            yield
+            self.result.batch_ms.append((time.perf_counter() - start) * 1000)
+        self.result.items += size
+
+    def finish(self) -> LatencyResult:
+        if self._events:
+            import torch
+
+            torch.cuda.synchronize()
+            self.result.batch_ms.extend(s.elapsed_time(e) for s, e in self._events)
+            self._events.clear()
+        return self.result
+
+
+@contextlib.contextmanager
+def track_latency(device: str = "cpu") -> Iterator[LatencyTimer]:
+    """Yield a `LatencyTimer`; when the block ends its `.result` holds every batch's time."""
+    timer = LatencyTimer(device)
+    yield timer
+    timer.finish()

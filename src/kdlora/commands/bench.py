@@ -1,0 +1,125 @@
+"""Measure Table II on the real architectures, built offline from their bundled configs.
+
+For each family x method x rank: exact parameter counts (adapters, trainable, total with adapters merged), the
+peak memory of the method's real training step (each configuration in its own process: CUDA max_memory_allocated,
+or on CPU the process's peak RSS less its RSS before the model was built), and the time of a fixed evaluation set
+(1,043 sequences, realistic lengths, batch 32, dynamic padding) with LoRA adapters merged and unmerged.
+
+Writes DIR/table-ii.csv (the paper's layout: `kdlora analyze DIR/table-ii.csv` reads it) and DIR/bench.json.
+
+examples:
+  kdlora bench --params-only                 exact counts of the three paper families (seconds)
+  kdlora bench --out bench-results           the full table on this machine
+  kdlora bench --families minilm --pad-to 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import sys
+
+from kdlora.errors import UserError
+
+HELP = "measure Table II (exact parameters, peak training memory, merged/unmerged inference) on this machine"
+
+
+def field_help(cls) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it), by field name."""
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ranks(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ranks must be integers separated by commas, got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kdlora.bench.runner import BenchSettings
+
+    docs = field_help(BenchSettings)
+    defaults = BenchSettings()
+    parser.add_argument("--out", default="bench-results", metavar="DIR",
+                        help="folder for table-ii.csv and bench.json (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(BenchSettings):
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        helptext = docs.get(f.name, "")
+        if f.name == "tiny":
+            parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+        elif default is True:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
+        elif default is False:
+            parser.add_argument(flag, action="store_true", help=helptext)
+        elif f.name == "ranks":
+            parser.add_argument(flag, type=_ranks, default=default, metavar="R,R", help=helptext)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=_names, default=default, metavar="A,B",
+                                help=f"{helptext} (default: {','.join(default)})")
+        else:
+            shown = "" if default is None else " (default: %(default)s)"
+            parser.add_argument(flag, type=int if f.name != "device" else str, default=default,
+                                metavar="N" if f.name != "device" else "DEVICE", help=helptext + shown)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from kdlora.bench.runner import BenchSettings
+
+    return BenchSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchSettings)}).validate()
+
+
+def adapter_rows(result: dict) -> list[dict]:
+    """Per family and LoRA method: adapter parameters at each rank and the merged model's total."""
+    lines: dict[tuple[str, str], dict] = {}
+    for row in result["rows"]:
+        if row["rank"] is not None:
+            line = lines.setdefault((row["family"], row["method"]), {"Model": row["model"], "Method": row["method"]})
+            line[f"adapters r{row['rank']}"] = row["adapter_params"]
+            line["_total"] = row["total_params"]
+    return [{**{k: v for k, v in line.items() if k != "_total"}, "total (merged)": line["_total"]}
+            for line in lines.values()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from kdlora.bench.runner import run_bench
+    from kdlora.bench.table import empty_cells, table_ii_rows, write_bench_outputs
+
+    settings = settings_from_args(args)
+    result = run_bench(settings, progress=not args.no_progress)
+    write_bench_outputs(result, args.out)
+    table = table_ii_rows(result)
+    print(tabulate(table, headers="keys", tablefmt="github", disable_numparse=True))
+    print("\nLoRA adapter parameters (A and B only) and the inference model's total (adapters merged):")
+    print(tabulate(adapter_rows(result), headers="keys", tablefmt="github", intfmt=",", disable_numparse=False))
+    config, env = result["config"], result["environment"]
+    print(f"\nwrote {args.out}/table-ii.csv and {args.out}/bench.json in {config['wall_seconds']:.0f} s "
+          f"(memory: {config['memory_kind'] or 'not measured'}; {env['cpu_model']}, load "
+          f"{env['load_average_start']} -> {env['load_average_end']})")
+    stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in config["stage_seconds"].items())
+    print(f"time per stage: {stages}")
+    failed = [r for r in result["rows"] if r["error"]]
+    for row in failed:
+        print(f"failed: {row['family']}/{row['method']}" + (f"/r{row['rank']}" if row["rank"] else "") +
+              f": {row['error']}", file=sys.stderr)
+    missing = empty_cells(table)
+    if missing and not settings.params_only:
+        print("empty cells: " + "; ".join(missing), file=sys.stderr)
+    return 1 if failed else 0
+
+
+__all__ = ["HELP", "add_arguments", "run", "UserError"]

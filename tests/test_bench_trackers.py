@@ -1,0 +1,50 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kdlora.bench.trackers import LatencyResult, percentile, track_latency
+
+
+def test_percentile_interpolates_like_numpy():
+    values = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert percentile(values, 50) == 30.0
+    assert percentile(values, 90) == pytest.approx(46.0)
+    assert percentile(values[::-1], 0) == 10.0
+    assert percentile([7.0], 90) == 7.0
+
+
+def test_latency_result_summaries():
+    result = LatencyResult(batch_ms=[100.0, 300.0, 200.0, 400.0], items=64)
+    assert result.total_seconds == pytest.approx(1.0)
+    assert result.p50_ms == 250.0
+    assert result.p90_ms == pytest.approx(370.0)
+    assert result.mean_ms == 250.0
+    assert result.throughput_per_s == pytest.approx(64.0)
+
+
+def test_latency_timer_times_each_batch():
+    with track_latency("cpu") as timer:
+        for size in (3, 5):
+            with timer.batch(size):
+                time.sleep(0.02)
+    assert timer.result.items == 8
+    assert len(timer.result.batch_ms) == 2
+    assert all(19 <= ms < 200 for ms in timer.result.batch_ms)
+
+
+def test_cpu_memory_tracker_sees_a_peak_that_was_freed():
+    # a fresh process, as in the bench: ru_maxrss is a lifetime peak
+    code = """
+from kdlora.bench.trackers import track_memory
+with track_memory("cpu") as memory:
+    block = bytearray(80 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    del block
+print(memory.kind, memory.peak_mb)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "cpu-peak-rss-delta"
+    assert 79 <= float(out[1]) <= 100
