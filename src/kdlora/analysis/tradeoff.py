@@ -1,0 +1,195 @@
+"""Score next to cost: per family, what share of LoRA's and FFT's score KD-LoRA keeps, at what memory and speed.
+
+Quality comes from train runs (medians over seeds, averaged over the tasks every method has). Costs come from two
+places, always labelled: the train runs' own measurements (trainable parameters, peak training memory, training
+time) and `kdlora bench` rows of the same family (peak training memory in a fixed step, inference time with merged
+adapters). A family that was benched but not trained gets a cost-only line. Never imports training code.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from kdlora.analysis.quality import METHOD_LABELS, Aggregate, column_name, table_rank
+
+METHODS = ("fft", "lora", "kd-lora")
+
+
+def _pick(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> list[Aggregate]:
+    return [a for a in aggregates if a.family == family and a.method == method and a.n
+            and (method == "fft" or a.rank == rank)]
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _bench_figures(rows: list[dict], family: str, method: str, rank: int | None) -> dict | None:
+    """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank."""
+    mine = [r for r in rows if r.get("family") == family and r.get("method") == method]
+    measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None]
+    at_rank = [r for r in measured if method == "fft" or r.get("rank") == rank] or measured
+    params = [r for r in mine if method == "fft" or r.get("rank") == rank]
+    if not at_rank and not params:
+        return None
+    best = at_rank[0] if at_rank else {}
+    return {"peak_train_memory_mb": best.get("peak_train_memory_mb"), "eval_seconds": best.get("eval_seconds"),
+            "memory_kind": best.get("memory_kind"), "measured_rank": best.get("rank"),
+            "trainable_params": params[0].get("trainable_params") if params else None}
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if numerator is not None and denominator else None
+
+
+def family_tradeoffs(aggregates: list[Aggregate], bench_rows: list[dict], rank: int | None = None) -> list[dict]:
+    """One entry per family that has quality (all three methods) or bench rows; see the module docstring."""
+    rank = rank if rank is not None else table_rank(aggregates) or _bench_rank(bench_rows)
+    families = list(dict.fromkeys([a.family for a in aggregates] + [r["family"] for r in bench_rows]))
+    found = []
+    for family in families:
+        picked = {m: _pick(aggregates, family, m, rank) for m in METHODS}
+        tasks = sorted(set.intersection(*({a.task for a in picked[m]} for m in METHODS)))
+        entry = {"family": family, "name": column_name(family, "fft")[:-4], "rank": rank, "tasks": tasks,
+                 "score": None, "train": None, "bench": None}
+        if tasks:
+            chosen = {m: [a for a in picked[m] if a.task in tasks] for m in METHODS}
+            entry["score"] = {m: _mean(a.median for a in chosen[m]) for m in METHODS}
+            entry["train"] = {m: {"trainable_params": _mean(a.trainable_params for a in chosen[m]),
+                                  "peak_memory_mb": _mean(a.peak_memory_mb for a in chosen[m]),
+                                  "train_seconds": _mean(a.train_seconds for a in chosen[m]),
+                                  "memory_kind": chosen[m][0].memory_kind} for m in METHODS}
+        bench = {m: _bench_figures(bench_rows, family, m, rank) for m in METHODS}
+        if all(bench.values()):
+            entry["bench"] = bench
+        if entry["score"] is None and entry["bench"] is None:
+            continue
+        entry["ratios"] = _ratios(entry)
+        entry["sentence"] = sentence(entry)
+        found.append(entry)
+    return found
+
+
+def _bench_rank(rows: list[dict]) -> int | None:
+    ranks = [r["rank"] for r in rows if r.get("method") != "fft" and r.get("rank") is not None]
+    return min(ranks) if ranks else None
+
+
+def _ratios(entry: dict) -> dict:
+    """KD-LoRA against LoRA and FFT: score kept, memory share, speed multiple, parameter share."""
+    ratios = {}
+    for base in ("lora", "fft"):
+        if entry["score"]:
+            train = entry["train"]
+            ratios[f"score_vs_{base}"] = _ratio(entry["score"]["kd-lora"], entry["score"][base])
+            ratios[f"train_memory_vs_{base}"] = _ratio(train["kd-lora"]["peak_memory_mb"],
+                                                       train[base]["peak_memory_mb"])
+            ratios[f"train_speed_vs_{base}"] = _ratio(train[base]["train_seconds"], train["kd-lora"]["train_seconds"])
+            ratios[f"params_vs_{base}"] = _ratio(train["kd-lora"]["trainable_params"], train[base]["trainable_params"])
+        if entry["bench"]:
+            bench = entry["bench"]
+            ratios[f"bench_memory_vs_{base}"] = _ratio(bench["kd-lora"]["peak_train_memory_mb"],
+                                                       bench[base]["peak_train_memory_mb"])
+            ratios[f"inference_speed_vs_{base}"] = _ratio(bench[base]["eval_seconds"], bench["kd-lora"]["eval_seconds"])
+    return ratios
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _times(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}×"
+
+
+def sentence(entry: dict) -> str:
+    """The trade-off in one sentence, every figure computed and its source named."""
+    r = entry["ratios"]
+    name = entry["name"]
+    rank = f"rank {entry['rank']}" if entry["rank"] else "LoRA"
+    if entry["score"]:
+        text = (f"{name} ({', '.join(entry['tasks'])}; {rank}): KD-LoRA keeps {_pct(r['score_vs_lora'])} of LoRA's "
+                f"score and {_pct(r['score_vs_fft'])} of FFT's at {_pct(r['train_memory_vs_lora'])} of LoRA's peak "
+                f"training memory ({_pct(r['train_memory_vs_fft'])} of FFT's) and {_times(r['train_speed_vs_lora'])} "
+                f"LoRA's training speed ({_times(r['train_speed_vs_fft'])} FFT's), with "
+                f"{_pct(r['params_vs_lora'])} of LoRA's trainable parameters [train runs]")
+    else:
+        text = f"{name} (bench only, no train runs; {rank})"
+    if entry["bench"]:
+        text += (f"; benched: {_pct(r['bench_memory_vs_lora'])} of LoRA's peak training memory "
+                 f"({_pct(r['bench_memory_vs_fft'])} of FFT's) and {_times(r['inference_speed_vs_lora'])} LoRA's "
+                 f"inference speed ({_times(r['inference_speed_vs_fft'])} FFT's), adapters merged [bench]")
+    return text + "."
+
+
+# -- Pareto plots: score against a cost, one point per (family, method, rank) --
+
+PARETO_AXES = {
+    "memory": ("peak training memory (MB)", "pareto_memory.png"),
+    "inference": ("inference time on the bench eval set (s)", "pareto_inference.png"),
+    "params": ("trainable parameters", "pareto_params.png"),
+}
+
+
+def pareto_points(aggregates: list[Aggregate], bench_rows: list[dict], axis: str) -> list[dict]:
+    """Points (label, method, cost, score) for one axis; inference time only where the family was benched."""
+    points = []
+    by_cell: dict[tuple, list[Aggregate]] = {}
+    for agg in aggregates:
+        if agg.n:
+            by_cell.setdefault((agg.family, agg.method, agg.rank), []).append(agg)
+    for (family, method, rank), aggs in by_cell.items():
+        if axis == "memory":
+            cost = _mean(a.peak_memory_mb for a in aggs)
+        elif axis == "params":
+            cost = _mean(a.trainable_params for a in aggs)
+        else:
+            bench = _bench_figures(bench_rows, family, method, rank)
+            cost = bench["eval_seconds"] if bench else None
+        if cost is None:
+            continue
+        label = column_name(family, method) + (f" r{rank}" if rank else "")
+        points.append({"label": label, "method": method, "cost": cost,
+                       "score": _mean(a.median for a in aggs)})
+    return points
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """The points no other point beats on both axes (lower cost and higher score), by cost."""
+    front, best = [], float("-inf")
+    for point in sorted(points, key=lambda p: (p["cost"], -p["score"])):
+        if point["score"] > best:
+            front.append(point)
+            best = point["score"]
+    return front
+
+
+def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
+    """Scatter of score against cost, the Pareto front joined by a line."""
+    from kdlora.analysis.plots import COLOURS, new_figure, save
+
+    figure = new_figure(7, 4.5)
+    ax = figure.add_subplot()
+    for method in METHODS:
+        mine = [p for p in points if p["method"] == method]
+        if mine:
+            label = METHOD_LABELS[method]
+            ax.scatter([p["cost"] for p in mine], [100 * p["score"] for p in mine], label=label,
+                       color=COLOURS[label], s=40, zorder=3)
+    for p in points:
+        ax.annotate(p["label"], (p["cost"], 100 * p["score"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    front = pareto_front(points)
+    ax.plot([p["cost"] for p in front], [100 * p["score"] for p in front], color="grey", linestyle="--",
+            zorder=2, label="Pareto front")
+    xlabel, _ = PARETO_AXES[axis]
+    if axis == "params":
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("score (median over seeds, %)")
+    ax.set_title(f"Score vs {xlabel.split(' (')[0]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(figure, path)

@@ -1,0 +1,103 @@
+"""What a sweep runs: thin adapters from run configs (plain dicts) to `kdlora.train` and `kdlora.bench`.
+
+The sweep only knows a `Backends` object, so tests inject fakes (`KDLORA_BACKENDS=module:attribute` selects one
+for a whole process, which is how the kill-and-resume test drives a real `kdlora sweep` subprocess). The real
+training and bench code is imported only when a run needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlora.errors import UserError
+
+BACKENDS_ENV = "KDLORA_BACKENDS"
+
+
+@dataclass(frozen=True)
+class Backends:
+    """How to validate and run each kind of run. Every callable must be picklable (Ray ships it to workers)."""
+
+    train_config: Callable[[dict], dict]
+    """Validate a partial train config; return the full canonical config (every field, defaults filled in)."""
+    train: Callable[[dict, Path, bool], dict]
+    """Run one training (config, out_dir, progress) and return its metrics dict (status done/collapsed/failed)."""
+    bench_settings: Callable[[dict], dict]
+    """Validate partial bench settings; return the full canonical settings."""
+    bench: Callable[[dict, Path, bool], dict]
+    """Run one bench (settings, out_dir, progress), write its outputs into out_dir, return the bench.json dict."""
+
+
+def real_train_config(values: dict) -> dict:
+    from kdlora.config import TrainConfig
+
+    return TrainConfig.from_dict(values).to_dict()
+
+
+def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
+    from kdlora.config import TrainConfig
+    from kdlora.train import run_training
+
+    return run_training(TrainConfig.from_dict(config), out_dir, progress=progress)
+
+
+def _bench_settings_class():
+    from kdlora.bench.runner import BenchSettings
+
+    return BenchSettings
+
+
+def real_bench_settings(values: dict) -> dict:
+    settings_class = _bench_settings_class()
+    known = {f.name for f in dataclasses.fields(settings_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown bench setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        settings = settings_class(**_tuples(values))
+        settings.validate()
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad bench setting: {exc}") from None
+    return _plain(dataclasses.asdict(settings))
+
+
+def real_bench(settings: dict, out_dir: Path, progress: bool) -> dict:
+    from kdlora.bench.runner import run_bench
+    from kdlora.bench.table import write_bench_outputs
+
+    result = run_bench(_bench_settings_class()(**_tuples(settings)), progress=progress)
+    write_bench_outputs(result, out_dir)
+    return result
+
+
+def _plain(value):
+    """Tuples to lists, recursively: the canonical JSON of a config must not depend on the container type."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuples(value: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+
+
+REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench)
+
+
+def get_backends() -> Backends:
+    """The real backends, or the ones `$KDLORA_BACKENDS` (`module:attribute`) names (tests)."""
+    spec = os.environ.get(BACKENDS_ENV)
+    if not spec:
+        return REAL
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute or "BACKENDS")
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"{BACKENDS_ENV}={spec}: cannot load backends ({exc})") from None

@@ -1,0 +1,37 @@
+"""Write the report of the results store: Table I (median and mean ± std over seeds, GLUE score, beside the
+paper's), Table II from the bench runs (with the `kdlora analyze` report beside the paper's), and the trade-off —
+what share of LoRA's and FFT's score KD-LoRA keeps at what memory and speed — with Pareto plots.
+
+  kdlora report --out reports/
+  kdlora report --experiment my-grid.toml     # only that experiment's runs
+"""
+
+HELP = "write the quality / efficiency / trade-off report of the results store"
+
+
+def add_arguments(parser) -> None:
+    from kdlora.sweep import add_db_argument
+
+    add_db_argument(parser)
+    parser.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports/)")
+    parser.add_argument("--experiment", metavar="EXP",
+                        help="report only the runs of this experiment (file or bundled name); default: every run")
+
+
+def run(args) -> int:
+    from kdlora.store import Store
+    from kdlora.study import write_study_report
+
+    keys, title = None, "KD-LoRA results"
+    with Store(args.db, readonly=True) as store:
+        if args.experiment:
+            from kdlora.backends import get_backends
+            from kdlora.experiment import load_experiment
+            from kdlora.sweep import expand
+
+            experiment = load_experiment(args.experiment)
+            keys = [s.key for s in expand(experiment, get_backends())]
+            title = f"KD-LoRA results: experiment {experiment.name}"
+        write_study_report(store, args.out, keys=keys, title=title)
+    print(f"report: {args.out}/report.md")
+    return 0

@@ -1,0 +1,179 @@
+"""Where runs execute: here, one after another (default), or as Ray tasks spread over a cluster.
+
+Either way the executor hands each result back to the sweep driver, which alone writes the store; a Ray worker
+never touches the database. Run folders must be reachable from every worker (shared storage on a real cluster):
+a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from kdlora.backends import Backends
+from kdlora.errors import UserError
+
+EXECUTORS = ("local", "ray")
+
+
+def execute(kind: str, config: dict, out_dir: str, backends: Backends, progress: bool) -> dict:
+    """Run one train or bench run; never raises for a failed run: the result says `failed` and why."""
+    started = time.monotonic()
+    run = backends.train if kind == "train" else backends.bench
+    try:
+        result = dict(run(config, Path(out_dir), progress))
+        result.setdefault("status", "done")
+    except UserError as exc:
+        result = {"status": "failed", "reason": str(exc)}
+    except Exception as exc:  # a bug or an environment failure in one run must not end the sweep
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}".strip(),
+                  "traceback": traceback.format_exc(limit=20)}
+    result["wall_seconds"] = round(time.monotonic() - started, 3)
+    return result
+
+
+class LocalExecutor:
+    """Runs one after another: each in a fresh child process (`isolate`, the CLI's choice), or in this one.
+
+    A child process per run keeps each run's peak memory its own (a process's peak RSS only grows) and a crash or
+    out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
+    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
+    """
+
+    def __init__(self, isolate: bool = False):
+        self.isolate = isolate
+
+    def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
+        for spec in specs:
+            config, failure = driver.prepare(spec)
+            out_dir = str(driver.out_dir(spec))
+            if failure is not None:
+                result = failure
+            elif self.isolate:
+                result = execute_in_child(spec.kind, config, out_dir, progress)
+            else:
+                result = execute(spec.kind, config, out_dir, backends, progress)
+            driver.finish(spec, result)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when the driver dies (elsewhere: nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
+    """`execute` in a fresh `python -m kdlora.executors` process; its result comes back through a JSON file."""
+    with tempfile.TemporaryDirectory(prefix="kdlora-run-") as folder:
+        job, answer = Path(folder) / "job.json", Path(folder) / "result.json"
+        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
+                                   "result": str(answer)}), encoding="utf-8")
+        started = time.monotonic()
+        code = subprocess.run([sys.executable, "-m", "kdlora.executors", str(job)],
+                              preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
+        if answer.is_file():
+            return json.loads(answer.read_text(encoding="utf-8"))
+    reason = (f"run process killed by signal {-code}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+              if code < 0 else f"run process exited with code {code} and no result")
+    return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - started, 3)}
+
+
+def _child_main(job_path: str) -> int:
+    from kdlora.backends import get_backends
+
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
+    result = execute(job["kind"], job["config"], job["out_dir"], get_backends(), job["progress"])
+    Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
+    return 0
+
+
+class RayExecutor:
+    """Each run a Ray task asking for the experiment's `num_cpus` / `num_gpus`; results come back to the driver.
+
+    `address` joins an existing cluster (`ray start --head` prints it; "auto" finds a local one); without it a Ray
+    already initialised in this process is used, else a local one is started.
+    """
+
+    def __init__(self, address: str | None = None):
+        self.address = address
+
+    def _ray(self):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("the Ray executor needs Ray: pip install 'kdlora[ray]'") from None
+        if not ray.is_initialized():
+            try:
+                # a local Ray's workers import this checkout (and test backends) the way the driver does; a
+                # cluster's workers need kdlora installed
+                names = ("PYTHONPATH", "KDLORA_BACKENDS") if self.address is None else ("KDLORA_BACKENDS",)
+                env = {k: os.environ[k] for k in names if k in os.environ}
+                ray.init(address=self.address, runtime_env={"env_vars": env} if env else None,
+                         log_to_driver=False, include_dashboard=False)
+            except ConnectionError as exc:
+                raise UserError(f"cannot reach a Ray cluster at {self.address}: {exc}") from None
+        return ray
+
+    def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
+        if not specs:
+            return
+        ray = self._ray()
+        # max_calls=1: a fresh worker process per run, so each run's peak memory is its own
+        remote = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0,
+                            max_calls=1)(execute)
+        pending_keys = {s.key for s in specs}
+        finished: set[str] = set()
+        waiting = list(specs)
+        in_flight = {}
+        try:
+            while waiting or in_flight:
+                for spec in [s for s in waiting if s.needs not in pending_keys or s.needs in finished]:
+                    waiting.remove(spec)
+                    config, failure = driver.prepare(spec)
+                    if failure is not None:
+                        driver.finish(spec, failure)
+                        finished.add(spec.key)
+                        continue
+                    ref = remote.remote(spec.kind, config, str(driver.out_dir(spec)), backends, False)
+                    in_flight[ref] = spec
+                if not in_flight:
+                    continue
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    spec = in_flight.pop(ref)
+                    try:
+                        result = ray.get(ref)
+                    except ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost)
+                        result = {"status": "failed", "reason": f"Ray task failed: {str(exc).splitlines()[0]}"}
+                    driver.finish(spec, result)
+                    finished.add(spec.key)
+        except BaseException:
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def make_executor(name: str, address: str | None = None):
+    """The executor called `name`: `local` (each run in its own child process) or `ray`."""
+    if name == "local":
+        if address:
+            raise UserError("--address only applies to --executor ray")
+        return LocalExecutor(isolate=True)
+    if name == "ray":
+        return RayExecutor(address)
+    raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1]))

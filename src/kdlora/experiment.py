@@ -1,0 +1,226 @@
+"""Experiment files: a TOML grid of train runs (tasks x families x methods x ranks x seeds) and a bench section.
+
+```toml
+name = "default"
+description = "what it is for"
+
+[resources]            # what one run needs from an executor (Ray schedules by it)
+num_cpus = 1
+num_gpus = 0
+
+[train]
+tasks = ["movie-snippets"]
+families = ["minilm"]
+methods = ["fft", "lora", "kd-lora"]
+ranks = [8]            # LoRA methods only; FFT runs once per (task, family, seed)
+seeds = [42, 43]
+
+[train.params]         # any `kdlora train` setting, shared by every run
+epochs = 1
+
+[train.per_method.fft] # settings for one method only
+learning_rate = 1e-4
+
+[bench]                # any `kdlora bench` setting; one bench run per family
+families = ["bert", "roberta", "deberta"]
+```
+
+Loaded once, validated at the edge: an unknown key or a bad value is a UserError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from kdlora.errors import UserError
+from kdlora.families import get_family
+from kdlora.methods import get_method
+
+# Train settings the grid itself sets: they may not appear under [train.params].
+GRID_KEYS = ("task", "family", "method", "rank", "seed", "teacher")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one run asks of an executor."""
+
+    num_cpus: float = 1
+    """CPU cores per run (Ray's `num_cpus`)."""
+    num_gpus: float = 0
+    """GPUs per run (Ray's `num_gpus`; fractions share a GPU)."""
+
+
+@dataclass(frozen=True)
+class TrainGrid:
+    """The train runs: every combination of the lists below, with shared and per-method settings."""
+
+    tasks: tuple[str, ...]
+    """Task names (`kdlora train --task`)."""
+    families: tuple[str, ...]
+    """Model families; each gives the teacher (FFT, LoRA) and the student (KD-LoRA)."""
+    methods: tuple[str, ...] = ("fft", "lora", "kd-lora")
+    """Methods; KD-LoRA's FFT teacher runs even when `fft` is not listed."""
+    ranks: tuple[int, ...] = (8,)
+    """LoRA ranks (LoRA methods only)."""
+    seeds: tuple[int, ...] = (42,)
+    """Seeds; every (task, family, method, rank) runs once per seed."""
+    params: dict = field(default_factory=dict)
+    """Settings shared by every run (`TrainConfig` fields)."""
+    per_method: dict = field(default_factory=dict)
+    """Settings for one method only, by method name; they win over `params`."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A parsed experiment file."""
+
+    name: str
+    description: str = ""
+    train: TrainGrid | None = None
+    bench: dict | None = None
+    """`BenchSettings` fields; `families` splits it into one bench run per family."""
+    resources: Resources = Resources()
+    source: str = ""
+    """Where it was read from (for messages)."""
+
+
+BUNDLED = ("default", "paper")
+
+
+def bundled_path(name: str):
+    return resources.files("kdlora").joinpath("experiments", f"{name}.toml")
+
+
+def load_experiment(name_or_path: str | Path | None = None) -> Experiment:
+    """Read an experiment file, or a bundled one by name (`default`, `paper`)."""
+    name_or_path = str(name_or_path or "default")
+    path = Path(name_or_path)
+    if path.is_file():
+        try:
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot read experiment file ({exc})") from None
+    elif name_or_path in BUNDLED:
+        text, source = bundled_path(name_or_path).read_text(encoding="utf-8"), f"{name_or_path} (bundled)"
+    else:
+        raise UserError(f"{name_or_path}: no such experiment file (bundled: {', '.join(BUNDLED)})")
+    return parse_experiment(text, source)
+
+
+def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
+    """Parse and validate experiment TOML text."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML ({exc})") from None
+    where = _Where(source)
+    where.check_keys(data, ("name", "description", "train", "bench", "resources"), "")
+    train = data.get("train")
+    bench = data.get("bench")
+    if train is None and bench is None:
+        raise UserError(f"{source}: the experiment has neither a [train] nor a [bench] section")
+    return Experiment(
+        name=where.string(data, "name", "", default=Path(source.split(" ")[0]).stem),
+        description=where.string(data, "description", "", default=""),
+        train=_train_grid(train, where) if train is not None else None,
+        bench=dict(where.table(data, "bench", "")) if bench is not None else None,
+        resources=_resources(data.get("resources", {}), where),
+        source=source,
+    )
+
+
+def _train_grid(train, where: _Where) -> TrainGrid:
+    where.table({"train": train}, "train", "")
+    where.check_keys(train, ("tasks", "families", "methods", "ranks", "seeds", "params", "per_method"), "train")
+    for required in ("tasks", "families"):
+        if required not in train:
+            raise UserError(f"{where.source}: [train] needs `{required}`")
+    tasks, families = where.strings(train, "tasks", "train"), where.strings(train, "families", "train")
+    for name in families:
+        where.wrap("train.families", lambda n=name: get_family(n))
+    methods = [where.wrap("train.methods", lambda m=m: get_method(m)).name
+               for m in where.strings(train, "methods", "train", default=("fft", "lora", "kd-lora"))]
+    params = dict(where.table(train, "params", "train", default={}))
+    per_method = {}
+    for method_name, values in where.table(train, "per_method", "train", default={}).items():
+        method = where.wrap("train.per_method", lambda m=method_name: get_method(m)).name
+        per_method[method] = dict(where.table({method_name: values}, method_name, "train.per_method"))
+    for section, values in (("train.params", params), *((f"train.per_method.{m}", v) for m, v in per_method.items())):
+        for key in GRID_KEYS:
+            if key in values:
+                raise UserError(f"{where.source}: [{section}] `{key}` is set by the grid, not here")
+    return TrainGrid(
+        tasks=tasks, families=families, methods=tuple(dict.fromkeys(methods)),
+        ranks=where.integers(train, "ranks", "train", default=(8,), positive=True),
+        seeds=where.integers(train, "seeds", "train", default=(42,)),
+        params=params, per_method=per_method,
+    )
+
+
+def _resources(values, where: _Where) -> Resources:
+    where.table({"resources": values}, "resources", "")
+    where.check_keys(values, ("num_cpus", "num_gpus"), "resources")
+    found = {}
+    for key in ("num_cpus", "num_gpus"):
+        if key in values:
+            value = values[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise UserError(f"{where.source}: [resources] {key} = {value!r} is not a number >= 0")
+            found[key] = value
+    return Resources(**found)
+
+
+class _Where:
+    """Validation helpers whose errors name the file, the section and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def _name(self, section: str, key: str) -> str:
+        return f"[{section}] {key}" if section else key
+
+    def check_keys(self, values: dict, known, section: str) -> None:
+        for key in values:
+            if key not in known:
+                raise UserError(f"{self.source}: unknown key {self._name(section, key)!r} "
+                                f"(known: {', '.join(known)})")
+
+    def wrap(self, section: str, check):
+        try:
+            return check()
+        except UserError as exc:
+            raise UserError(f"{self.source}: [{section}] {exc}") from None
+
+    def string(self, values, key, section, default=None) -> str:
+        value = values.get(key, default)
+        if not isinstance(value, str):
+            raise UserError(f"{self.source}: {self._name(section, key)} = {value!r} is not a string")
+        return value
+
+    def table(self, values, key, section, default=None) -> dict:
+        value = values.get(key, default)
+        if not isinstance(value, dict):
+            raise UserError(f"{self.source}: {self._name(section, key)} = {value!r} is not a table")
+        return value
+
+    def strings(self, values, key, section, default=None) -> tuple[str, ...]:
+        value = values.get(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not value or not all(isinstance(v, str) and v for v in value):
+            raise UserError(f"{self.source}: {self._name(section, key)} = {value!r} is not a non-empty list of names")
+        return tuple(dict.fromkeys(value))
+
+    def integers(self, values, key, section, default=None, positive=False) -> tuple[int, ...]:
+        value = values.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        ok = isinstance(value, list | tuple) and value and all(
+            isinstance(v, int) and not isinstance(v, bool) and (v > 0 or not positive) for v in value)
+        if not ok:
+            kind = "positive integers" if positive else "integers"
+            raise UserError(f"{self.source}: {self._name(section, key)} = {value!r} is not a non-empty list of {kind}")
+        return tuple(dict.fromkeys(value))

@@ -1,0 +1,254 @@
+"""The results store: one SQLite file holding every train and bench run, keyed by a hash of its full config.
+
+Only the sweep driver writes (executors hand results back to it), each write is one transaction, and the file is
+in WAL mode so `kdlora runs` can read while a sweep writes. A locked or corrupt file is a UserError naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kdlora.errors import UserError
+
+DEFAULT_DB = "kdlora-results.db"
+"""Where the store lives unless `--db` or the KDLORA_DB environment variable says otherwise."""
+
+BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another process's lock before giving up with a UserError."""
+
+STATUSES = ("running", "done", "failed", "collapsed")
+KINDS = ("train", "bench")
+SCHEMA_VERSION = 1
+
+# JSON columns: what each run result contributes to them (the whole result is kept in `result` as well).
+_JSON_COLUMNS = ("config", "metrics", "params", "memory", "timings", "environment", "result")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('train', 'bench')),
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'collapsed')),
+    reason TEXT,
+    label TEXT NOT NULL,
+    task TEXT, family TEXT, method TEXT, rank INTEGER, seed INTEGER,
+    out_dir TEXT,
+    config TEXT NOT NULL, metrics TEXT, params TEXT, memory TEXT, timings TEXT, environment TEXT, result TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def default_db_path() -> str:
+    """`$KDLORA_DB` when set, else `./kdlora-results.db`."""
+    return os.environ.get("KDLORA_DB") or DEFAULT_DB
+
+
+def config_key(kind: str, config: dict) -> str:
+    """sha256 of the canonical JSON of (kind, full config): the run's identity in the store."""
+    canonical = json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Run:
+    """One row of the store, JSON columns decoded."""
+
+    key: str
+    kind: str
+    status: str
+    reason: str | None
+    label: str
+    task: str | None
+    family: str | None
+    method: str | None
+    rank: int | None
+    seed: int | None
+    out_dir: str | None
+    config: dict
+    metrics: dict | None
+    params: dict | None
+    memory: dict | None
+    timings: dict | None
+    environment: dict | None
+    result: dict | None
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    def summary(self) -> dict:
+        """The fields `kdlora runs` shows, flat."""
+        metrics = self.metrics or {}
+        return {
+            "key": self.key[:12], "kind": self.kind, "status": self.status, "task": self.task,
+            "family": self.family, "method": self.method, "rank": self.rank, "seed": self.seed,
+            "score": metrics.get("score"),
+            "trainable_params": (self.params or {}).get("trainable_params"),
+            "peak_memory_mb": (self.memory or {}).get("peak_memory_mb"),
+            "seconds": (self.timings or {}).get("wall_seconds"),
+            "finished_at": self.finished_at, "reason": self.reason,
+        }
+
+
+def split_result(result: dict) -> dict:
+    """Spread a backend's result dict over the store's JSON columns."""
+    metrics = dict(result.get("metrics") or {})
+    for name in ("score", "best_epoch"):
+        if result.get(name) is not None:
+            metrics[name] = result[name]
+    return {
+        "metrics": metrics,
+        "params": {k: result[k] for k in ("trainable_params", "total_params", "adapter_params") if k in result},
+        "memory": {k: result[k] for k in ("peak_memory_mb", "memory_kind") if k in result},
+        "timings": {k: result[k] for k in ("train_seconds", "wall_seconds") if k in result},
+        "environment": result.get("environment"),
+        "result": result,
+    }
+
+
+class Store:
+    """The SQLite results store at `path` (created on first use)."""
+
+    def __init__(self, path: str | Path | None = None, readonly: bool = False):
+        self.path = Path(path or default_db_path())
+        if readonly and not self.path.exists():
+            raise UserError(f"{self.path}: no results database here (run `kdlora sweep` first, or pass --db)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"{self.path}: cannot open the results database ({exc})") from None
+        self._conn.row_factory = sqlite3.Row
+        with self._guard():
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            if not readonly:
+                with self._transaction():
+                    for statement in _SCHEMA.strip().split(";"):
+                        if statement.strip():
+                            self._conn.execute(statement)
+                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                       (str(SCHEMA_VERSION),))
+            self._check_schema()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Turn SQLite's locked/corrupt errors into one-line UserErrors naming the file."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise UserError(f"{self.path}: the results database is locked by another process "
+                                f"(waited {BUSY_TIMEOUT_S:g} s); is another sweep running?") from None
+            raise UserError(f"{self.path}: results database error ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.path}: not a usable kdlora results database ({exc})") from None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "runs" not in tables:
+            raise UserError(f"{self.path}: not a kdlora results database (no `runs` table)")
+
+    # -- writes (the sweep driver only) --
+
+    def start(self, key: str, kind: str, label: str, config: dict, out_dir: str | None = None,
+              fields: dict | None = None) -> None:
+        """Record that run `key` is starting: status running, attempts + 1 (inserted if new)."""
+        fields = fields or {}
+        stamp = now()
+        with self._guard(), self._transaction():
+            self._conn.execute(
+                """INSERT INTO runs (key, kind, status, label, task, family, method, rank, seed, out_dir, config,
+                                     attempts, created_at, started_at)
+                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+                   ON CONFLICT(key) DO UPDATE SET status='running', reason=NULL, attempts=attempts+1,
+                       started_at=excluded.started_at, finished_at=NULL, out_dir=excluded.out_dir""",
+                (key, kind, label, fields.get("task"), fields.get("family"), fields.get("method"),
+                 fields.get("rank"), fields.get("seed"), out_dir, _dump(config), stamp, stamp))
+
+    def finish(self, key: str, result: dict) -> str:
+        """Record a run's result (status from result["status"], default done); returns the status stored."""
+        status = result.get("status") or "done"
+        if status not in STATUSES or status == "running":
+            status, result = "failed", {**result, "reason": f"backend returned status {status!r}"}
+        columns = split_result(result)
+        with self._guard(), self._transaction():
+            updated = self._conn.execute(
+                f"""UPDATE runs SET status=?, reason=?, finished_at=?,
+                        {", ".join(f"{c}=?" for c in columns)} WHERE key=?""",
+                (status, result.get("reason"), now(), *(_dump(v) for v in columns.values()), key)).rowcount
+        if updated != 1:
+            raise KeyError(f"run {key} was never started")
+        return status
+
+    # -- reads --
+
+    def runs(self, kind: str | None = None, status: str | None = None, keys=None, **filters) -> list[Run]:
+        """Runs matching every given filter (task=, family=, method=, rank=, seed=), oldest first."""
+        clauses, values = [], []
+        for name, value in (("kind", kind), ("status", status), *filters.items()):
+            if value is not None:
+                clauses.append(f"{name} = ?")
+                values.append(value)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        with self._guard():
+            rows = self._conn.execute(sql + " ORDER BY created_at, rowid", values).fetchall()
+        found = [_decode(r) for r in rows]
+        if keys is not None:
+            keys = set(keys)
+            found = [r for r in found if r.key in keys]
+        return found
+
+    def get(self, key: str) -> Run | None:
+        with self._guard():
+            row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+        return _decode(row) if row else None
+
+    def statuses(self) -> dict[str, str]:
+        """Every run's status, by key."""
+        with self._guard():
+            return dict(self._conn.execute("SELECT key, status FROM runs").fetchall())
+
+
+def _dump(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _decode(row: sqlite3.Row) -> Run:
+    values = dict(row)
+    for name in _JSON_COLUMNS:
+        values[name] = json.loads(values[name]) if values[name] is not None else None
+    return Run(**values)

@@ -1,0 +1,180 @@
+"""The combined report of a results store: quality (Table I), efficiency (Table II) and the trade-off between them.
+
+Writes into DIR (staged: a failure leaves DIR as it was): `report.md`, `results.json`, `plots/pareto_*.png`, and
+when the store holds bench runs `bench/` (bench.json, table-ii.csv from `kdlora.bench.table`) and `efficiency/`
+(the `kdlora analyze` report of that table, beside the paper's figures).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from kdlora.analysis import quality, tradeoff
+from kdlora.errors import UserError
+from kdlora.outputs import staged_output
+from kdlora.store import Run, Store
+
+
+def merged_bench_result(runs: list[Run]) -> dict | None:
+    """One bench.json dict from the store's done bench runs (one per family): rows concatenated."""
+    results = [r.result for r in runs if r.kind == "bench" and r.status == "done" and r.result]
+    if not results:
+        return None
+    rows = [row for result in results for row in result.get("rows", [])]
+    return {"rows": rows, "config": results[0].get("config", {}), "environment": results[0].get("environment", {})}
+
+
+def paper_table_ii_path():
+    return resources.files("kdlora").joinpath("resources", "paper-table-ii.csv")
+
+
+def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results") -> dict:
+    """Write the report of the store's runs (only `keys` when given) into `out_dir`; returns results.json's dict."""
+    runs = store.runs(keys=keys)
+    records, superseded = quality.latest_per_seed(quality.records_from_runs(runs))
+    aggregates = quality.aggregate(records)
+    table = quality.table_i(aggregates)
+    bench = merged_bench_result(runs)
+    bench_rows = bench["rows"] if bench else []
+    trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
+    reference_path = quality.paper_table_i_path()
+    compared = quality.reported_vs_measured(table, quality.load_reference_table_i(reference_path))
+    results = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
+        "runs": _counts(runs), "superseded": superseded, "aggregates": [a.to_dict() for a in aggregates],
+        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades,
+    }
+    with staged_output(out_dir) as stage:
+        plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
+        efficiency = _efficiency(bench, stage) if bench else None
+        results["efficiency"] = efficiency
+        lines = _markdown(title, results, runs, aggregates, table, compared, trades, plots, efficiency)
+        (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (stage / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    return results
+
+
+def _counts(runs: list[Run]) -> dict:
+    counts: dict[str, dict[str, int]] = {}
+    for run in runs:
+        counts.setdefault(run.kind, {}).setdefault(run.status, 0)
+        counts[run.kind][run.status] += 1
+    return counts
+
+
+def _pareto_plots(aggregates, bench_rows, folder: Path) -> dict[str, str | None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for axis, (_, name) in tradeoff.PARETO_AXES.items():
+        points = tradeoff.pareto_points(aggregates, bench_rows, axis)
+        made[axis] = f"plots/{name}" if points and tradeoff.pareto_plot(points, axis, folder / name) else None
+    return made
+
+
+def _efficiency(bench: dict, stage: Path) -> dict:
+    """Table II from the bench runs, and the `kdlora analyze` report of it beside the paper's Table II."""
+    from kdlora.analysis.report import write_report
+    from kdlora.bench.table import write_bench_outputs
+
+    write_bench_outputs(bench, stage / "bench")
+    with open(stage / "bench" / "table-ii.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    found = {"table_ii": "bench/table-ii.csv", "table_ii_rows": rows, "report": None, "skipped": None,
+             "memory_kind": sorted({r.get("memory_kind") for r in bench["rows"] if r.get("memory_kind")})}
+    try:
+        analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency",
+                                reference_csv=paper_table_ii_path())
+    except UserError as exc:  # e.g. a params-only bench: no memory or time to analyse
+        found["skipped"] = str(exc).replace(str(stage) + "/", "")
+        return found
+    found.update(report="efficiency/report.md", average_speedup=analysis.get("average_speedup"),
+                 average_memory_reduction=analysis.get("average_memory_reduction"))
+    return found
+
+
+def _fmt(value, digits=1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _percent(value):
+    return None if value is None else 100 * value
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+def _markdown(title, results, runs, aggregates, table, compared, trades, plots, efficiency) -> list[str]:
+    lines = [f"# {title}", "", f"Generated {results['generated']} from `{results['store']}`.", ""]
+    lines += ["## Runs", ""]
+    lines += _table(["kind", "status", "runs"], [[k, s, n] for k, by in results["runs"].items() for s, n in by.items()])
+    problems = [r for r in runs if r.status in ("failed", "collapsed")]
+    if problems:
+        lines += ["", "Not averaged in:", ""]
+        lines += [f"- {r.label}: {r.status} — {r.reason or 'no reason given'}" for r in problems]
+    if results["superseded"]:
+        lines += ["", f"{results['superseded']} older runs of the same cells (other hyper-parameters) are ignored: "
+                  "only the latest run per (task, family, method, rank, seed) counts."]
+    lines += ["", "## Quality: Table I (measured)", ""]
+    if table.rows:
+        lines += [f"Median over seeds, in %; LoRA and KD-LoRA at rank {table.rank}; Score = mean of the rows "
+                  "(as the paper averages its rows). Collapsed and failed runs excluded.", ""]
+        lines += _table(["Task", "Metric", *table.columns],
+                        [[name, label, *(_fmt(cells.get(c)) for c in table.columns)]
+                         for name, label, cells in table.rows])
+        lines += ["", "### Per task, family, method and rank", ""]
+        lines += _table(["task", "family", "method", "rank", "median %", "mean ± std %", "seeds", "collapsed",
+                         "failed"],
+                        [[a.task, a.family, quality.METHOD_LABELS.get(a.method, a.method), a.rank or "–",
+                          _fmt(_percent(a.median), 2),
+                          f"{_fmt(_percent(a.mean), 2)} ± {_fmt(_percent(a.std), 2)}" if a.n else "–",
+                          a.n, a.collapsed, a.failed] for a in aggregates])
+        lines += ["", "### Reported vs measured (Table I)", ""]
+        if compared:
+            lines += _table(["row", "column", "paper %", "measured %", "difference (points)"],
+                            [[c["row"], c["column"], _fmt(c["reported"]), _fmt(c["measured"]),
+                              f"{c['difference']:+.1f}"] for c in compared])
+        else:
+            lines += ["No cell of this run's Table I is in the paper's (the paper covers GLUE on BERT-base, "
+                      "RoBERTa-base and DeBERTa-v3-base); the paper's Score row, for scale: " +
+                      ", ".join(f"{c} {v:.1f}" for (r, c), v in quality.load_reference_table_i().items()
+                                if r == quality.SCORE_ROW) + "."]
+    else:
+        lines += ["No finished train runs."]
+    lines += ["", "## Efficiency: Table II (measured)", ""]
+    if efficiency:
+        intro = (f"Measured by `kdlora bench` ({', '.join(efficiency['memory_kind']) or 'no memory measured'}); "
+                 f"the table is [`{efficiency['table_ii']}`]({efficiency['table_ii']})")
+        if efficiency["report"]:
+            intro += (f" and its full analysis, beside the paper's figures, is "
+                      f"[`{efficiency['report']}`]({efficiency['report']}).")
+        else:
+            intro += f". It was not analysed: {efficiency['skipped']}."
+        header, *rows = efficiency["table_ii_rows"]
+        lines += [intro, "", "Rank columns: trainable parameters (exact); Memory Usage: peak training memory of the "
+                  "bench step; Inference Time: the bench eval set, adapters merged.", "", *_table(header, rows)]
+        speed = efficiency.get("average_speedup") or {}
+        memory = efficiency.get("average_memory_reduction") or {}
+        if speed or memory:
+            lines += ["", *(f"- {m}: average memory reduction vs FFT {_fmt(_percent(memory.get(m)))} %, "
+                            f"average inference speedup vs FFT {_fmt(speed.get(m), 2)}×" for m in ("LoRA", "KD-LoRA"))]
+    else:
+        lines += ["No bench runs in the store."]
+    lines += ["", "## Trade-off: score next to cost", ""]
+    lines += ["Quality figures are medians over seeds from the train runs. `[train runs]` costs are what those runs "
+              "measured themselves (trainable parameters, peak training memory, training time); `[bench]` costs come "
+              "from `kdlora bench` on the same family's architectures (random weights; memory of a fixed training "
+              "step, inference time of the bench eval set with merged adapters). Families differ: the benched paper "
+              "families were not trained here unless they appear in Table I.", ""]
+    lines += [f"- {t['sentence']}" for t in trades] or ["No family has quality for all three methods or bench rows."]
+    lines += [""]
+    for axis, path in plots.items():
+        label = tradeoff.PARETO_AXES[axis][0]
+        lines += [f"![score vs {label}]({path})" if path else f"(No score-vs-{axis} plot: no family has both a score "
+                  f"and this figure.)", ""]
+    return lines

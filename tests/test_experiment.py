@@ -1,0 +1,97 @@
+import pytest
+
+from kdlora.cli import main
+from kdlora.errors import UserError
+from kdlora.experiment import Resources, load_experiment, parse_experiment
+
+GRID = """
+name = "g"
+[train]
+tasks = ["sst2"]
+families = ["bert"]
+"""
+
+
+def test_small_fixture_parses(tmp_path):
+    exp = load_experiment("tests/data/sweep/small.toml")
+    assert exp.name == "small"
+    assert exp.train.tasks == ("sst2",) and exp.train.families == ("bert",)
+    assert exp.train.methods == ("fft", "lora", "kd-lora")
+    assert exp.train.ranks == (8,) and exp.train.seeds == (1, 2)
+    assert exp.train.params == {"epochs": 2}
+    assert exp.train.per_method == {"fft": {"learning_rate": 1e-4}}
+    assert exp.bench == {"families": ["bert", "roberta"], "ranks": [8]}
+    assert exp.resources == Resources(1, 0)
+
+
+@pytest.mark.parametrize("name", ["default", "paper"])
+def test_bundled_experiments_parse(name):
+    exp = load_experiment(name)
+    assert exp.name == name and exp.train is not None and exp.bench is not None
+    assert set(exp.train.methods) == {"fft", "lora", "kd-lora"}
+
+
+def test_defaults_and_normalised_names():
+    exp = parse_experiment(GRID.replace('["bert"]', '["bert"]\nmethods = ["KD_LoRA", "lora"]'))
+    assert exp.train.methods == ("kd-lora", "lora")
+    assert exp.train.ranks == (8,) and exp.train.seeds == (42,) and exp.bench is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("colour = 1\n" + GRID, "unknown key 'colour'"),
+    (GRID + "colour = 1\n", "unknown key '[train] colour'"),
+    (GRID.replace("[train]", "[train]\nepochs = 3"), "unknown key '[train] epochs'"),
+    (GRID + "ranks = [0]\n", "[train] ranks = [0] is not a non-empty list of positive integers"),
+    (GRID + 'ranks = ["8"]\n', "[train] ranks = ['8']"),
+    (GRID + "seeds = [true]\n", "[train] seeds = [True]"),
+    (GRID.replace('["bert"]', '["gpt"]'), "[train.families] unknown family 'gpt'"),
+    (GRID + 'methods = ["qlora"]\n', "[train.methods] unknown method 'qlora'"),
+    (GRID + "[train.params]\nseed = 3\n", "[train.params] `seed` is set by the grid"),
+    (GRID + "[train.per_method.dora]\nrank = 3\n", "[train.per_method] unknown method 'dora'"),
+    (GRID + "[resources]\nnum_gpus = -1\n", "[resources] num_gpus = -1"),
+    (GRID + "[resources]\ncpus = 1\n", "unknown key '[resources] cpus'"),
+    (GRID + "params = 3\n", "[train] params = 3 is not a table"),
+    (GRID.replace('tasks = ["sst2"]\n', ""), "[train] needs `tasks`"),
+    ('name = "x"\n', "neither a [train] nor a [bench] section"),
+    (GRID + "[train\n", "not valid TOML"),
+])
+def test_bad_experiments_name_the_key(text, message):
+    with pytest.raises(UserError) as exc:
+        parse_experiment(text, "exp.toml")
+    assert str(exc.value).startswith("exp.toml: ")
+    assert message in str(exc.value)
+
+
+def test_unknown_file_or_name():
+    with pytest.raises(UserError, match="no such experiment file"):
+        load_experiment("nope.toml")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("colour = 1\n", "unknown key '[train] colour'"),
+    ("[train.params]\nepochs = 0\n", "[train.params] epochs = 0 is not a positive integer"),
+    ("[train.params]\nbogus = 0\n", "[train.params] unknown setting 'bogus'"),
+])
+def test_sweep_cli_bad_experiment_is_one_line_exit_2(tmp_path, monkeypatch, capsys, extra, message):
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.syspath_prepend("tests")
+    path = tmp_path / "bad.toml"
+    path.write_text(GRID + extra)
+    assert main(["sweep", str(path), "--db", str(tmp_path / "r.db"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and message in err
+
+
+def test_real_backends_validate_and_fill_defaults():
+    from kdlora.backends import real_bench_settings, real_train_config
+
+    config = real_train_config({"task": "SST-2", "family": "bert", "method": "kd_lora", "seed": 3})
+    assert (config["task"], config["method"], config["seed"], config["rank"]) == ("sst2", "kd-lora", 3, 8)
+    with pytest.raises(UserError, match="epochs"):
+        real_train_config({"task": "sst2", "family": "bert", "method": "fft", "epochs": 0})
+    settings = real_bench_settings({"families": ["bert"], "ranks": [8, 16]})
+    assert settings["families"] == ["bert"] and settings["ranks"] == [8, 16] and settings["eval_size"] == 1043
+    with pytest.raises(UserError, match="ranks: 0 is not a positive integer"):
+        real_bench_settings({"ranks": [0]})
+    with pytest.raises(UserError, match="unknown bench setting 'colour'"):
+        real_bench_settings({"colour": 1})

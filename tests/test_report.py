@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
+from kdlora.cli import main
+from kdlora.executors import LocalExecutor
+from kdlora.experiment import parse_experiment
+from kdlora.store import Store
+from kdlora.study import write_study_report
+from kdlora.sweep import run_sweep
+
+# sst2 on BERT-base (a Table I cell of the paper), seeds 1, 2, 13 (seed 13's LoRA run collapses), and a bench of
+# the same family so the trade-off joins both
+EXPERIMENT = """
+name = "tiny-study"
+[train]
+tasks = ["sst2"]
+families = ["bert"]
+ranks = [8]
+seeds = [1, 2, 13]
+[bench]
+families = ["bert", "roberta"]
+ranks = [8, 16]
+"""
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        run_sweep(parse_experiment(EXPERIMENT), store, LocalExecutor(), fake_backends.BACKENDS, progress=False)
+        yield store
+
+
+def test_report_from_a_small_store(store, tmp_path):
+    out = tmp_path / "report"
+    results = write_study_report(store, out)
+    assert results["runs"] == {"bench": {"done": 2}, "train": {"done": 8, "collapsed": 1}}
+    lora = next(a for a in results["aggregates"] if a["method"] == "lora")
+    # fake scores: 0.88 + 0.01 * (seed % 3) - 0.001 * 8 -> seeds 1, 2: 0.882, 0.892; seed 13 collapsed
+    assert lora["n"] == 2 and lora["collapsed"] == 1 and lora["median"] == pytest.approx(0.887)
+    fft = next(a for a in results["aggregates"] if a["method"] == "fft")
+    assert fft["median"] == pytest.approx(0.91)  # 0.91, 0.92, 0.91
+    sst2 = next(r for r in results["table_i"]["rows"] if r["Task"] == "SST-2")
+    assert sst2["BERT-base LoRA"] == pytest.approx(88.7)
+    compared = {(c["row"], c["column"]): c for c in results["table_i_vs_paper"]}
+    assert compared[("SST-2", "BERT-base LoRA")]["reported"] == 92.6
+    assert compared[("SST-2", "BERT-base LoRA")]["difference"] == pytest.approx(88.7 - 92.6)
+    [bert, roberta] = results["tradeoffs"]
+    # kd-lora seeds 1, 2, 13: 0.862, 0.872, 0.862
+    assert bert["ratios"]["score_vs_lora"] == pytest.approx(0.862 / 0.887)
+    assert bert["ratios"]["inference_speed_vs_fft"] == pytest.approx(2.0) and roberta["score"] is None
+
+    report = (out / "report.md").read_text()
+    for heading in ("## Runs", "## Quality: Table I (measured)", "### Reported vs measured (Table I)",
+                    "## Efficiency: Table II (measured)", "## Trade-off: score next to cost"):
+        assert heading in report
+    assert "| SST-2 | Accuracy | 91.0 | 88.7 | 86.2 |" in report
+    assert "train sst2 bert lora r8 s13: collapsed — constant predictions on dev" in report
+    assert "KD-LoRA keeps 97.2 % of LoRA's score and 94.7 % of FFT's" in report
+    for name in ("pareto_memory.png", "pareto_inference.png", "pareto_params.png"):
+        assert f"(plots/{name})" in report and (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    table_ii = (out / "bench" / "table-ii.csv").read_text().splitlines()
+    assert table_ii[0].startswith("Model,Method,Rank 8,Rank 16,Memory Usage,Inference Time")
+    assert len(table_ii) == 1 + 6 and (out / "efficiency" / "report.md").is_file()
+    assert json.loads((out / "results.json").read_text())["table_i"] == results["table_i"]
+
+
+def test_report_command_and_experiment_filter(store, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    other = tmp_path / "other.toml"
+    other.write_text(EXPERIMENT.replace("seeds = [1, 2, 13]", "seeds = [1]").replace("[bench]\n", "[bench]\n"
+                                                                                     "eval_size = 7\n"))
+    out = tmp_path / "only"
+    assert main(["report", "--db", str(store.path), "--experiment", str(other), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {out}/report.md"
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs"] == {"train": {"done": 3}}  # its bench runs (eval_size 7) were never run
+    assert "No bench runs in the store." in (out / "report.md").read_text()
+
+
+def test_report_of_an_empty_store_and_failure_leaves_folder(tmp_path, monkeypatch):
+    with Store(tmp_path / "e.db") as empty:
+        results = write_study_report(empty, tmp_path / "out")
+    assert results["aggregates"] == [] and "No finished train runs." in (tmp_path / "out" / "report.md").read_text()
+    (tmp_path / "out" / "report.md").write_text("previous")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("kdlora.study._markdown", broken)
+    with Store(tmp_path / "e.db") as empty, pytest.raises(RuntimeError):
+        write_study_report(empty, tmp_path / "out")
+    assert (tmp_path / "out" / "report.md").read_text() == "previous"

@@ -1,0 +1,149 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
+from kdlora.cli import main
+from kdlora.executors import LocalExecutor
+from kdlora.experiment import load_experiment, parse_experiment
+from kdlora.store import Store
+from kdlora.sweep import expand, run_sweep
+
+TESTS = Path(__file__).parent
+SMALL = TESTS / "data" / "sweep" / "small.toml"
+GRID = """
+name = "grid"
+[train]
+tasks = ["sst2", "rte"]
+families = ["bert"]
+methods = ["fft", "lora", "kd-lora"]
+ranks = [8, 16]
+seeds = [1, 2]
+"""
+
+
+def test_grid_expansion_counts_and_order():
+    specs = expand(parse_experiment(GRID), fake_backends.BACKENDS)
+    by_method = {m: [s for s in specs if s.fields["method"] == m] for m in ("fft", "lora", "kd-lora")}
+    # FFT once per (task, family, seed): ranks only apply to LoRA methods
+    assert len(by_method["fft"]) == 2 * 2 and all(s.fields["rank"] is None for s in by_method["fft"])
+    assert len(by_method["lora"]) == len(by_method["kd-lora"]) == 2 * 2 * 2
+    assert len(specs) == 20 and len({s.key for s in specs}) == 20
+    position = {s.key: i for i, s in enumerate(specs)}
+    for spec in by_method["kd-lora"]:
+        teacher = specs[position[spec.needs]]
+        assert teacher.fields == {**spec.fields, "method": "fft", "rank": None}
+        assert position[spec.needs] < position[spec.key]
+        assert spec.config["teacher"] == "run:" + spec.needs
+    assert all(s.needs is None for s in by_method["lora"] + by_method["fft"])
+    assert {s.config["rank"] for s in by_method["lora"]} == {8, 16}
+
+
+def test_kd_lora_alone_brings_its_teachers():
+    specs = expand(parse_experiment(GRID.replace('["fft", "lora", "kd-lora"]', '["kd-lora"]')),
+                   fake_backends.BACKENDS)
+    assert [s.fields["method"] for s in specs].count("fft") == 4 and len(specs) == 12
+
+
+def test_per_method_params_and_stable_keys():
+    specs = expand(load_experiment(SMALL), fake_backends.BACKENDS)
+    assert [s.label for s in specs[:3]] == ["bench bert", "bench roberta", "train sst2 bert fft s1"]
+    fft, lora = specs[2], specs[3]
+    assert fft.config["learning_rate"] == 1e-4 and lora.config["learning_rate"] is None
+    assert fft.config["epochs"] == lora.config["epochs"] == 2
+    assert [s.key for s in specs] == [s.key for s in expand(load_experiment(SMALL), fake_backends.BACKENDS)]
+
+
+def _sweep(store, text=None, **kwargs):
+    experiment = parse_experiment(text) if text else load_experiment(SMALL)
+    return run_sweep(experiment, store, LocalExecutor(), fake_backends.BACKENDS, progress=False, **kwargs)
+
+
+def test_sweep_skips_done_and_keeps_failed_until_asked(tmp_path):
+    failing = GRID.replace("ranks = [8, 16]", "ranks = [8]").replace("seeds = [1, 2]", "seeds = [1]") + \
+        "[train.per_method.fft]\nfail = true\n"
+    with Store(tmp_path / "r.db") as store:
+        first = _sweep(store, failing)
+        assert first.total == 6 and sorted(first.ran.values()) == ["done"] * 2 + ["failed"] * 4
+        kd = store.runs(method="kd-lora")
+        assert all(r.status == "failed" and "FFT teacher run" in r.reason for r in kd)
+        assert "RuntimeError: asked to fail" in store.runs(method="fft")[0].reason
+        second = _sweep(store, failing)
+        assert second.ran == {} and second.skipped == 2 and second.failed_kept == 4 and not second.ok
+        assert "pass --rerun-failed" in second.line()
+        third = _sweep(store, failing, rerun_failed=True)
+        assert len(third.ran) == 4
+        assert {r.attempts for r in store.runs(status="failed")} == {2}
+
+
+def test_sweep_runs_kd_lora_with_its_teachers_folder(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        summary = _sweep(store)
+        assert summary.ok and len(summary.ran) == 8
+        kd = store.runs(method="kd-lora")[0]
+        teacher = store.runs(method="fft", seed=kd.seed)[0]
+        assert kd.result["config"]["teacher"] == teacher.out_dir
+        assert kd.config["teacher"] == "run:" + teacher.key  # the stored config keeps the location-free form
+        assert Path(teacher.out_dir, "metrics.json").is_file()
+        assert _sweep(store).skipped == 8
+
+
+def test_runs_command_formats(tmp_path, capsys, monkeypatch):
+    with Store(tmp_path / "r.db") as store:
+        _sweep(store)
+    capsys.readouterr()
+    assert main(["runs", "--db", str(tmp_path / "r.db"), "--method", "KD_LoRA", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("key,kind,status,task,family,method,rank,seed,score") and len(lines) == 3
+    assert all(",kd-lora,8," in line for line in lines[1:])
+    assert main(["runs", "--db", str(tmp_path / "r.db"), "--kind", "bench", "--format", "json"]) == 0
+    import json
+
+    assert [r["family"] for r in json.loads(capsys.readouterr().out)] == ["bert", "roberta"]
+    assert main(["runs", "--db", str(tmp_path / "r.db"), "--seed", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("3 runs in " + str(tmp_path / "r.db")) and "0.892" in out
+
+
+@pytest.mark.slow
+def test_resume_after_kill_minus_9(tmp_path):
+    """A real `kdlora sweep` subprocess killed mid-run, then the same command again."""
+    log = tmp_path / "runs.log"
+    env = {**os.environ, "KDLORA_BACKENDS": "fake_backends:BACKENDS", "FAKE_SLEEP": "0.4", "FAKE_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]])}
+    command = [sys.executable, "-m", "kdlora", "sweep", str(SMALL), "--db", str(tmp_path / "r.db"), "--no-progress"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # kill once three runs are finished and the fourth has started
+        events = log.read_text().split("\n") if log.exists() else []
+        if sum(e.startswith("end") for e in events) == 3 and sum(e.startswith("start") for e in events) == 4:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    time.sleep(0.6)  # longer than a run: the run's child process died with the driver and never finished
+    first = log.read_text().splitlines()
+    assert sum(e.startswith("end") for e in first) == 3
+    interrupted = [e.split()[1] for e in first if e.startswith("start")][-1]
+    with Store(tmp_path / "r.db", readonly=True) as store:
+        assert sorted(store.statuses().values()) == ["done"] * 3 + ["running"]
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "8 runs: ran 5 (5 done), 3 already done" in again.stdout
+    events = log.read_text().splitlines()
+    started = [e.split()[1] for e in events if e.startswith("start")]
+    ended = [e.split()[1] for e in events if e.startswith("end")]
+    assert sorted(set(ended)) == sorted(ended) and len(ended) == 8  # every run finished exactly once
+    assert started.count(interrupted) == 2 and len(started) == 9  # only the interrupted one ran twice
+    with Store(tmp_path / "r.db", readonly=True) as store:
+        runs = store.runs()
+        assert len(runs) == 8 and {r.status for r in runs} == {"done"}
+        assert sorted(r.attempts for r in runs) == [1] * 7 + [2]
+
