@@ -78,13 +78,17 @@ def _pareto_plots(aggregates, bench_rows, folder: Path) -> dict[str, str | None]
 def _efficiency(bench: dict, stage: Path) -> dict:
     """Table II from the bench runs, and the `kdlora analyze` report of it beside the paper's Table II."""
     from kdlora.analysis.report import write_report
-    from kdlora.bench.table import write_bench_outputs
+    from kdlora.bench.table import output_table, write_bench_outputs
 
+    name, _ = output_table(bench)
     write_bench_outputs(bench, stage / "bench")
-    with open(stage / "bench" / "table-ii.csv", encoding="utf-8", newline="") as f:
+    with open(stage / "bench" / name, encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
-    found = {"table_ii": "bench/table-ii.csv", "table_ii_rows": rows, "report": None, "skipped": None,
+    found = {"table_ii": f"bench/{name}", "table_ii_rows": rows, "report": None, "skipped": None,
              "memory_kind": sorted({r.get("memory_kind") for r in bench["rows"] if r.get("memory_kind")})}
+    if name != "table-ii.csv":
+        found["skipped"] = "the bench counted parameters only: no memory or inference time to analyse"
+        return found
     try:
         analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency",
                                 reference_csv=paper_table_ii_path())
