@@ -163,7 +163,10 @@ def _coerce(key: str, value, hint):
 
 
 def field_docs(cls=TrainConfig) -> dict[str, str]:
-    """Each field's docstring (the string under it in the class body): the CLI's help text."""
+    """Each dataclass field's docstring (the string under it in the class body): the CLI's help text.
+
+    Used for every settings dataclass (`TrainConfig`, `BenchSettings`), so field docs and `--help` never diverge.
+    """
     import ast
     import inspect
     import textwrap

@@ -5,7 +5,8 @@ peak memory of the method's real training step (each configuration in its own pr
 or on CPU the process's peak RSS less its RSS before the model was built), and the time of a fixed evaluation set
 (1,043 sequences, realistic lengths, batch 32, dynamic padding) with LoRA adapters merged and unmerged.
 
-Writes DIR/table-ii.csv (the paper's layout: `kdlora analyze DIR/table-ii.csv` reads it) and DIR/bench.json.
+Writes DIR/table-ii.csv (the paper's layout: `kdlora analyze DIR/table-ii.csv` reads it) and DIR/bench.json;
+--params-only writes DIR/params.csv (the counts alone) instead of the table.
 
 examples:
   kdlora bench --params-only                 exact counts of the three paper families (seconds)
@@ -16,24 +17,12 @@ examples:
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import sys
 
 from kdlora.errors import UserError
 
 HELP = "measure Table II (exact parameters, peak training memory, merged/unmerged inference) on this machine"
-
-
-def field_help(cls) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal under it), by field name."""
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -49,11 +38,13 @@ def _ranks(text: str) -> tuple[int, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kdlora.bench.runner import BenchSettings
+    from kdlora.config import field_docs
 
-    docs = field_help(BenchSettings)
+    docs = field_docs(BenchSettings)
     defaults = BenchSettings()
     parser.add_argument("--out", default="bench-results", metavar="DIR",
-                        help="folder for table-ii.csv and bench.json (default: %(default)s)")
+                        help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
+                             "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     for f in dataclasses.fields(BenchSettings):
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
