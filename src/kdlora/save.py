@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import platform
 from pathlib import Path
 
 from kdlora.outputs import staged_output
@@ -26,19 +24,16 @@ def peak_memory() -> dict:
 
 
 def environment(accelerator=None) -> dict:
+    """Where the run trained: the bench's machine description plus the training processes and threads."""
     import accelerate
-    import peft
     import torch
-    import transformers
 
-    return {
-        "python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-        "transformers": transformers.__version__, "peft": peft.__version__, "accelerate": accelerate.__version__,
-        "device": str(accelerator.device) if accelerator else "cpu",
-        "num_processes": accelerator.num_processes if accelerator else 1,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    from kdlora.bench.environment import describe_environment
+
+    device = str(accelerator.device) if accelerator else "cpu"
+    return {**describe_environment(device), "accelerate": accelerate.__version__, "device": device,
+            "num_processes": accelerator.num_processes if accelerator else 1,
+            "torch_threads": torch.get_num_threads()}
 
 
 def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_labels: int) -> None:

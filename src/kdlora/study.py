@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import json
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 
 from kdlora.analysis import quality, tradeoff
+from kdlora.analysis.table import paper_table
 from kdlora.errors import UserError
 from kdlora.outputs import staged_output
 from kdlora.store import Run, Store
@@ -28,10 +28,6 @@ def merged_bench_result(runs: list[Run]) -> dict | None:
     return {"rows": rows, "config": results[0].get("config", {}), "environment": results[0].get("environment", {})}
 
 
-def paper_table_ii_path():
-    return resources.files("kdlora").joinpath("resources", "paper-table-ii.csv")
-
-
 def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results") -> dict:
     """Write the report of the store's runs (only `keys` when given) into `out_dir`; returns results.json's dict."""
     runs = store.runs(keys=keys)
@@ -41,7 +37,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench = merged_bench_result(runs)
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
-    reference_path = quality.paper_table_i_path()
+    reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, quality.load_reference_table_i(reference_path))
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
@@ -91,7 +87,7 @@ def _efficiency(bench: dict, stage: Path) -> dict:
         return found
     try:
         analysis = write_report(stage / "bench" / "table-ii.csv", stage / "efficiency",
-                                reference_csv=paper_table_ii_path())
+                                reference_csv=paper_table("ii"))
     except UserError as exc:  # e.g. a params-only bench: no memory or time to analyse
         found["skipped"] = str(exc).replace(str(stage) + "/", "")
         return found

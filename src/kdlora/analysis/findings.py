@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from importlib import resources
 
-from kdlora.analysis.table import Table, name_key
+from kdlora.analysis.table import Table, name_key, paper_table
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -93,7 +92,7 @@ def speed_findings(analysis: dict, versus: dict) -> list[str]:
 
 def paper_scores(families: tuple[str, ...]) -> dict[str, dict[str, float]]:
     """The paper's Table I GLUE averages ({family: {method: score}}) of those of `families` that it reports."""
-    text = resources.files("kdlora").joinpath("resources/paper-table-i.csv").read_text(encoding="utf-8")
+    text = paper_table("i").read_text(encoding="utf-8")
     score_row = next(row for row in csv.DictReader(io.StringIO(text)) if row["Task"] == "Score")
     scores: dict[str, dict[str, float]] = {}
     for column, value in score_row.items():

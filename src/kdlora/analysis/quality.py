@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import statistics
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from kdlora.analysis.table import paper_table
 from kdlora.families import FAMILIES
+from kdlora.methods import METHODS
 
-METHOD_LABELS = {"fft": "FFT", "lora": "LoRA", "kd-lora": "KD-LoRA"}
-LORA_METHODS = ("lora", "kd-lora")
+METHOD_LABELS = {m.name: m.label for m in METHODS.values()}
+LORA_METHODS = tuple(m.name for m in METHODS.values() if m.uses_lora)
 
 # The paper's Table I rows: (row, metric label, task, metric key in a run's metrics). Tasks outside GLUE get one
 # row named after the task, valued by the run's headline score.
@@ -197,14 +198,9 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
     return TableI(columns, rows, rank)
 
 
-def paper_table_i_path():
-    """The paper's Table I, bundled with the package."""
-    return resources.files("kdlora").joinpath("resources", "paper-table-i.csv")
-
-
 def load_reference_table_i(path=None) -> dict[tuple[str, str], float]:
     """The paper's Table I as {(row, column): value in %}."""
-    source = Path(path) if path else paper_table_i_path()
+    source = Path(path) if path else paper_table("i")
     with source.open(encoding="utf-8") as f:
         reader = csv.DictReader(f)
         return {(row["Task"], column): float(value) for row in reader

@@ -32,12 +32,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from kdlora.analysis.report import write_report
+    from kdlora.analysis.table import paper_table
 
     if (args.table is None) == (not args.paper):
         raise UserError("give either TABLE.csv or --paper")
     if args.reference and args.paper_reference:
         raise UserError("give either --reference or --paper-reference")
-    paper = resources.files("kdlora").joinpath("resources/paper-table-ii.csv")
+    paper = paper_table("ii")
     with contextlib.ExitStack() as stack:
         bundled = stack.enter_context(resources.as_file(paper)) if args.paper or args.paper_reference else None
         write_report(bundled if args.paper else args.table, args.out,
