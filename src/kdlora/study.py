@@ -15,7 +15,7 @@ from pathlib import Path
 from kdlora.analysis import quality, tradeoff
 from kdlora.analysis.table import paper_table
 from kdlora.errors import UserError
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 from kdlora.store import Run, Store
 
 
