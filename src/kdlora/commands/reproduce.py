@@ -24,9 +24,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.store_report import write_study_report
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
-    from kdlora.study import write_study_report
     from kdlora.sweep import sweep_from_args
 
     experiment = load_experiment(args.experiment)
