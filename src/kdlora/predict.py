@@ -13,7 +13,7 @@ def predict(run_dir: str | Path, texts: list[str], batch_size: int = 32) -> list
     import torch
 
     from kdlora.data.encode import Collator, encode
-    from kdlora.data.loaders import Examples
+    from kdlora.data.examples import Examples
     from kdlora.data.tasks import get_task
     from kdlora.rundir import load_config, load_model, load_tokenizer
 

@@ -12,7 +12,8 @@ import json
 import sys
 import time
 
-from kdlora.bench import evalset, models
+from kdlora import modeling
+from kdlora.bench import evalset
 from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
 from kdlora.families import get_family
 from kdlora.methods import get_method
@@ -90,8 +91,8 @@ def measure(job: dict) -> dict:
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
-        arch, base = models.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
-        model = models.prepare(base, arch, method, job["rank"]).to(device)
+        arch, base = modeling.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
+        model = modeling.prepare(base, arch, method, job["rank"]).to(device)
         model.train()
         vocab = model.config.vocab_size
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -110,7 +111,7 @@ def measure(job: dict) -> dict:
               "eval_tokens": evalset.padded_tokens(batches), "eval_seconds_unmerged": None}
     if method.uses_lora:
         result["eval_seconds_unmerged"] = round(time_eval(model, batches, device).total_seconds, 4)
-        model = models.merged(model)
+        model = modeling.merged(model)
     latency = time_eval(model, batches, device)
     result.update(eval_seconds=round(latency.total_seconds, 4), latency_ms_p50=round(latency.p50_ms, 2),
                   latency_ms_p90=round(latency.p90_ms, 2), throughput_per_s=round(latency.throughput_per_s, 2))
