@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from kdlora.bench.forms import DEFAULT_FORM, plan_forms
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, get_method
@@ -60,6 +61,14 @@ class BenchSettings:
     """Seed of the evaluation set, the training batch and the random weights."""
     threads: int | None = None
     """CPU threads per worker (default: PyTorch's, one per core)."""
+    backend: tuple[str, ...] = ("pytorch",)
+    """Inference backends: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
+    precision: tuple[str, ...] = ("fp32",)
+    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch backend, on a
+    CPU with AVX512-BF16 or AMX or a CUDA GPU)."""
+    quantize: tuple[str, ...] = ("none",)
+    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime backend). Unsupported combinations of
+    the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
 
@@ -81,9 +90,15 @@ class BenchSettings:
                 raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"threads: {self.threads} is not a positive integer")
+        self.forms()
         if self.pad_to is not None and self.pad_to < 128:
             raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
         return self
+
+    def forms(self) -> list[tuple[str, str, str]]:
+        """The supported (backend, precision, quantize) combinations of the three axes (UserError if a value is in
+        none)."""
+        return plan_forms(self.backend, self.precision, self.quantize, self.device)
 
 
 @dataclass
@@ -94,23 +109,28 @@ class Job:
     method: str
     rank: int | None
     measure: bool
+    form: tuple[str, str, str] = DEFAULT_FORM
+    """(backend, precision, quantize) of the inference measured."""
     row: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "")
+        form = "" if self.form == DEFAULT_FORM else "/" + "-".join(p for p in self.form if p != "none")
+        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "") + form
 
 
 def plan(settings: BenchSettings) -> list[Job]:
-    """The rows in output order: family, then method, then rank (FFT has one row, rank None)."""
-    jobs = []
+    """The rows in output order: family, then method, then rank (FFT has one row, rank None), then inference form
+    (a measured rank has one row per form; the first form's stands for it in Table II)."""
+    jobs, forms = [], settings.forms()
     for family in settings.families:
         for name in settings.methods:
             method = get_method(name)
             ranks = settings.ranks if method.uses_lora else (None,)
             for i, rank in enumerate(ranks):
                 measure = not settings.params_only and (settings.all_ranks or i == 0)
-                jobs.append(Job(get_family(family).name, method.name, rank, measure))
+                for form in forms if measure else forms[:1]:
+                    jobs.append(Job(get_family(family).name, method.name, rank, measure, form))
     return jobs
 
 
@@ -118,7 +138,9 @@ def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads")
-    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys}}
+    backend, precision, quantize = job.form
+    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
+            "backend": backend, "precision": precision, "quantize": quantize}
 
 
 def run_worker(job: dict) -> dict:
@@ -137,7 +159,7 @@ def run_worker(job: dict) -> dict:
 
 
 MEASURED = ("peak_train_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s")
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
 
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
@@ -173,7 +195,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
         family, method = get_family(job.family), get_method(job.method)
         counts = models.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = {"family": job.family, "model": family.architecture(method.role).hub_name, "method": job.method,
-                   "rank": job.rank, **asdict(counts), **dict.fromkeys(MEASURED), "error": None}
+                   "rank": job.rank, **dict(zip(("backend", "precision", "quantize"), job.form, strict=True)),
+                   **asdict(counts), **dict.fromkeys(MEASURED), "error": None}
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)

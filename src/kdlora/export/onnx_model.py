@@ -27,10 +27,21 @@ def input_names(model, tokenizer) -> list[str]:
 
 
 def write_onnx(model, tokenizer, path: Path) -> list[str]:
-    """Trace `model` (eval mode) to `path`; returns the graph's input names. The output is `logits`."""
+    """Trace `model` (eval mode) to `path` with sample inputs from `tokenizer`; returns the graph's input names."""
+    names = input_names(model, tokenizer)
+    # two texts of different lengths: the traced graph sees padding and a batch above one
+    sample = tokenizer(["a short text", "a somewhat longer text to pad the first"], padding=True,
+                       return_tensors="pt")
+    trace_onnx(model, {name: sample[name] for name in names}, path)
+    return names
+
+
+def trace_onnx(model, sample: dict, path: Path) -> None:
+    """Trace `model` on the `sample` inputs (name -> tensor, in the graph's input order) to `path`; the output
+    is `logits`, and every input's batch and sequence axes stay dynamic."""
     import torch
 
-    names = input_names(model, tokenizer)
+    names = list(sample)
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -40,17 +51,13 @@ def write_onnx(model, tokenizer, path: Path) -> list[str]:
         def forward(self, *tensors):
             return self.model(**dict(zip(names, tensors, strict=True))).logits
 
-    # two texts of different lengths: the traced graph sees padding and a batch above one
-    sample = tokenizer(["a short text", "a somewhat longer text to pad the first"], padding=True,
-                       return_tensors="pt")
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
     wrapper = Logits().eval()  # the exporter restores the wrapper's training flag on every submodule afterwards
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches on shapes: the axes stay dynamic
-        torch.onnx.export(wrapper, tuple(sample[n] for n in names), str(path), dynamo=False, input_names=names,
+        torch.onnx.export(wrapper, tuple(sample.values()), str(path), dynamo=False, input_names=names,
                           output_names=["logits"], dynamic_axes=axes, opset_version=ONNX_OPSET)
     model.eval()
-    return names
 
 
 def quantize_int8(source: Path, target: Path) -> None:
