@@ -14,7 +14,7 @@ from kdlora.data.tasks import get_task
 from kdlora.errors import UserError
 from kdlora.export import ExportSettings, export_run
 from kdlora.predict import load_predictor, predict
-from kdlora.runs import load_model, load_tokenizer
+from kdlora.rundir import load_model, load_tokenizer
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 

@@ -102,7 +102,7 @@ def load_predictor(folder: str | Path, batch_size: int = 32):
     if not (folder / "metrics.json").is_file():
         raise UserError(f"{folder}: neither a kdlora run folder nor an exported model (no metrics.json or "
                         f"{EXPORT_INFO})")
-    from kdlora.runs import load_config, load_model, load_tokenizer
+    from kdlora.rundir import load_config, load_model, load_tokenizer
 
     config = load_config(folder)
     return TorchPredictor(get_task(config.task), load_model(folder, merged=True), load_tokenizer(folder),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.families import get_family
+from kdlora.files import staged_output
 from kdlora.methods import get_method
-from kdlora.outputs import staged_output
 
 
 def millions(count: int) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.outputs import staged_output
+from kdlora.files import read_json, staged_output
 from kdlora.predict import EXPORT_INFO
 
 FORMATS = ("safetensors", "onnx")
@@ -61,7 +61,7 @@ class ExportSettings:
 def check_run_weights(run_dir: str | Path) -> dict:
     """The run's run.json, once its config and weights are known to be there; else a UserError naming what is
     missing."""
-    from kdlora.runs import load_config, read_json
+    from kdlora.rundir import load_config
 
     run_dir = Path(run_dir)
     load_config(run_dir)
@@ -87,7 +87,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
     """
     from kdlora.data.tasks import get_task
     from kdlora.export.scoring import score_export
-    from kdlora.runs import load_config, load_model, load_tokenizer
+    from kdlora.rundir import load_config, load_model, load_tokenizer
 
     settings = (settings or ExportSettings()).validate()
     check_run_weights(run_dir)
