@@ -17,7 +17,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
     config = load_config(run_dir)
     model, tokenizer = load_model(run_dir, merged=True), load_tokenizer(run_dir)
-    names = get_task(config.task).label_names
+    names = get_task(config.task).label_names if config.file_spec() is None else ()  # a file task's are saved
     if names and len(names) == model.config.num_labels:
         model.config.id2label = dict(enumerate(names))
         model.config.label2id = {name: i for i, name in enumerate(names)}

@@ -16,15 +16,18 @@ def predict(run_dir: str | Path, texts: list[str], batch_size: int = 32) -> list
     from kdlora.data.examples import Examples
     from kdlora.data.tasks import get_task
     from kdlora.runs import load_config, load_model, load_tokenizer
+    from kdlora.sources import label_names
 
     config = load_config(run_dir)
-    task = get_task(config.task)
+    spec = config.file_spec()
+    fields = spec.text_columns if spec else get_task(config.task).text_fields
     parts = [tuple(t.split("\t")) for t in texts]
     for text, pieces in zip(texts, parts, strict=True):
-        if len(pieces) != len(task.text_fields):
-            raise UserError(f"task {task.name} takes {len(task.text_fields)} text(s) per example separated by a "
+        if len(pieces) != len(fields):
+            raise UserError(f"task {config.task} takes {len(fields)} text(s) per example separated by a "
                             f"tab; got {len(pieces)} in {text!r}")
     model, tokenizer = load_model(run_dir, merged=True), load_tokenizer(run_dir)
+    names = label_names(model.config) or (() if spec else get_task(config.task).label_names)
     features = encode(Examples(list(range(len(texts))), parts, [0.0] * len(texts)), tokenizer, config.max_length)
     collate = Collator(tokenizer, regression=True)
     results = []
@@ -34,11 +37,11 @@ def predict(run_dir: str | Path, texts: list[str], batch_size: int = 32) -> list
             logits = model(**{k: v for k, v in batch.items() if k not in ("labels", "idx")}).logits
             for row in logits:
                 text = texts[len(results)]
-                if task.regression:
+                if model.config.num_labels == 1:
                     results.append({"text": text, "value": float(row[0])})
                     continue
                 probs = row.softmax(-1)
                 label = int(probs.argmax())
-                name = task.label_names[label] if task.label_names else str(label)
+                name = names[label] if names else str(label)
                 results.append({"text": text, "label": name, "score": float(probs[label])})
     return results

@@ -58,8 +58,17 @@ def load_model(run_dir: str | Path, merged: bool = False):
     base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
     try:
         with new_head_expected():  # the adapter carries the trained head
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"],
+                                                                      **_labels(info))
     except OSError:
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     return (model.merge_and_unload() if merged else model).eval()
+
+
+def _labels(info: dict) -> dict:
+    """The run's class names (run.json `id2label`, written since runs name a file task's labels) as kwargs."""
+    if not info.get("id2label"):
+        return {}
+    id2label = {int(i): name for i, name in info["id2label"].items()}
+    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}

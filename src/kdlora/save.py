@@ -50,7 +50,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
             else:
                 model.save_pretrained(stage / "model")
             tokenizer.save_pretrained(stage / "tokenizer")
-            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels,
+                    "id2label": {str(i): n for i, n in model.config.id2label.items()}}
             _write_json(stage / "run.json", info)
         _write_json(stage / "metrics.json", metrics)
 
