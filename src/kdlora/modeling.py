@@ -6,7 +6,7 @@
 - `derive_student`: a student cut from a teacher by keeping some of its encoder layers.
 - `prepare` / `merged`: the model as a method trains it, and as it runs inference.
 
-Nothing here reads run folders (that is `kdlora.runs`); heavy libraries are imported inside the functions.
+Nothing here reads run folders (that is `kdlora.rundir`); heavy libraries are imported inside the functions.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 `--model`/`--student`, a tiny random build, or a student cut from a teacher), its tokenizer, and its teacher (a
 kdlora run folder or any sequence-classification checkpoint).
 
-It reads run folders (`kdlora.runs`) and builds with `kdlora.modeling`; neither imports this module.
+It reads run folders (`kdlora.rundir`) and builds with `kdlora.modeling`; neither imports this module.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
-from kdlora.runs import load_model, load_tokenizer
+from kdlora.rundir import load_model, load_tokenizer
 
 
 @dataclass
@@ -75,7 +75,7 @@ def teacher_config(ref: str):
     from transformers import AutoConfig
 
     if is_run_folder(ref):
-        from kdlora.runs import read_json
+        from kdlora.files import read_json
 
         info = read_json(ref, "run.json")
         folder = Path(ref) / "model" if info["kind"] == "full" else (

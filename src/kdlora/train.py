@@ -196,7 +196,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.methods import LoraSettings, get_method
     from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters
-    from kdlora.save import environment, peak_memory, save_run
+    from kdlora.rundir import environment, peak_memory, save_run
     from kdlora.sources import starting_model
 
     config.validate()
