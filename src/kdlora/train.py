@@ -172,19 +172,34 @@ def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
     from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
-    if not config.teacher:
-        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
                                  device=device, progress=progress)
 
 
-def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+def check_before_work(config: TrainConfig, out_dir: str | Path, method, architecture, verify: bool = True) -> None:
+    """What can be checked before data or models load: the output folder, the teacher (given and whole), the
+    weights package. Each failure is one UserError."""
+    from kdlora.files import check_writable
+    from kdlora.rundir import check_run
+
+    check_writable(out_dir)
+    needs_teacher = method.distills or (architecture.derived and config.student_init == "trained")
+    if needs_teacher and not config.teacher:
+        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    if needs_teacher:
+        check_run(config.teacher, verify)
+    if not config.tiny and not config.pretrained and architecture.weights_package and not architecture.derived:
+        architecture.weights_path()  # a UserError naming the extra when its package is missing
+
+
+def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True) -> dict:
     """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
 
     Returns the metrics dict; a collapsed run (non-finite loss, constant dev predictions) has status "collapsed"
-    and a reason instead of raising. Bad settings raise UserError.
+    and a reason instead of raising. Bad settings raise UserError; a damaged teacher folder too (unless not
+    `verify`: then only what cannot be loaded).
     """
     import torch
     from accelerate import Accelerator
@@ -205,6 +220,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
 
         hf_logging.disable_progress_bar()
     task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
+    check_before_work(config, out_dir, method, family.architecture(method.role), verify)
     accelerator = Accelerator(cpu=config.device == "cpu")
     set_seed(config.seed)
     data = load_data(config, task)
