@@ -53,8 +53,11 @@ def _source(folder: Path, verify: bool):
         if not isinstance(info.get("task"), str) or not isinstance(info.get("max_length"), int):
             raise UserError(f"{folder / EXPORT_INFO}: no task or max_length in it; export the run again")
         return info["task"], info["max_length"], lambda: load_export(folder)
-    from kdlora.rundir import check_run, load_config, load_model, load_tokenizer
+    from kdlora.rundir import MANIFEST, check_run, load_config, load_model, load_tokenizer
 
+    if not (folder / MANIFEST).is_file():
+        raise UserError(f"{folder}: neither a kdlora run folder nor an exported model (no {MANIFEST} or "
+                        f"{EXPORT_INFO})")
     info = check_run(folder, verify)
     config = load_config(folder)
     return config.task, config.max_length, lambda: (load_model(folder, merged=True, info=info),

@@ -134,17 +134,23 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"{self.path}: cannot open the results database ({exc})") from None
         self._conn.row_factory = sqlite3.Row
-        with self._guard():
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            if not readonly:
-                with self._transaction():
-                    for statement in _SCHEMA.strip().split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                       (str(SCHEMA_VERSION),))
-            self._check_schema()
+        try:
+            with self._guard():
+                existing = self._tables()
+                if existing or readonly:  # check before anything writes to a file that may not be ours
+                    self._check_schema(existing)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                if not existing and not readonly:
+                    with self._transaction():
+                        for statement in _SCHEMA.strip().split(";"):
+                            if statement.strip():
+                                self._conn.execute(statement)
+                        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                           (str(SCHEMA_VERSION),))
+        except BaseException:
+            self._conn.close()  # leaves no -wal / -shm file beside a database it refused
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -178,8 +184,10 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
-    def _check_schema(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check_schema(self, tables: set[str]) -> None:
         if "runs" not in tables:
             raise UserError(f"{self.path}: not a kdlora results database (no `runs` table)")
         version = None
