@@ -2,13 +2,12 @@
 
 One tiny run of each method, an export, a teacher-logit cache and a results store are built once per module; each
 case copies the pristine folder, damages one file (deleted, cut to half its size, emptied, or 16 bytes in its
-middle inverted; the store's in its header) and runs one command: exit 2, exactly one line on stderr naming the file, no traceback, and every
-other file byte for byte as it was (nothing written either). A damaged teacher-logit cache is recomputed instead,
-with a line saying so. The README's reliability paragraph counts these cases.
+middle inverted; the store's in its header) and runs one command: exit 2, exactly one line on stderr naming the
+file, no traceback, and every other file byte for byte as it was (nothing written either). A damaged teacher-logit
+cache is recomputed instead, with a line saying so. The README's reliability paragraph counts these cases.
 """
 
 import json
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from damage_helpers import damage, snapshot
 from kdlora import store as store_module
 from kdlora.cli import main
-from kdlora.store import Store
-from train_helpers import DATA, tiny_config
+from train_helpers import DATA
 
 torch.set_num_threads(1)
 
@@ -49,48 +48,6 @@ STORE_CASES = [(how, command) for how in ("delete", "truncate", "empty", "garble
                for command in ("runs", "report", "sweep")
                if not (command == "sweep" and how in ("delete", "empty"))]  # a sweep starts a new store there
 STORE_CASES.append(("locked", "sweep"))
-
-
-def damage(path: Path, how: str, garble_at: float = 0.5) -> None:
-    """Delete, cut to half, empty, or garble `path`: 16 bytes inverted at `garble_at` of its length."""
-    data = path.read_bytes()
-    if how == "delete":
-        path.unlink()
-    elif how == "truncate":
-        path.write_bytes(data[:len(data) // 2])
-    elif how == "empty":
-        path.write_bytes(b"")
-    else:
-        at = int(len(data) * garble_at)
-        path.write_bytes(data[:at] + bytes(b ^ 0xFF for b in data[at:at + 16]) + data[at + 16:])
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    """Every file under `root` and its bytes (SQLite's shared-memory index aside: readers write it)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith("-shm")}
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    from kdlora.export import export_run
-    from kdlora.train import run_training
-
-    root = tmp_path_factory.mktemp("pristine")
-    before = os.environ.get("KDLORA_CACHE")
-    os.environ["KDLORA_CACHE"] = str(root / "cache")
-    try:
-        run_training(tiny_config(method="fft"), root / "fft", progress=False)
-        run_training(tiny_config(method="lora"), root / "lora", progress=False)
-        run_training(tiny_config(method="kd-lora", teacher=str(root / "fft")), root / "kd-lora", progress=False)
-    finally:
-        os.environ.pop("KDLORA_CACHE") if before is None else os.environ.__setitem__("KDLORA_CACHE", before)
-    export_run(root / "kd-lora", root / "export")
-    with Store(root / "store" / "r.db") as store:
-        config = {"task": "sst2", "family": "bert", "method": "fft", "seed": 1}
-        store.start("k1", "train", "train sst2 bert fft s1", config, str(root / "fft"), config)
-        store.finish("k1", {"status": "done", "metrics": {"accuracy": 0.5}, "score": 0.5})
-    return root
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, list[str]]:

@@ -40,7 +40,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, verify: bool = True) ->
 
 def check_export(folder: str | Path, verify_files: bool = True) -> dict:
     """export.json of `folder`, after checking every file it lists (unless `verify_files` is False)."""
-    return verify(folder, EXPORT_INFO, WHAT) if verify_files else read_manifest(folder, EXPORT_INFO, WHAT)
+    if verify_files:  # export.json came with manifests: one without is damaged, not older
+        return verify(folder, EXPORT_INFO, WHAT, older_ok=False)
+    return read_manifest(folder, EXPORT_INFO, WHAT)
 
 
 def load_export(folder: str | Path):

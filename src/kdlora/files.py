@@ -128,12 +128,15 @@ def read_manifest(folder: str | Path, name: str, what: str) -> dict:
     return manifest
 
 
-def verify(folder: str | Path, name: str, what: str) -> dict:
+def verify(folder: str | Path, name: str, what: str, older_ok: bool = True) -> dict:
     """The manifest `folder/name` after checking every file it lists: a UserError names the first file missing,
-    truncated (smaller than written) or changed (another size or sha256). Returns the manifest."""
+    truncated (smaller than written) or changed (another size or sha256). Returns the manifest. `older_ok`: a
+    manifest without `files` was written before kdlora kept them (else it is damaged)."""
     folder = Path(folder)
     manifest = read_manifest(folder, name, what)
     files = manifest.get("files")
+    if files is None and not older_ok:
+        raise UserError(f"{folder / name}: no list of files in it; the {what} is damaged: {DAMAGED_HINT}")
     if files is None:
         print(f"note: {folder} was saved without a file manifest (by an older kdlora): not verified", file=sys.stderr)
         return manifest

@@ -17,6 +17,7 @@ UserError naming the folder, never a traceback.
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 from kdlora.errors import UserError
@@ -99,7 +100,8 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
         if local:
             raise
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
-    with unreadable_is_damage(run_dir / "adapter", "adapter"):
+    with unreadable_is_damage(run_dir / "adapter", "adapter"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PEFT asks transformers a deprecated question on loading
         model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
         return (model.merge_and_unload() if merged else model).eval()
 
