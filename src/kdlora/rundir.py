@@ -88,7 +88,7 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
         raise UserError(f"{run_dir / MANIFEST}: not a kdlora run.json (kind {kind!r}); re-run it")
     from peft import PeftModel
 
-    from kdlora.models import new_head_expected
+    from kdlora.modeling import new_head_expected
 
     local = info.get("base") == "base"
     base_path = str(run_dir / "base") if local else str(info.get("base"))

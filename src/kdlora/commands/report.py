@@ -10,7 +10,7 @@ HELP = "write the quality / efficiency / trade-off report of the results store"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.sweep import add_db_argument
+    from kdlora.commands._sweep_options import add_db_argument
 
     add_db_argument(parser)
     parser.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports/)")
@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.store_report import write_study_report
     from kdlora.store import Store
-    from kdlora.study import write_study_report
 
     keys, title = None, "KD-LoRA results"
     with Store(args.db, readonly=True) as store:

@@ -15,7 +15,7 @@ HELP = "run an experiment (default: the bundled offline one) and write its repor
 
 
 def add_arguments(parser) -> None:
-    from kdlora.sweep import add_sweep_arguments
+    from kdlora.commands._sweep_options import add_sweep_arguments
 
     parser.add_argument("experiment", metavar="EXP", nargs="?", default="default",
                         help="experiment TOML file or bundled name (default, paper); default: default")
@@ -24,10 +24,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.store_report import write_study_report
+    from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
-    from kdlora.study import write_study_report
-    from kdlora.sweep import sweep_from_args
 
     experiment = load_experiment(args.experiment)
     with Store(args.db) as store:
