@@ -18,6 +18,10 @@ from typing import get_type_hints
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, get_method
+from kdlora.precision import PRECISIONS
+
+TRACKERS = ("tensorboard", "mlflow")
+"""Experiment trackers `report_to` may name (accelerate's trackers of those names)."""
 
 DEFAULT_LEARNING_RATES = {
     # GLUE-sized data (thousands of steps): the usual values for BERT-base FFT and for LoRA.
@@ -88,6 +92,21 @@ class TrainConfig:
     """Random tiny model and tokenizer (tests, smoke runs)."""
     device: str | None = None
     """cpu or cuda; default: whatever accelerate picks."""
+    precision: str = "fp32"
+    """fp32, or bf16 / fp16 mixed precision (accelerate's autocast; master weights, loss and KD softmax stay fp32).
+    fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX)."""
+    grad_accum: int = 1
+    """Accumulate gradients over this many batches per optimiser step: effective batch = batch x N x processes."""
+    eval_steps: int | None = None
+    """Also score dev every N optimiser steps (always at each epoch's end); patience counts these evaluations."""
+    save_checkpoints: bool = False
+    """At each evaluation save RUN_DIR/checkpoints/last (and best): trainable weights, optimiser, scheduler, RNG
+    states and the data position, so that `--resume` continues a killed run."""
+    report_to: str | None = None
+    """Trackers, comma-separated: tensorboard (RUN_DIR/tensorboard), mlflow ($MLFLOW_TRACKING_URI, else a file
+    store in RUN_DIR/mlruns): per-step loss and learning rate, every evaluation, the config as hyper-parameters."""
+    track_energy: bool = False
+    """Measure energy (kWh) and emissions (g CO2-eq) with codecarbon's offline tracker (extra `energy`)."""
 
     def __post_init__(self):
         self.validate()
@@ -111,10 +130,18 @@ class TrainConfig:
             "patience": self.patience is None or self.patience > 0, "temperature": self.temperature > 0,
             "kd_alpha": 0 <= self.kd_alpha <= 1, "student_init": self.student_init in ("trained", "pretrained"),
             "device": self.device in (None, "cpu", "cuda"),
+            "precision": self.precision in PRECISIONS, "grad_accum": self.grad_accum > 0,
+            "eval_steps": self.eval_steps is None or self.eval_steps > 0,
+            "report_to": all(name in TRACKERS for name in self.trackers),
         }
         for key, ok in checks.items():
             if not ok:
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The tracker names of `report_to`, in order."""
+        return tuple(part.strip() for part in (self.report_to or "").split(",") if part.strip())
 
     @property
     def lr(self) -> float:
