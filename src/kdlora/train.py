@@ -279,6 +279,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     """
     import torch
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
     from kdlora.bench.trackers import track_energy
@@ -297,6 +298,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
 
         hf_logging.disable_progress_bar()
     task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
+    # accelerate keeps its precision and accumulation settings in process-wide singletons; a process that trains
+    # several runs (demo, a local sweep) gives each its own (the distributed PartialState is kept)
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=ACCELERATE_MIXED_PRECISION[config.precision],
                               gradient_accumulation_steps=config.grad_accum,
                               **tracking.accelerator_options(config.trackers, out_dir))

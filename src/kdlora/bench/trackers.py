@@ -203,7 +203,7 @@ def track_energy(enabled: bool = True) -> Iterator[EnergyResult]:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)  # after the import, which sets its own level
 
     result.country = os.environ.get(ENERGY_COUNTRY_ENV, "USA")
-    tracker = OfflineEmissionsTracker(country_iso_code=result.country, save_to_file=False, log_level="error",
+    tracker = OfflineEmissionsTracker(country_iso_code=result.country, output_methods=[], log_level="error",
                                       measure_power_secs=5)
     tracker.start()
     try:
