@@ -11,9 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kdlora.backends import real_train
 from kdlora.checkpoint import has_checkpoint, resume_source
 from kdlora.cli import main
 from kdlora.errors import UserError
+from kdlora.store import Store
+from kdlora.sweep import Driver, RunSpec
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 
@@ -65,6 +68,29 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    # a sweep reruns an interrupted run through its backend, which resumes from the checkpoint it finds
+    killed = _train([*FLAGS, "--out", str(tmp_path / "swept")], kill_after=2)  # after step 4's evaluation
+    assert killed.returncode == -9
+    torch.set_num_threads(1)
+    swept = real_train(a["config"], tmp_path / "swept", False)
+    assert swept["resumed_at_step"] == 4
+    for key in ("metrics", "score", "history", "best_step", "status"):
+        assert swept[key] == a[key], key
+
+
+def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        spec = RunSpec("k" * 64, "train", "train sst2 bert fft s1", {"task": "sst2"})
+        driver = Driver(store, [spec], tmp_path / "runs")
+        out = driver.out_dir(spec)
+        (out / "checkpoints" / "last").mkdir(parents=True)
+        (out / "checkpoints" / "last" / "optimizer.bin").write_bytes(b"state")
+        (out / "tracking").mkdir()
+        (out / "metrics.json").write_text("{")
+        driver.prepare(spec)
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+        assert (out / "checkpoints" / "last" / "optimizer.bin").read_bytes() == b"state"
 
 
 def test_checkpoints_hold_trainable_weights_only_and_the_best_is_kept(tmp_path):
