@@ -1,6 +1,7 @@
 import pytest
 
-from kdlora.analysis.findings import change, count_words, pace, paper_scores, percent_range
+from kdlora.analysis.findings import change, count_words, pace, percent_range
+from kdlora.analysis.paper import paper_scores
 
 
 @pytest.mark.parametrize(("n", "noun", "expected"), [

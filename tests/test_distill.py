@@ -80,7 +80,7 @@ def teacher_run(tmp_path_factory):
 
 def test_cached_logits_equal_the_teachers_own_and_stale_cache_is_recomputed(teacher_run, tmp_path, monkeypatch,
                                                                             capsys):
-    from kdlora.runs import load_model, load_tokenizer
+    from kdlora.rundir import load_model, load_tokenizer
 
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path))
     examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(10, seed=3)

@@ -213,6 +213,14 @@ class BenchSettings:
     """Seed of the evaluation set, the training batch and the random weights."""
     threads: int | None = None
     """CPU threads per worker (default: PyTorch's, one per core)."""
+    backend: tuple[str, ...] = ("pytorch",)
+    """Inference backends: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
+    precision: tuple[str, ...] = ("fp32",)
+    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch backend, on a
+    CPU with AVX512-BF16 or AMX or a CUDA GPU)."""
+    quantize: tuple[str, ...] = ("none",)
+    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime backend). Unsupported combinations of
+    the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
 
@@ -234,9 +242,17 @@ class BenchSettings:
                 raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"threads: {self.threads} is not a positive integer")
+        self.forms()
         if self.pad_to is not None and self.pad_to < 128:
             raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
         return self
+
+    def forms(self) -> list[tuple[str, str, str]]:
+        """The supported (backend, precision, quantize) combinations of the three axes (UserError if a value is in
+        none; see `kdlora.bench.forms`)."""
+        from kdlora.bench.forms import plan_forms
+
+        return plan_forms(self.backend, self.precision, self.quantize, self.device)
 
 
 def _coerce(key: str, value, hint):
@@ -294,14 +310,16 @@ def _comma_list(kind):
 
 
 def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: tuple[str, ...] = (),
-                           aliases: dict[str, list[str]] | None = None) -> None:
+                           aliases: dict[str, list[str]] | None = None,
+                           choices: dict[str, tuple] | None = None) -> None:
     """Add one `--flag` per field of the settings dataclass `cls`; each field's docstring is its help.
 
     keep_defaults: the parser's defaults are the dataclass's; when False every flag defaults to None, so settings
     from a file can fill what the command line left out (`kdlora train --config`). Booleans are `--flag` (and
-    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line.
+    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line; `choices`
+    limits a scalar field to the values given.
     """
-    docs, hints, aliases = field_docs(cls), get_type_hints(cls), aliases or {}
+    docs, hints, aliases, choices = field_docs(cls), get_type_hints(cls), aliases or {}, choices or {}
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
@@ -314,7 +332,7 @@ def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: t
             parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
             continue
         kind = int if "int" in hint else float if "float" in hint else str
-        options = {"type": kind}
+        options = {"type": kind, **({"choices": choices[f.name]} if f.name in choices else {})}
         if "tuple" in hint:
             options = {"type": _comma_list(kind), "metavar": "A,B"}
             shown = f" (default: {','.join(map(str, default))})" if default else ""

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.modeling import new_head_expected
 
 
 def read_json(run_dir: str | Path, name: str) -> dict:
@@ -53,8 +54,6 @@ def load_model(run_dir: str | Path, merged: bool = False):
     if info["kind"] == "full":
         return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
     from peft import PeftModel
-
-    from kdlora.models import new_head_expected
 
     base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
     try:

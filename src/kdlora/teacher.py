@@ -73,7 +73,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from kdlora.runs import load_model, load_tokenizer
+    from kdlora.rundir import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(run_dir)
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
@@ -114,7 +114,7 @@ class OnlineTeacher:
     """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
-        from kdlora.runs import load_model, load_tokenizer
+        from kdlora.rundir import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(run_dir)
         self.model = load_model(run_dir, merged=True)

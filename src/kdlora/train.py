@@ -286,10 +286,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.data.tasks import get_task
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
-    from kdlora.models import starting_model
     from kdlora.params import count_parameters
     from kdlora.precision import ACCELERATE_MIXED_PRECISION
-    from kdlora.save import environment, peak_memory, save_run
+    from kdlora.rundir import environment, peak_memory, save_run
+    from kdlora.sources import starting_model
 
     out_dir = Path(out_dir)
     check_run_settings(config, out_dir, resume)

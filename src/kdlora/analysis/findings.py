@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
-from kdlora.analysis.table import Table, name_key, paper_table
+from kdlora.analysis.paper import paper_scores
+from kdlora.analysis.table import Table
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -88,19 +86,6 @@ def speed_findings(analysis: dict, versus: dict) -> list[str]:
         lines.append("- LoRA slower than FFT means the adapters ran unmerged: merged into the weights, LoRA computes "
                      "exactly what FFT's model computes, at the same speed.")
     return lines
-
-
-def paper_scores(families: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """The paper's Table I GLUE averages ({family: {method: score}}) of those of `families` that it reports."""
-    text = paper_table("i").read_text(encoding="utf-8")
-    score_row = next(row for row in csv.DictReader(io.StringIO(text)) if row["Task"] == "Score")
-    scores: dict[str, dict[str, float]] = {}
-    for column, value in score_row.items():
-        model, _, method = column.rpartition(" ")
-        for family in families:
-            if model and name_key(model) == name_key(family):
-                scores.setdefault(family, {})[method] = float(value)
-    return scores
 
 
 def tradeoff_findings(table: Table, analysis: dict) -> list[str]:

@@ -6,12 +6,9 @@ Collapsed and failed runs are excluded from every figure and counted beside it.
 
 from __future__ import annotations
 
-import csv
 import statistics
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from kdlora.analysis.table import paper_table
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS
 
@@ -196,15 +193,6 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
     if rows:
         rows.append((SCORE_ROW, "Average", score))
     return TableI(columns, rows, rank)
-
-
-def load_reference_table_i(path=None) -> dict[tuple[str, str], float]:
-    """The paper's Table I as {(row, column): value in %}."""
-    source = Path(path) if path else paper_table("i")
-    with source.open(encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        return {(row["Task"], column): float(value) for row in reader
-                for column, value in row.items() if column not in ("Task", "Metric") and value}
 
 
 def reported_vs_measured(table: TableI, reference: dict[tuple[str, str], float]) -> list[dict]:

@@ -11,17 +11,11 @@ import csv
 import io
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from kdlora.analysis.units import MEMORY, PARAMS, TIME, Quantity, UnitError, parse_value
 from kdlora.errors import UserError
 from kdlora.families import FAMILIES
-
-
-def paper_table(number: str):
-    """The paper's Table `number` ("i": GLUE scores, "ii": efficiency) as bundled with the package (a Traversable)."""
-    return resources.files("kdlora").joinpath("resources", f"paper-table-{number}.csv")
 
 METHODS = ("FFT", "LoRA", "KD-LoRA")
 _METHOD_ALIASES = {"fft": "FFT", "fullfinetuning": "FFT", "lora": "LoRA", "kdlora": "KD-LoRA"}

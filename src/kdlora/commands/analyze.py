@@ -31,8 +31,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.paper import paper_table
     from kdlora.analysis.report import write_report
-    from kdlora.analysis.table import paper_table
 
     if (args.table is None) == (not args.paper):
         raise UserError("give either TABLE.csv or --paper")

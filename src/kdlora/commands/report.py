@@ -19,8 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.store_report import write_study_report
     from kdlora.store import Store
-    from kdlora.study import write_study_report
 
     keys, title = None, "KD-LoRA results"
     with Store(args.db, readonly=True) as store:

@@ -24,10 +24,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.analysis.store_report import write_study_report
     from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
-    from kdlora.study import write_study_report
 
     experiment = load_experiment(args.experiment)
     with Store(args.db) as store:

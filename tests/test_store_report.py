@@ -3,11 +3,11 @@ import json
 import pytest
 
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
+from kdlora.analysis.store_report import write_study_report
 from kdlora.cli import main
 from kdlora.executors import LocalExecutor
 from kdlora.experiment import parse_experiment
 from kdlora.store import Store
-from kdlora.study import write_study_report
 from kdlora.sweep import run_sweep
 
 # sst2 on BERT-base (a Table I cell of the paper), seeds 1, 2, 13 (seed 13's LoRA run collapses), and a bench of
@@ -88,7 +88,7 @@ def test_report_of_an_empty_store_and_failure_leaves_folder(tmp_path, monkeypatc
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("kdlora.study._markdown", broken)
+    monkeypatch.setattr("kdlora.analysis.store_report._markdown", broken)
     with Store(tmp_path / "e.db") as empty, pytest.raises(RuntimeError):
         write_study_report(empty, tmp_path / "out")
     assert (tmp_path / "out" / "report.md").read_text() == "previous"

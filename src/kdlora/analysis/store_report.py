@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kdlora.analysis import quality, tradeoff
-from kdlora.analysis.table import paper_table
+from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.errors import UserError
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 from kdlora.store import Run, Store
 
 
@@ -38,7 +38,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
     reference_path = paper_table("i")
-    compared = quality.reported_vs_measured(table, quality.load_reference_table_i(reference_path))
+    compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
         "runs": _counts(runs), "superseded": superseded, "aggregates": [a.to_dict() for a in aggregates],
@@ -142,7 +142,7 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         else:
             lines += ["No cell of this run's Table I is in the paper's (the paper covers GLUE on BERT-base, "
                       "RoBERTa-base and DeBERTa-v3-base); the paper's Score row, for scale: " +
-                      ", ".join(f"{c} {v:.1f}" for (r, c), v in quality.load_reference_table_i().items()
+                      ", ".join(f"{c} {v:.1f}" for (r, c), v in load_reference_table_i().items()
                                 if r == quality.SCORE_ROW) + "."]
     else:
         lines += ["No finished train runs."]
