@@ -87,7 +87,7 @@ def bench(settings: dict, out_dir: Path, progress: bool) -> dict:
                 rows.append({"family": family, "model": f"{family}-model", "method": method, "rank": rank,
                              "adapter_params": 0 if method == "fft" else 9216 * rank,
                              "trainable_params": PARAMS[method] + 1000 * rank, "total_params": 110_000_000,
-                             "peak_train_memory_mb": MEMORY[method] * 2,
+                             "peak_memory_mb": MEMORY[method] * 2,
                              "eval_seconds": 10.0 / (1 + (method == "kd-lora")),
                              "eval_seconds_unmerged": 12.0, "latency_ms_p50": 5.0, "latency_ms_p90": 6.0,
                              "throughput_per_s": 100.0, "memory_kind": "cpu peak rss"})

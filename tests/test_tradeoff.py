@@ -18,7 +18,7 @@ def _aggregates(family="minilm"):
 
 def bench_row(family, method, rank, memory, seconds):
     return {"family": family, "method": method, "rank": rank, "trainable_params": 1000 * rank,
-            "peak_train_memory_mb": memory, "eval_seconds": seconds, "memory_kind": "cpu peak rss"}
+            "peak_memory_mb": memory, "eval_seconds": seconds, "memory_kind": "cpu peak rss"}
 
 
 BENCH = [bench_row("bert", m, r, mem, s) for m, mem, s in (("fft", 2000, 10.0), ("lora", 1500, 10.0),

@@ -24,8 +24,16 @@ def merged_bench_result(runs: list[Run]) -> dict | None:
     results = [r.result for r in runs if r.kind == "bench" and r.status == "done" and r.result]
     if not results:
         return None
-    rows = [row for result in results for row in result.get("rows", [])]
+    rows = [_renamed(row) for result in results for row in result.get("rows", [])]
     return {"rows": rows, "config": results[0].get("config", {}), "environment": results[0].get("environment", {})}
+
+
+def _renamed(row: dict) -> dict:
+    """A bench row as it is written now: stores from before BenchRow call peak memory `peak_train_memory_mb`."""
+    if "peak_train_memory_mb" in row:
+        row = {**row, "peak_memory_mb": row.get("peak_memory_mb", row["peak_train_memory_mb"])}
+        del row["peak_train_memory_mb"]
+    return row
 
 
 def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results") -> dict:

@@ -29,13 +29,13 @@ def _mean(values):
 def _bench_figures(rows: list[dict], family: str, method: str, rank: int | None) -> dict | None:
     """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank."""
     mine = [r for r in rows if r.get("family") == family and r.get("method") == method]
-    measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None]
+    measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
     at_rank = [r for r in measured if method == "fft" or r.get("rank") == rank] or measured
     params = [r for r in mine if method == "fft" or r.get("rank") == rank]
     if not at_rank and not params:
         return None
     best = at_rank[0] if at_rank else {}
-    return {"peak_train_memory_mb": best.get("peak_train_memory_mb"), "eval_seconds": best.get("eval_seconds"),
+    return {"peak_memory_mb": best.get("peak_memory_mb"), "eval_seconds": best.get("eval_seconds"),
             "memory_kind": best.get("memory_kind"), "measured_rank": best.get("rank"),
             "trainable_params": params[0].get("trainable_params") if params else None}
 
@@ -90,8 +90,8 @@ def _ratios(entry: dict) -> dict:
             ratios[f"params_vs_{base}"] = _ratio(train["kd-lora"]["trainable_params"], train[base]["trainable_params"])
         if entry["bench"]:
             bench = entry["bench"]
-            ratios[f"bench_memory_vs_{base}"] = _ratio(bench["kd-lora"]["peak_train_memory_mb"],
-                                                       bench[base]["peak_train_memory_mb"])
+            ratios[f"bench_memory_vs_{base}"] = _ratio(bench["kd-lora"]["peak_memory_mb"],
+                                                       bench[base]["peak_memory_mb"])
             ratios[f"inference_speed_vs_{base}"] = _ratio(bench[base]["eval_seconds"], bench["kd-lora"]["eval_seconds"])
     return ratios
 
