@@ -43,7 +43,7 @@ def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
     from kdlora.config import TrainConfig
     from kdlora.train import run_training
 
-    return run_training(TrainConfig.from_dict(config), out_dir, progress=progress)
+    return run_training(TrainConfig.from_dict(config), out_dir, progress=progress).to_dict()
 
 
 def _bench_settings_class():

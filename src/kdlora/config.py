@@ -134,9 +134,17 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self) -> str:
-        """Stable sha256 of the canonical JSON of the full config: the run's key in the results store."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+    def key(self, num_processes: int = 1) -> str:
+        """The run's identity and its key in the results store: sha256 of the canonical JSON of the full config
+        (precision included) and of the number of training processes, which multiplies the effective batch."""
+        return run_key(self.to_dict(), num_processes)
+
+
+def run_key(config: dict, num_processes: int = 1) -> str:
+    """`TrainConfig.key()` of a full config dict (as the store holds it)."""
+    canonical = json.dumps({"kind": "train", "config": config, "num_processes": num_processes}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _coerce(key: str, value, hint):

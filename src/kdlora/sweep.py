@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.backends import Backends
+from kdlora.config import run_key
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
@@ -83,7 +84,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
         if teacher is not None:
             config = {**config, "teacher": TEACHER_REF + teacher.key}
-        key = config_key("train", config)
+        key = run_key(config)  # TrainConfig.key(): one local process per run
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
         label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"])
         return RunSpec(key, "train", label, config, fields, teacher.key if teacher else None)
