@@ -24,8 +24,9 @@ import time
 
 from kdlora.bench import evalset, models
 from kdlora.bench.environment import describe_environment, load_average
-from kdlora.bench.runner import BenchSettings, run_bench
+from kdlora.bench.runner import run_bench
 from kdlora.bench.worker import train_batch, train_step
+from kdlora.config import BenchSettings
 from kdlora.families import FAMILIES, PAPER_FAMILIES
 from kdlora.methods import METHODS
 

@@ -1,7 +1,8 @@
 import pytest
 
-from kdlora.bench.runner import MEASURED, BenchSettings, plan, run_bench, worker_job
+from kdlora.bench.runner import MEASURED, plan, run_bench, worker_job
 from kdlora.cli import main
+from kdlora.config import BenchSettings
 from kdlora.errors import UserError
 
 
@@ -32,7 +33,7 @@ def test_bad_settings_are_user_errors(change, message):
     (["--families", "bert,gpt2"], "unknown family 'gpt2'"),
     (["--methods", "qlora"], "unknown method 'qlora'"),
     (["--ranks", "8,-1"], "ranks: -1 is not a positive integer"),
-    (["--ranks", "eight"], "ranks must be integers"),
+    (["--ranks", "eight"], "--ranks: must be integers separated by commas"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_cli_mistakes_are_one_line_and_exit_2(argv, message, capsys, tmp_path):

@@ -80,7 +80,7 @@ def teacher_run(tmp_path_factory):
 
 def test_cached_logits_equal_the_teachers_own_and_stale_cache_is_recomputed(teacher_run, tmp_path, monkeypatch,
                                                                             capsys):
-    from kdlora.runs import load_model, load_tokenizer
+    from kdlora.rundir import load_model, load_tokenizer
 
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path))
     examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(10, seed=3)
@@ -109,7 +109,7 @@ def _sst2_folder(folder, prefix: str = ""):
 
 def test_another_data_folder_with_as_many_rows_gets_its_own_teacher_logits(teacher_run, tmp_path, monkeypatch):
     """Finding: the cache was looked up by row id only, so other texts at the same ids got the old logits."""
-    from kdlora.runs import load_model, load_tokenizer
+    from kdlora.rundir import load_model, load_tokenizer
     from kdlora.train import run_training
 
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kdlora.export import export_run
-from kdlora.runs import load_model, load_tokenizer
+from kdlora.rundir import load_model, load_tokenizer
 from kdlora.train import run_training
 from train_helpers import tiny_config
 

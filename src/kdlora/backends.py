@@ -47,7 +47,7 @@ def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
 
 
 def _bench_settings_class():
-    from kdlora.bench.runner import BenchSettings
+    from kdlora.config import BenchSettings
 
     return BenchSettings
 

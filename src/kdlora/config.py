@@ -1,7 +1,14 @@
-"""One training run's settings: a typed dataclass validated once, whose field docstrings are the CLI help."""
+"""Settings of training runs and of the bench: typed dataclasses validated once, whose field docstrings are the
+CLI help.
+
+`TrainConfig` decides one training run (its `key()` is the run's identity in the results store); `BenchSettings`
+decides what `kdlora bench` measures; `add_settings_arguments` turns any settings dataclass into argparse flags, so
+every command's flags and help come from one place.
+"""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 import json
@@ -9,6 +16,8 @@ from dataclasses import dataclass
 from typing import get_type_hints
 
 from kdlora.errors import UserError
+from kdlora.families import PAPER_FAMILIES, get_family
+from kdlora.methods import METHODS, get_method
 
 DEFAULT_LEARNING_RATES = {
     # GLUE-sized data (thousands of steps): the usual values for BERT-base FFT and for LoRA.
@@ -147,6 +156,70 @@ def run_key(config: dict, num_processes: int = 1) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@dataclass
+class BenchSettings:
+    """What `kdlora bench` measures. Each field's docstring is its CLI help."""
+
+    families: tuple[str, ...] = PAPER_FAMILIES
+    """Model families (teacher -> student) to measure."""
+    methods: tuple[str, ...] = tuple(METHODS)
+    """Methods: FFT and LoRA on the teacher, KD-LoRA on the student."""
+    ranks: tuple[int, ...] = (8, 16, 32, 64)
+    """LoRA ranks: exact counts at every rank; memory and latency at the first unless --all-ranks."""
+    device: str = "cpu"
+    """Where to measure: cpu or cuda."""
+    num_labels: int = 2
+    """Classes of the classification head."""
+    params_only: bool = False
+    """Only the exact parameter counts (seconds): no training or timing."""
+    all_ranks: bool = False
+    """Measure memory and latency at every rank, not only the first."""
+    pretrained: bool = False
+    """Load real weights (hub names, or the family's offline package) instead of building from the bundled configs."""
+    batch_size: int = 32
+    """Training batch size of the memory measurement."""
+    train_seq_len: int = 128
+    """Training sequence length of the memory measurement (every sequence full length)."""
+    train_steps: int = 1
+    """Full-size training steps measured, after one short step that allocates the optimiser state."""
+    eval_size: int = 1043
+    """Sequences in the evaluation set (1,043: CoLA's dev set)."""
+    eval_batch_size: int = 32
+    """Evaluation batch size."""
+    pad_to: int | None = None
+    """Pad every evaluation sequence to this length (512 reproduces the official code); default: dynamic padding."""
+    group_by_length: bool = True
+    """Batch evaluation sequences of similar length together (less padding); --no-group-by-length batches in order."""
+    seed: int = 0
+    """Seed of the evaluation set, the training batch and the random weights."""
+    threads: int | None = None
+    """CPU threads per worker (default: PyTorch's, one per core)."""
+    tiny: bool = False
+    """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
+
+    def validate(self) -> BenchSettings:
+        """Check every field once; UserError naming the field and value. Returns self."""
+        for name in self.families:
+            get_family(name)
+        for name in self.methods:
+            get_method(name)
+        if not self.families or not self.methods or not self.ranks:
+            raise UserError("families, methods and ranks must each name at least one")
+        for rank in self.ranks:
+            if rank <= 0:
+                raise UserError(f"ranks: {rank} is not a positive integer")
+        if self.device not in ("cpu", "cuda"):
+            raise UserError(f"device: unknown device {self.device!r} (cpu or cuda)")
+        for name in ("num_labels", "batch_size", "train_seq_len", "train_steps", "eval_size", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
+        if self.threads is not None and self.threads <= 0:
+            raise UserError(f"threads: {self.threads} is not a positive integer")
+        if self.pad_to is not None and self.pad_to < 128:
+            raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
+        return self
+
+
 def _coerce(key: str, value, hint):
     """`value` as the field's type (bool, int, float, str, or None where allowed), else a UserError."""
     text = str(hint)
@@ -186,3 +259,54 @@ def field_docs(cls=TrainConfig) -> dict[str, str]:
         if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
             docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
+
+
+def _comma_list(kind):
+    """An argparse type: `a,b,c` as a tuple of `kind`."""
+    def parse(text: str) -> tuple:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            return tuple(kind(part) for part in parts)
+        except ValueError:
+            words = {int: "integers", float: "numbers"}.get(kind, "names")
+            raise argparse.ArgumentTypeError(f"must be {words} separated by commas, got {text!r}") from None
+    parse.__name__ = f"comma-separated {kind.__name__}"
+    return parse
+
+
+def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: tuple[str, ...] = (),
+                           aliases: dict[str, list[str]] | None = None) -> None:
+    """Add one `--flag` per field of the settings dataclass `cls`; each field's docstring is its help.
+
+    keep_defaults: the parser's defaults are the dataclass's; when False every flag defaults to None, so settings
+    from a file can fill what the command line left out (`kdlora train --config`). Booleans are `--flag` (and
+    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line.
+    """
+    docs, hints, aliases = field_docs(cls), get_type_hints(cls), aliases or {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        names = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
+        hint = str(hints[f.name])
+        help_text = argparse.SUPPRESS if f.name in hidden else docs.get(f.name, "")
+        parser_default = default if keep_defaults else None
+        if "bool" in hint:
+            action = argparse.BooleanOptionalAction if default is True else "store_true"
+            parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
+            continue
+        kind = int if "int" in hint else float if "float" in hint else str
+        options = {"type": kind}
+        if "tuple" in hint:
+            options = {"type": _comma_list(kind), "metavar": "A,B"}
+            shown = f" (default: {','.join(map(str, default))})" if default else ""
+        else:
+            shown = "" if default is None else f" (default: {default})"
+        if help_text is not argparse.SUPPRESS:
+            help_text = (help_text + shown).replace("%", "%%")
+        parser.add_argument(*names, dest=f.name, default=parser_default, help=help_text, **options)
+
+
+def settings_from_args(cls, args: argparse.Namespace, values: dict | None = None) -> dict:
+    """The fields of `cls` that `args` sets (not None), over `values` (settings read from a file, say)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {**(values or {}), **{k: v for k, v in vars(args).items() if k in names and v is not None}}

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from statistics import fmean
 
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 
 METHOD_ORDER = ("fft", "lora", "kd-lora")
 PAPER_SHARE_OF_LORA = 0.98

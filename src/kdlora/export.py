@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -13,7 +13,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     `AutoModelForSequenceClassification.from_pretrained(out_dir)` loads it without PEFT or kdlora.
     """
     from kdlora.data.tasks import get_task
-    from kdlora.runs import load_config, load_model, load_tokenizer
+    from kdlora.rundir import load_config, load_model, load_tokenizer
 
     config = load_config(run_dir)
     model, tokenizer = load_model(run_dir, merged=True), load_tokenizer(run_dir)

@@ -54,7 +54,7 @@ def starting_model(config, task, family, method):
             if not config.teacher:
                 raise UserError(f"the {family.name} student is cut from the trained FFT teacher: pass --teacher "
                                 "RUN_DIR (or --student-init pretrained)")
-            from kdlora.runs import load_model, load_tokenizer
+            from kdlora.rundir import load_model, load_tokenizer
 
             teacher, tokenizer = load_model(config.teacher, merged=True), load_tokenizer(config.teacher)
             if teacher.config.num_labels != num_labels:

@@ -15,7 +15,7 @@ def predict(run_dir: str | Path, texts: list[str], batch_size: int = 32) -> list
     from kdlora.data.encode import Collator, encode
     from kdlora.data.loaders import Examples
     from kdlora.data.tasks import get_task
-    from kdlora.runs import load_config, load_model, load_tokenizer
+    from kdlora.rundir import load_config, load_model, load_tokenizer
 
     config = load_config(run_dir)
     task = get_task(config.task)

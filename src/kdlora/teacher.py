@@ -20,7 +20,7 @@ from pathlib import Path
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
 from kdlora.errors import UserError
-from kdlora.runs import read_json
+from kdlora.files import read_json
 
 
 def example_digests(examples) -> list[int]:
@@ -154,7 +154,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from kdlora.runs import load_model, load_tokenizer
+    from kdlora.rundir import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(run_dir)
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
@@ -204,7 +204,7 @@ class OnlineTeacher:
     """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
-        from kdlora.runs import load_model, load_tokenizer
+        from kdlora.rundir import load_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(run_dir)
         self.model = load_model(run_dir, merged=True)

@@ -264,7 +264,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.methods import LoraSettings, get_method
     from kdlora.models import starting_model
     from kdlora.params import count_parameters
-    from kdlora.save import environment, save_run
+    from kdlora.rundir import environment, save_run
 
     config.validate()
     if config.device == "cuda" and not torch.cuda.is_available():

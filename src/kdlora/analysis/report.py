@@ -12,7 +12,7 @@ from tabulate import tabulate
 from kdlora.analysis import findings, ratios
 from kdlora.analysis.plots import efficiency_plots
 from kdlora.analysis.table import Table, load_table
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 
 
 def build_analysis(table: Table, reference: Table | None = None) -> dict:

@@ -17,7 +17,7 @@ from kdlora.analysis import quality, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
-from kdlora.outputs import staged_output
+from kdlora.files import staged_output
 from kdlora.store import Run, Store
 
 

@@ -15,75 +15,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from kdlora.config import BenchSettings
 from kdlora.errors import UserError
-from kdlora.families import PAPER_FAMILIES, get_family
-from kdlora.methods import METHODS, get_method
+from kdlora.families import get_family
+from kdlora.methods import get_method
 
 Launcher = Callable[[dict], dict]
-
-
-@dataclass
-class BenchSettings:
-    """What `kdlora bench` measures. Each field's docstring is its CLI help."""
-
-    families: tuple[str, ...] = PAPER_FAMILIES
-    """Model families (teacher -> student) to measure."""
-    methods: tuple[str, ...] = tuple(METHODS)
-    """Methods: FFT and LoRA on the teacher, KD-LoRA on the student."""
-    ranks: tuple[int, ...] = (8, 16, 32, 64)
-    """LoRA ranks: exact counts at every rank; memory and latency at the first unless --all-ranks."""
-    device: str = "cpu"
-    """Where to measure: cpu or cuda."""
-    num_labels: int = 2
-    """Classes of the classification head."""
-    params_only: bool = False
-    """Only the exact parameter counts (seconds): no training or timing."""
-    all_ranks: bool = False
-    """Measure memory and latency at every rank, not only the first."""
-    pretrained: bool = False
-    """Load real weights (hub names, or the family's offline package) instead of building from the bundled configs."""
-    batch_size: int = 32
-    """Training batch size of the memory measurement."""
-    train_seq_len: int = 128
-    """Training sequence length of the memory measurement (every sequence full length)."""
-    train_steps: int = 1
-    """Full-size training steps measured, after one short step that allocates the optimiser state."""
-    eval_size: int = 1043
-    """Sequences in the evaluation set (1,043: CoLA's dev set)."""
-    eval_batch_size: int = 32
-    """Evaluation batch size."""
-    pad_to: int | None = None
-    """Pad every evaluation sequence to this length (512 reproduces the official code); default: dynamic padding."""
-    group_by_length: bool = True
-    """Batch evaluation sequences of similar length together (less padding); --no-group-by-length batches in order."""
-    seed: int = 0
-    """Seed of the evaluation set, the training batch and the random weights."""
-    threads: int | None = None
-    """CPU threads per worker (default: PyTorch's, one per core)."""
-    tiny: bool = False
-    """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
-
-    def validate(self) -> BenchSettings:
-        """Check every field once; UserError naming the field and value. Returns self."""
-        for name in self.families:
-            get_family(name)
-        for name in self.methods:
-            get_method(name)
-        if not self.families or not self.methods or not self.ranks:
-            raise UserError("families, methods and ranks must each name at least one")
-        for rank in self.ranks:
-            if rank <= 0:
-                raise UserError(f"ranks: {rank} is not a positive integer")
-        if self.device not in ("cpu", "cuda"):
-            raise UserError(f"device: unknown device {self.device!r} (cpu or cuda)")
-        for name in ("num_labels", "batch_size", "train_seq_len", "train_steps", "eval_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
-        if self.threads is not None and self.threads <= 0:
-            raise UserError(f"threads: {self.threads} is not a positive integer")
-        if self.pad_to is not None and self.pad_to < 128:
-            raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
-        return self
 
 
 @dataclass

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 
 from kdlora.families import get_family
+from kdlora.files import staged_output
 from kdlora.methods import get_method
-from kdlora.outputs import staged_output
 
 
 def millions(count: int) -> str:

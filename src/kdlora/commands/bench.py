@@ -17,7 +17,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 from kdlora.errors import UserError
@@ -25,51 +24,20 @@ from kdlora.errors import UserError
 HELP = "measure Table II (exact parameters, peak training memory, merged/unmerged inference) on this machine"
 
 
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _ranks(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in _names(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ranks must be integers separated by commas, got {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kdlora.bench.runner import BenchSettings
-    from kdlora.config import field_docs
+    from kdlora.config import BenchSettings, add_settings_arguments
 
-    docs = field_docs(BenchSettings)
-    defaults = BenchSettings()
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
                              "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    for f in dataclasses.fields(BenchSettings):
-        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
-        helptext = docs.get(f.name, "")
-        if f.name == "tiny":
-            parser.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
-        elif default is True:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helptext)
-        elif default is False:
-            parser.add_argument(flag, action="store_true", help=helptext)
-        elif f.name == "ranks":
-            parser.add_argument(flag, type=_ranks, default=default, metavar="R,R", help=helptext)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, type=_names, default=default, metavar="A,B",
-                                help=f"{helptext} (default: {','.join(default)})")
-        else:
-            shown = "" if default is None else " (default: %(default)s)"
-            parser.add_argument(flag, type=int if f.name != "device" else str, default=default,
-                                metavar="N" if f.name != "device" else "DEVICE", help=helptext + shown)
+    add_settings_arguments(parser, BenchSettings, hidden=("tiny",))
 
 
 def settings_from_args(args: argparse.Namespace):
-    from kdlora.bench.runner import BenchSettings
+    from kdlora import config
 
-    return BenchSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchSettings)}).validate()
+    return config.BenchSettings(**config.settings_from_args(config.BenchSettings, args)).validate()
 
 
 def adapter_rows(result: dict) -> list[dict]:

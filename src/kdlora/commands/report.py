@@ -11,7 +11,7 @@ HELP = "write the quality / efficiency / trade-off report of the results store"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.sweep import add_db_argument
+    from kdlora.commands._sweep_options import add_db_argument
 
     add_db_argument(parser)
     parser.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports/)")
@@ -22,21 +22,17 @@ def add_arguments(parser) -> None:
 
 def add_selection_arguments(parser) -> None:
     """--select, --k, --select-epoch, --exclude-flagged: the `Selection` fields, their docstrings the help."""
-    from kdlora.analysis.quality import EPOCHS
-    from kdlora.analysis.select import SELECTIONS, Selection
-    from kdlora.config import field_docs
+    from kdlora.analysis.select import Selection
+    from kdlora.config import add_settings_arguments
 
-    docs, defaults = field_docs(Selection), Selection()
-    parser.add_argument("--select", choices=SELECTIONS, default=defaults.select, help=docs["select"])
-    parser.add_argument("--k", type=int, default=defaults.k, metavar="K", help=docs["k"])
-    parser.add_argument("--select-epoch", choices=EPOCHS, default=defaults.select_epoch, help=docs["select_epoch"])
-    parser.add_argument("--exclude-flagged", action="store_true", help=docs["exclude_flagged"])
+    add_settings_arguments(parser, Selection)
 
 
 def selection_from_args(args):
     from kdlora.analysis.select import Selection
+    from kdlora.config import settings_from_args
 
-    return Selection(args.select, args.k, args.select_epoch, args.exclude_flagged).validate()
+    return Selection(**settings_from_args(Selection, args)).validate()
 
 
 def run(args) -> int:

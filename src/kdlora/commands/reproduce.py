@@ -15,8 +15,8 @@ HELP = "run an experiment (default: the bundled offline one) and write its repor
 
 
 def add_arguments(parser) -> None:
+    from kdlora.commands._sweep_options import add_sweep_arguments
     from kdlora.commands.report import add_selection_arguments
-    from kdlora.sweep import add_sweep_arguments
 
     parser.add_argument("experiment", metavar="EXP", nargs="?", default="default",
                         help="experiment TOML file or bundled name (default, paper); default: default")
@@ -27,10 +27,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from kdlora.analysis.store_report import write_study_report
+    from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.commands.report import selection_from_args
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
-    from kdlora.sweep import sweep_from_args
 
     experiment = load_experiment(args.experiment)
     selection = selection_from_args(args)

@@ -11,8 +11,8 @@ FORMATS = ("table", "json", "csv")
 
 
 def add_arguments(parser) -> None:
+    from kdlora.commands._sweep_options import add_db_argument
     from kdlora.store import KINDS, STATUSES
-    from kdlora.sweep import add_db_argument
 
     add_db_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")

@@ -13,7 +13,7 @@ HELP = "run an experiment grid (train and bench runs) into the results store, re
 
 
 def add_arguments(parser) -> None:
-    from kdlora.sweep import add_sweep_arguments
+    from kdlora.commands._sweep_options import add_sweep_arguments
 
     parser.add_argument("experiment", metavar="EXP", help="experiment TOML file, or a bundled name: default, paper")
     add_sweep_arguments(parser)
@@ -21,9 +21,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
-    from kdlora.sweep import sweep_from_args
 
     experiment = load_experiment(args.experiment)
     if args.dry_run:

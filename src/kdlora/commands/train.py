@@ -11,29 +11,17 @@ Multi-GPU: `accelerate launch -m kdlora train ...`.
 
 from __future__ import annotations
 
-import dataclasses
-
 HELP = "fine-tune one run (FFT, LoRA or KD-LoRA) and record its metrics"
 _FIXED = ("task", "family", "method")
 
 
 def add_arguments(parser) -> None:
-    from kdlora.config import TrainConfig, field_docs
+    from kdlora.config import TrainConfig, add_settings_arguments
 
-    docs = field_docs()
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        names = [flag, "--student"] if field.name == "pretrained" else [flag]
-        help_text = docs.get(field.name, "")
-        if field.type in ("bool",):
-            parser.add_argument(*names, dest=field.name, action="store_true", default=None, help=help_text)
-            continue
-        kind = {"int": int, "int | None": int, "float": float, "float | None": float}.get(field.type, str)
-        default = "" if field.default is dataclasses.MISSING or field.default is None else f" (default {field.default})"
-        parser.add_argument(*names, dest=field.name, type=kind, default=None, help=help_text + default)
+    add_settings_arguments(parser, TrainConfig, keep_defaults=False, aliases={"pretrained": ["--student"]})
 
 
 def _read_config_file(path: str) -> dict:
@@ -57,13 +45,11 @@ def _read_config_file(path: str) -> dict:
 
 
 def run(args) -> int:
-    from kdlora.config import TrainConfig
+    from kdlora.config import TrainConfig, settings_from_args
     from kdlora.errors import UserError
     from kdlora.train import run_training
 
-    values = _read_config_file(args.config) if args.config else {}
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    values = settings_from_args(TrainConfig, args, _read_config_file(args.config) if args.config else {})
     for key in _FIXED:
         if key not in values:
             raise UserError(f"--{key} is required")

@@ -1,8 +1,10 @@
-"""Writing results so that a failure never leaves a half-written report or loses one already there."""
+"""Reading and writing result files: a failure never leaves a half-written report or loses one already there,
+and a file that is missing or not JSON is one UserError naming it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -34,3 +36,13 @@ def staged_output(out_dir: str | Path) -> Iterator[Path]:
             entry.rename(target)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def read_json(run_dir: str | Path, name: str) -> dict:
+    path = Path(run_dir) / name
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: not a kdlora run folder (no {name})") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None

@@ -1,4 +1,5 @@
-"""A trained run folder, read back: its config, metrics, tokenizer and model.
+"""A trained run folder: writing it (and what it records about the machine), and reading back its config,
+metrics, tokenizer and model.
 
 Layout written by `kdlora train`:
     metrics.json   status, task metrics, sizes, timings, the full config
@@ -11,20 +12,12 @@ Layout written by `kdlora train`:
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 from kdlora.errors import UserError
-
-
-def read_json(run_dir: str | Path, name: str) -> dict:
-    path = Path(run_dir) / name
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: not a kdlora run folder (no {name})") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+from kdlora.files import read_json, staged_output
 
 
 def load_metrics(run_dir: str | Path) -> dict:
@@ -64,3 +57,39 @@ def load_model(run_dir: str | Path, merged: bool = False):
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     return (model.merge_and_unload() if merged else model).eval()
+
+
+def environment(accelerator=None) -> dict:
+    """Where the run trained: the bench's machine description plus the training processes and threads."""
+    import accelerate
+    import torch
+
+    from kdlora.bench.environment import describe_environment
+
+    device = str(accelerator.device) if accelerator else "cpu"
+    return {**describe_environment(device), "accelerate": accelerate.__version__, "device": device,
+            "num_processes": accelerator.num_processes if accelerator else 1,
+            "torch_threads": torch.get_num_threads()}
+
+
+def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_labels: int) -> None:
+    """Write metrics.json, run.json, the tokenizer and the model: full weights, or the PEFT adapter (plus its base
+    weights when `base` is None). A run without a model (collapsed early) writes metrics.json only."""
+    with staged_output(out_dir) as stage:
+        if model is not None:
+            adapter = hasattr(model, "peft_config")
+            if adapter:
+                model.save_pretrained(stage / "adapter")
+                if base is None:
+                    # a tiny or derived base exists only in memory: keep its untouched weights beside the adapter
+                    copy.deepcopy(model).unload().save_pretrained(stage / "base")
+            else:
+                model.save_pretrained(stage / "model")
+            tokenizer.save_pretrained(stage / "tokenizer")
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
+            _write_json(stage / "run.json", info)
+        _write_json(stage / "metrics.json", metrics)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -1,0 +1,39 @@
+"""The options and the run step that `kdlora sweep` and `kdlora reproduce` share (`--db` also `report` and `runs`).
+
+Not a command itself (the leading underscore keeps it out of the CLI's list).
+"""
+
+from __future__ import annotations
+
+
+def add_sweep_arguments(parser, with_out: bool = False) -> None:
+    """The options `kdlora sweep` and `kdlora reproduce` share."""
+    from kdlora.executors import EXECUTORS
+
+    add_db_argument(parser)
+    parser.add_argument("--runs-dir", metavar="DIR",
+                        help="where run folders (models, metrics.json) go (default: <db name>-runs/ beside the db)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: one run after another here (default); ray: each run a Ray task")
+    parser.add_argument("--address", metavar="ADDR",
+                        help="Ray cluster to join (e.g. auto, or HOST:6379); default: start a local Ray")
+    parser.add_argument("--rerun-failed", action="store_true", help="rerun runs the store holds as failed")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_db_argument(parser) -> None:
+    parser.add_argument("--db", default=None, metavar="PATH",
+                        help="results database (default: $KDLORA_DB, else ./kdlora-results.db)")
+
+
+def sweep_from_args(args, experiment, store):
+    """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments)."""
+    from kdlora.backends import get_backends
+    from kdlora.executors import make_executor
+    from kdlora.sweep import run_sweep
+
+    executor = make_executor(args.executor, args.address)
+    summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,
+                        rerun_failed=args.rerun_failed, progress=args.progress)
+    print(f"sweep {experiment.name}: {summary.line()}")
+    return summary
