@@ -136,3 +136,61 @@ def test_student_flag_is_the_pretrained_weights_and_cuda_must_exist(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             run_training(tiny_config(device="cuda"), tmp_path, progress=False)
+
+
+def test_a_non_finite_loss_on_another_process_stops_this_one(tmp_path, monkeypatch):
+    """Finding: each process checked only its own loss, so the others went on (and waited forever)."""
+    import accelerate
+
+    monkeypatch.setattr(accelerate.Accelerator, "reduce", lambda self, tensor, reduction="sum": tensor + 1)
+    result = run_training(tiny_config(), tmp_path, progress=False)
+    assert (result.status, result.steps) == ("collapsed", 0)
+    assert result.reason == "non-finite loss on 1 of 1 processes at step 1"
+
+
+def test_teacher_logits_are_made_by_the_main_process_first(teachers, tmp_path, monkeypatch):
+    """Finding: every process computed (and wrote) the teacher-logit cache at once."""
+    import contextlib
+
+    import accelerate
+
+    events = []
+
+    @contextlib.contextmanager
+    def main_first(self):
+        events.append("enter")
+        yield
+        events.append("exit")
+
+    real = kdlora.train.make_teacher
+    monkeypatch.setattr(accelerate.Accelerator, "main_process_first", main_first)
+    monkeypatch.setattr(kdlora.train, "make_teacher", lambda *a, **k: events.append("teacher") or real(*a, **k))
+    run_training(tiny_config(method="kd-lora", teacher=str(teachers["bert"][0])), tmp_path, progress=False)
+    assert events == ["enter", "teacher", "exit"]
+
+
+def test_memory_is_named_as_the_bench_names_it_and_is_the_runs_own(teachers):
+    """Finding: train runs reported the lifetime ru_maxrss (imports, earlier runs, the teacher) under another name."""
+    import psutil
+
+    _, result = teachers["bert"]
+    assert result.memory_kind == "cpu-peak-rss-delta"
+    assert 0 < result.peak_memory_mb < psutil.Process().memory_info().rss / 2**20
+
+
+def test_the_saved_best_model_reproduces_the_recorded_dev_score_exactly(tmp_path):
+    from kdlora.data.encode import encode
+    from kdlora.data.loaders import load_split
+    from kdlora.data.tasks import get_task
+    from kdlora.metrics import compute_metrics, task_score
+    from kdlora.rundir import load_model, load_tokenizer
+    from kdlora.teacher import predict_logits
+
+    result = run_training(tiny_config(method="lora", epochs=3, learning_rate=5e-3), tmp_path, progress=False)
+    task = get_task("sst2")
+    dev = load_split(task, "validation", tiny_config().data_dir)
+    model, tokenizer = load_model(tmp_path), load_tokenizer(tmp_path)
+    logits = predict_logits(model, encode(dev, tokenizer, tiny_config().max_length), tokenizer)
+    metrics = compute_metrics(task, logits.argmax(-1).tolist(), dev.labels)
+    assert metrics == result.metrics and task_score(task, metrics) == result.score
+    assert result.score == max(h["score"] for h in result.history)

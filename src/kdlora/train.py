@@ -179,8 +179,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             bad_processes = int(accelerator.reduce(bad, reduction="sum").item())
             if bad_processes:
                 bar.close()
-                where = (f" on {bad_processes} of {accelerator.num_processes} processes"
-                         if accelerator.num_processes > 1 else f" ({loss.item()})")
+                where = (f" ({loss.item()})" if accelerator.num_processes == 1 and not torch.isfinite(loss)
+                         else f" on {bad_processes} of {accelerator.num_processes} processes")
                 return {"reason": f"non-finite loss{where} at step {step + 1}", "best": best, "last": last,
                         "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps, "history": history}
             accelerator.backward(loss)
