@@ -15,6 +15,8 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from kdlora import modeling
+from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.config import BenchSettings
 from kdlora.errors import UserError
 from kdlora.families import get_family
@@ -32,6 +34,10 @@ class BenchRow:
     """Hub name of the architecture the method trains."""
     method: str
     rank: int | None
+    backend: str
+    """Inference backend of the measured form (kdlora.bench.forms)."""
+    precision: str
+    quantize: str
     adapter_params: int
     trainable_params: int
     total_params: int
@@ -46,6 +52,8 @@ class BenchRow:
     latency_ms_p50: float | None = None
     latency_ms_p90: float | None = None
     throughput_per_s: float | None = None
+    size_mb: float | None = None
+    """Size of the measured inference form's weights, MB."""
     error: str | None = None
     """Why the measurement failed, or None."""
 
@@ -54,7 +62,7 @@ class BenchRow:
 
 
 MEASURED = ("peak_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s")
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
 """The fields of a BenchRow a worker fills in."""
 
 
@@ -66,23 +74,28 @@ class Job:
     method: str
     rank: int | None
     measure: bool
+    form: tuple[str, str, str] = DEFAULT_FORM
+    """(backend, precision, quantize) of the inference measured."""
     row: BenchRow | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "")
+        form = "" if self.form == DEFAULT_FORM else "/" + "-".join(p for p in self.form if p != "none")
+        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "") + form
 
 
 def plan(settings: BenchSettings) -> list[Job]:
-    """The rows in output order: family, then method, then rank (FFT has one row, rank None)."""
-    jobs = []
+    """The rows in output order: family, then method, then rank (FFT has one row, rank None), then inference form
+    (a measured rank has one row per form; the first form's stands for it in Table II)."""
+    jobs, forms = [], settings.forms()
     for family in settings.families:
         for name in settings.methods:
             method = get_method(name)
             ranks = settings.ranks if method.uses_lora else (None,)
             for i, rank in enumerate(ranks):
                 measure = not settings.params_only and (settings.all_ranks or i == 0)
-                jobs.append(Job(get_family(family).name, method.name, rank, measure))
+                for form in forms if measure else forms[:1]:
+                    jobs.append(Job(get_family(family).name, method.name, rank, measure, form))
     return jobs
 
 
@@ -90,7 +103,9 @@ def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads")
-    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys}}
+    backend, precision, quantize = job.form
+    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
+            "backend": backend, "precision": precision, "quantize": quantize}
 
 
 def run_worker(job: dict) -> dict:
@@ -110,10 +125,8 @@ def run_worker(job: dict) -> dict:
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
     """Relative work of a job (forward FLOPs), so the progress bar's remaining time is an estimate."""
-    from kdlora.bench.models import forward_flops_per_token
-
     family, method = get_family(job.family), get_method(job.method)
-    per_token = forward_flops_per_token(family.architecture(method.role), 32, settings.tiny)
+    per_token = modeling.forward_flops_per_token(family.architecture(method.role), 32, settings.tiny)
     train = 3 * settings.train_steps * settings.batch_size * settings.train_seq_len
     evals = eval_tokens * (2 if method.uses_lora else 1)
     return per_token * (train + evals) / 1e9
@@ -123,7 +136,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     """Count and measure every row of `settings`; returns the bench.json dict (failed cells None, with `error`)."""
     from tqdm import tqdm
 
-    from kdlora.bench import evalset, models
+    from kdlora.bench import evalset
     from kdlora.bench.environment import describe_environment, load_average
 
     settings.validate()
@@ -139,9 +152,9 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     for job in jobs:
         family, method = get_family(job.family), get_method(job.method)
-        counts = models.count(family, method, job.rank, settings.num_labels, settings.tiny)
+        counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = BenchRow(job.family, family.architecture(method.role).hub_name, job.method, job.rank,
-                           **asdict(counts))
+                           *job.form, **asdict(counts))
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)
