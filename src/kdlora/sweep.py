@@ -83,7 +83,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
         if teacher is not None:
             config = {**config, "teacher": TEACHER_REF + teacher.key}
-        key = run_key(config)  # TrainConfig.key(): one local process per run
+        key = (backends.train_key or run_key)(config)  # TrainConfig.key(): one local process per run
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
         label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"] +
                          [f"{name}={settings[name]}" for name in grid.axes(method.name)])

@@ -21,6 +21,7 @@ from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
 from kdlora.errors import UserError
 from kdlora.files import read_json
+from kdlora.sources import is_run_folder, label_names, load_teacher, teacher_config, teacher_files
 
 
 def example_digests(examples) -> list[int]:
@@ -61,34 +62,29 @@ def _generic(name: str) -> bool:
     return name.upper().startswith("LABEL_") or name == "value"
 
 
-def run_teacher_identity(run_dir) -> tuple[str | None, tuple[str, ...]]:
-    """(task, label names) of a kdlora run folder used as a teacher, from its metrics.json and saved model config."""
+def teacher_identity(ref: str) -> tuple[str | None, tuple[str, ...]]:
+    """(task, label names) of a teacher: a kdlora run folder's task from its metrics.json (None for any other
+    checkpoint), and its class names from its config (`LABEL_i` where unnamed; a run folder's task names them)."""
     from kdlora.data.tasks import get_task
 
-    run_dir = Path(run_dir)
-    task_name = (read_json(run_dir, "metrics.json") or {}).get("task")
-    config = next((read_json(run_dir, f"{sub}/config.json") for sub in ("model", "base")
-                   if (run_dir / sub / "config.json").is_file()), None)
-    info = read_json(run_dir, "run.json")
-    count = info.get("num_labels") or (config or {}).get("num_labels") or len((config or {}).get("id2label", {}))
-    names = (config or {}).get("id2label") or {}
-    labels = tuple(str(names.get(str(i), f"LABEL_{i}")) for i in range(count))
-    if task_name is not None:
+    config = teacher_config(ref)
+    names = label_names(config) or tuple(f"LABEL_{i}" for i in range(config.num_labels))
+    task_name = read_json(ref, "metrics.json").get("task") if is_run_folder(ref) else None
+    if task_name is not None and label_names(config) is None:
         try:
-            task = get_task(task_name)
-        except UserError:
-            return task_name, labels
-        if all(_generic(n) for n in labels) and task.label_names and len(task.label_names) == count:
-            labels = tuple(task.label_names)
-    return task_name, labels
+            known = get_task(task_name).label_names
+        except UserError:  # a task from files: its names are in the config when it had any
+            known = ()
+        if len(known) == len(names):
+            names = tuple(known)
+    return task_name, names
 
 
 def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
-    """sha256 over the teacher run's weight files, its tokenizer, and what was encoded."""
-    run_dir = Path(run_dir)
+    """sha256 over the teacher's weight files (a run's or a checkpoint's), its tokenizer, and what was encoded."""
     digest = hashlib.sha256()
-    for path in sorted(run_dir.glob("*/*.safetensors")) + [run_dir / "run.json"]:
-        digest.update(f"{path.relative_to(run_dir)}:{sha256_file(path)}\n".encode())
+    for path in teacher_files(run_dir):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     digest.update(f"{tokenizer_fingerprint(tokenizer)}:{task}:{split}:{max_length}".encode())
     return digest.hexdigest()
 
@@ -154,9 +150,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from kdlora.rundir import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(run_dir)
+    tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
     digests = example_digests(examples)
     used = hashlib.sha256(f"{fingerprint}:{examples_fingerprint(examples)}".encode()).hexdigest()
@@ -180,7 +174,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     missing = [row for row, ok in enumerate(current) if not ok]
     subset = type(examples)([examples.ids[r] for r in missing], [examples.texts[r] for r in missing],
                             [examples.labels[r] for r in missing], examples.source)
-    model = load_model(run_dir, merged=True)
+    model = load_teacher(run_dir)[0]
     if device is not None:
         model.to(device)
     logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
@@ -204,10 +198,7 @@ class OnlineTeacher:
     """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
-        from kdlora.rundir import load_model, load_tokenizer
-
-        self.tokenizer = load_tokenizer(run_dir)
-        self.model = load_model(run_dir, merged=True)
+        self.model, self.tokenizer = load_teacher(run_dir)
         if device is not None:
             self.model.to(device)
         self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}

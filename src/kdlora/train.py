@@ -71,6 +71,13 @@ class TrainResult:
     history: list = field(default_factory=list)
     learning_rate: float | None = None
     train_examples: int = 0
+    model: str = ""
+    """What the run started from (hub name, folder, tiny build or derived student)."""
+    label_names: list = field(default_factory=list)
+    lora_targets: list | None = None
+    """LoRA methods: the modules the adapters sit on."""
+    trained_modules: list | None = None
+    """LoRA methods: the modules trained in full beside the adapters (the task head)."""
     teacher_logits: dict | None = None
     """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
     run_key: str = ""
@@ -237,11 +244,11 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits, check_teacher, run_teacher_identity
+    from kdlora.teacher import OnlineTeacher, cached_teacher_logits, check_teacher, teacher_identity
 
     if not config.teacher:
         raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
-    check_teacher(config.teacher, *run_teacher_identity(config.teacher), task)
+    check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
@@ -259,9 +266,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.utils import set_seed
 
     from kdlora.bench.trackers import release_freed_memory, restart_peak, track_memory
-    from kdlora.data.tasks import get_task
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
+    from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters
     from kdlora.rundir import environment, save_run
     from kdlora.sources import starting_model
@@ -273,7 +280,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
+    task, method = config.task_spec(), get_method(config.method)
+    family = get_family(config.family) if config.model is None else None
     accelerator = Accelerator(cpu=config.device == "cpu")
     set_seed(config.seed)
     data = load_data(config, task)
@@ -285,12 +293,12 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     teacher_seconds = time.perf_counter() - teacher_started
     release_freed_memory()
     with track_memory(str(accelerator.device)) as memory:
-        model, tokenizer, base = starting_model(config, task, family, method)
-        if task.label_names and not task.regression:  # saved models name their classes (teacher checks read them)
-            model.config.id2label = dict(enumerate(task.label_names))
-            model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+        start = starting_model(config, task, family, method)
+        model, tokenizer, base = start.model, start.tokenizer, start.base
+        name_labels(model, task.label_names)  # saved models name their classes (teacher checks read them)
         lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
-        model = method.prepare(model, family.architecture(method.role), lora)
+        where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
+        model = method.prepare(model, where, lora)
         restart_peak(str(accelerator.device))  # a derived student's teacher was loaded to cut it: not its cost
         counts = count_parameters(model)
         train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
@@ -301,7 +309,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     result = TrainResult(
         status="collapsed" if outcome["reason"] else "done", reason=outcome["reason"],
         flags=prediction_flags(*best.predictions, task.regression) if best else [],
-        task=task.name, family=family.name, method=method.name, rank=config.rank, seed=config.seed,
+        task=task.name, family=config.family, method=method.name, rank=config.rank, seed=config.seed,
         metrics=best.metrics if best else {}, score=best.score if best else None,
         last_metrics=last.metrics if last else {}, last_score=last.score if last else None,
         last_flags=prediction_flags(*last.predictions, task.regression) if last else [],
@@ -310,6 +318,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         peak_memory_mb=round(memory.peak_mb, 1), memory_kind=memory.kind,
         best_epoch=outcome["best_epoch"], steps=outcome["steps"], warmup_steps=outcome["warmup_steps"],
         history=outcome["history"], learning_rate=config.lr, train_examples=len(data["train"]),
+        model=start.description, label_names=list(task.label_names),
+        lora_targets=list(where.lora_targets) if where else None,
+        trained_modules=list(where.head_modules) if where else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment=environment(accelerator))
