@@ -43,6 +43,7 @@ TRAIN = ["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora", "
          str(DATA / "sst2"), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--learning-rate", "1e-3",
          "--quiet"]
 SMALL = Path(__file__).parent / "data" / "sweep" / "small.toml"
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN_CASES = [(folder, name, how, command) for folder, names in FILES.items() for name in names
              for how in DAMAGES for command in READERS[folder]]
@@ -148,6 +149,11 @@ def test_a_damaged_results_store_is_one_line_and_changes_nothing(pristine, tmp_p
         if holder is not None:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+def test_the_readme_counts_these_cases():
+    cases = len(RUN_CASES) + len(DAMAGES) + len(STORE_CASES) + 1  # + the locked store that still reads
+    assert f"{cases} damaged-input cases, none ends in a traceback" in (ROOT / "README.md").read_text()
 
 
 def test_a_locked_store_still_reads(pristine, tmp_path, capsys):
