@@ -30,6 +30,7 @@ from kdlora.files import (
     write_json,
     write_manifest,
 )
+from kdlora.modeling import new_head_expected
 
 MANIFEST = "run.json"
 WHAT = "kdlora run folder"
@@ -88,14 +89,13 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
         raise UserError(f"{run_dir / MANIFEST}: not a kdlora run.json (kind {kind!r}); re-run it")
     from peft import PeftModel
 
-    from kdlora.modeling import new_head_expected
-
     local = info.get("base") == "base"
     base_path = str(run_dir / "base") if local else str(info.get("base"))
     try:
         # the adapter carries the trained head: the base's new one is expected
         with unreadable_is_damage(Path(base_path), "adapter's base model"), new_head_expected():
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"],
+                                                                      **_labels(info))
     except UserError:
         if local:
             raise
@@ -104,6 +104,14 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
         warnings.simplefilter("ignore", FutureWarning)  # PEFT asks transformers a deprecated question on loading
         model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
         return (model.merge_and_unload() if merged else model).eval()
+
+
+def _labels(info: dict) -> dict:
+    """The run's class names (run.json `id2label`, written since runs name a file task's labels) as kwargs."""
+    if not info.get("id2label"):
+        return {}
+    id2label = {int(i): name for i, name in info["id2label"].items()}
+    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
 def peak_memory() -> dict:
@@ -148,7 +156,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
             else:
                 model.save_pretrained(stage / "model")
             tokenizer.save_pretrained(stage / "tokenizer")
-            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels,
+                    "id2label": {str(i): n for i, n in model.config.id2label.items()}}
         else:
             info = {"kind": "none"}
         write_json(stage / "metrics.json", metrics)
