@@ -5,7 +5,8 @@ seed) since ranks only apply to LoRA methods. A KD-LoRA config names its teacher
 its key does not depend on where run folders live; the path is filled in just before it runs.
 
 Only this driver writes the store: executors hand results back. A sweep killed mid-run leaves that run `running`;
-the next sweep of the same experiment reruns it and keeps every finished run as it is.
+the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
+finished run as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.backends import Backends
+from kdlora.checkpoint import CHECKPOINTS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
@@ -167,8 +169,11 @@ class Driver:
                 return None, {"status": "failed", "reason": f"its FFT teacher run {spec.needs[:12]} is {status}"}
             config = {**config, "teacher": teacher.out_dir}
         out = self.out_dir(spec)
-        if out.exists():  # left by an interrupted attempt
-            shutil.rmtree(out)
+        if out.exists():  # left by an interrupted attempt: keep its checkpoints, so the run resumes from them
+            for entry in out.iterdir():
+                if entry.name == CHECKPOINTS and entry.is_dir():
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return config, None
 
     def finish(self, spec: RunSpec, result: dict) -> None:
