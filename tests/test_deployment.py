@@ -40,6 +40,7 @@ def test_rows_from_before_the_axes_are_pytorch_fp32():
     old = [{k: v for k, v in r.items() if k not in ("backend", "precision", "quantize")} for r in BENCH[:3:2]]
     table = deployment_table([], old)
     assert [(r["form"], r["speedup"]) for r in table] == [("PyTorch fp32", 1.0), ("PyTorch fp32", 2.0)]
+    assert "Only the paper's form (PyTorch fp32) was benched" in "\n".join(markdown(table, None))
 
 
 def test_plot_marks_the_front_of_higher_speedup_and_score(tmp_path):

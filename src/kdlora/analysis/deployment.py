@@ -73,6 +73,10 @@ def markdown(table: list[dict], plot: str | None) -> list[str]:
         size = "–" if r["size_mb"] is None else f"{r['size_mb']:.1f}"
         lines.append(f"| {r['family']} | {r['model']} | {r['form']} | {r['speedup']:.2f}× | {size} | {score} | "
                      f"{given} |")
+    if all(r["form"] == form_name(PAPER_FORM) for r in table):
+        lines += ["", "Only the paper's form (PyTorch fp32) was benched: `kdlora bench --backend pytorch,onnxruntime "
+                  "--quantize none,int8` (and `--precision fp32,bf16` on a CPU with bf16 units) adds the deployed "
+                  "forms."]
     if plot:
         lines += ["", f"![score vs inference speedup]({plot})"]
     return lines
