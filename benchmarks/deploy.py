@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -138,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="threads per model, PyTorch and ONNX Runtime alike (default 1: on a shared machine a "
                              "descheduled second thread stalls eager PyTorch's every parallel region)")
     parser.add_argument("--no-accuracy", action="store_true", help="speed only")
-    parser.add_argument("--out", default="deploy-results", help="folder for deploy.json")
+    parser.add_argument("--out", default="deploy-results",
+                        help="folder for deploy.json, and runs/ (the trained teacher and student, their exports)")
     args = parser.parse_args(argv)
     from transformers.utils import logging as hf_logging
 
@@ -148,15 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     environment = describe_environment("cpu")
     started = time.perf_counter()
-    speeds = [row for f in args.families.split(",")
+    speeds = [row for f in args.families.split(",") if f
               for row in speed(f, args.rounds, args.batch, args.tokens, args.threads)]
     speed_seconds = time.perf_counter() - started
     for row in speeds:
         print(json.dumps(row))
     scores = None
     if not args.no_accuracy:
-        with tempfile.TemporaryDirectory(prefix="kdlora-deploy-") as folder:
-            scores = accuracy(Path(folder), args.train_samples)
+        scores = accuracy(Path(args.out) / "runs", args.train_samples)
         print(json.dumps(scores, indent=1))
     environment["load_average_end"] = load_average()
     result = {"speed": speeds, "accuracy": scores, "verdicts": verdicts(speeds, scores), "environment": environment,

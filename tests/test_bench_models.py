@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kdlora.bench import models
+from kdlora import modeling as models
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS
 

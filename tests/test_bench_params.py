@@ -2,9 +2,9 @@
 
 import pytest
 
-from kdlora.bench.models import Counts, count, forward_flops_per_token
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS
+from kdlora.modeling import Counts, count, forward_flops_per_token
 
 # (family, method) -> (adapters r8, adapters r64, trainable r8, trainable r64, total with adapters merged)
 EXPECTED = {

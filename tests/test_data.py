@@ -3,7 +3,8 @@ import json
 import pytest
 
 from kdlora.data.encode import Collator, encode, tiny_tokenizer
-from kdlora.data.loaders import Examples, load_split
+from kdlora.data.examples import Examples
+from kdlora.data.loaders import load_split
 from kdlora.data.snippets import MIN_ABS_RATING, extract_snippets, split_of
 from kdlora.data.tasks import GLUE_TASKS, TASKS, get_task
 from kdlora.errors import UserError

@@ -1,8 +1,9 @@
 import pytest
 
 from kdlora.errors import UserError
-from kdlora.families import FAMILIES, PAPER_FAMILIES, derive_student, encoder_layers, get_family
+from kdlora.families import FAMILIES, PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, LoraSettings, get_method
+from kdlora.modeling import derive_student, encoder_layers
 from kdlora.params import count_parameters
 
 

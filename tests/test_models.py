@@ -5,7 +5,8 @@ from kdlora.config import TrainConfig
 from kdlora.data.tasks import get_task
 from kdlora.families import get_family
 from kdlora.methods import get_method
-from kdlora.models import default_source, starting_model
+from kdlora.modeling import default_source
+from kdlora.sources import starting_model
 
 
 @pytest.mark.slow

@@ -1,4 +1,6 @@
-"""The model families of KD-LoRA: a teacher, its distilled student, and where LoRA and the task head go.
+"""The named model presets of KD-LoRA: a teacher, its distilled student, and where LoRA and the task head go.
+
+Building, loading and cutting models is `kdlora.modeling`; this module only names the presets.
 
 The six paper architectures ship as config files in `kdlora/configs/`, so they can be built offline with random
 weights (efficiency does not depend on weight values); `pretrained=` loads real weights instead. The `minilm`
@@ -8,13 +10,13 @@ keeping every other layer (the way DistilBERT was initialised from BERT).
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 from dataclasses import dataclass
 from importlib import resources
 
 from kdlora.errors import UserError
+from kdlora.modeling import build_config
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Architecture:
     weights_package: str | None = None
     """A pip package carrying real weights offline (its `get_model_path()` gives a `from_pretrained` folder)."""
     derived: bool = False
-    """A student with no weights of its own: cut from the trained teacher by `derive_student`."""
+    """A student with no weights of its own: cut from the trained teacher by `modeling.derive_student`."""
     depth: int | None = None
     """Encoder layers when not the config file's (a derived student keeps half of its teacher's)."""
     tiny_depth: int | None = None
@@ -51,20 +53,7 @@ class Architecture:
 
     def config(self, num_labels: int = 2, tiny: bool = False, **overrides):
         """A transformers config for this architecture with a `num_labels` head; `tiny` shrinks it for tests."""
-        from transformers import AutoConfig
-
-        values = self.config_dict()
-        model_type = values.pop("model_type")
-        depth_key = "n_layers" if "n_layers" in values else "num_hidden_layers"
-        values[depth_key] = self.depth or values[depth_key]
-        if tiny:
-            # keep the teacher/student depth ratio: 12 layers -> 2, 6 -> 1
-            values[depth_key] = self.tiny_depth or max(1, values[depth_key] // 6)
-            values.update(TINY_SIZES[model_type])
-        values.update(overrides)
-        config = AutoConfig.for_model(model_type, **values)
-        config.num_labels = num_labels
-        return config
+        return build_config(self.config_dict(), num_labels, tiny, self.depth, self.tiny_depth, **overrides)
 
     def build(self, num_labels: int = 2, pretrained: str | None = None, tiny: bool = False, **overrides):
         """A sequence-classification model: random weights from the bundled config, or `pretrained` weights."""
@@ -87,38 +76,6 @@ class Architecture:
         return str(module.get_model_path())
 
 
-def encoder_layers(model):
-    """The `nn.ModuleList` of transformer blocks inside a (possibly PEFT-wrapped) encoder model."""
-    import torch
-
-    candidates = [m for name, m in model.named_modules()
-                  if isinstance(m, torch.nn.ModuleList) and name.endswith(("encoder.layer", "transformer.layer"))]
-    if len(candidates) != 1:
-        raise ValueError(f"cannot find the encoder layers of {type(model).__name__}")
-    return candidates[0]
-
-
-def derive_student(model, keep: list[int] | None = None):
-    """A copy of `model` keeping encoder layers `keep` (default every other one: 0, 2, 4, ...); `model` is untouched.
-
-    This is how DistilBERT was initialised from BERT; embeddings and head are copied as they are.
-    """
-    import torch
-
-    student = copy.deepcopy(model)
-    layers = encoder_layers(student)
-    keep = list(range(0, len(layers), 2)) if keep is None else list(keep)
-    if not keep or any(not 0 <= i < len(layers) for i in keep):
-        raise ValueError(f"layers to keep {keep} are not within 0..{len(layers) - 1}")
-    kept = torch.nn.ModuleList(layers[i] for i in keep)
-    parent_name = next(n for n, m in student.named_modules() if m is layers).rsplit(".", 1)
-    parent = student.get_submodule(parent_name[0])
-    setattr(parent, parent_name[1], kept)
-    depth_key = "n_layers" if hasattr(student.config, "n_layers") else "num_hidden_layers"
-    setattr(student.config, depth_key, len(keep))
-    return student
-
-
 @dataclass(frozen=True)
 class Family:
     """A teacher and the student that KD-LoRA distils it into."""
@@ -131,19 +88,6 @@ class Family:
         """The teacher or the student (`role` is "teacher" or "student")."""
         return {"teacher": self.teacher, "student": self.student}[role]
 
-
-# Small sizes per model type for tests and smoke runs: same code paths, seconds instead of minutes.
-TINY_SIZES = {
-    "bert": dict(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                 vocab_size=1000, max_position_embeddings=128),
-    "roberta": dict(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                    vocab_size=1000, max_position_embeddings=130),
-    "distilbert": dict(dim=32, n_heads=2, hidden_dim=64, vocab_size=1000,
-                       max_position_embeddings=128),
-    "deberta-v2": dict(hidden_size=32, num_attention_heads=2, intermediate_size=64,
-                       vocab_size=1000, pooler_hidden_size=32, position_buckets=16,
-                       max_position_embeddings=128),
-}
 
 _BERT_QV = ("query", "value")
 _DEBERTA_QV = ("query_proj", "value_proj")

@@ -32,7 +32,7 @@ class TorchPredictor:
         import torch
 
         from kdlora.data.encode import Collator, encode
-        from kdlora.data.loaders import Examples
+        from kdlora.data.examples import Examples
 
         features = encode(Examples(list(range(len(parts))), parts, [0.0] * len(parts)), self.tokenizer,
                           self.max_length)

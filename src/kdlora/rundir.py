@@ -47,7 +47,7 @@ def load_model(run_dir: str | Path, merged: bool = False):
         return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
     from peft import PeftModel
 
-    from kdlora.models import new_head_expected
+    from kdlora.modeling import new_head_expected
 
     base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
     try:

@@ -193,9 +193,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.data.tasks import get_task
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
-    from kdlora.models import starting_model
     from kdlora.params import count_parameters
     from kdlora.rundir import environment, peak_memory, save_run
+    from kdlora.sources import starting_model
 
     config.validate()
     if config.device == "cuda" and not torch.cuda.is_available():

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from kdlora import modeling
 from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.config import BenchSettings
 from kdlora.errors import UserError
@@ -87,10 +88,8 @@ MEASURED = ("peak_train_memory_mb", "memory_kind", "train_step_seconds", "eval_s
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
     """Relative work of a job (forward FLOPs), so the progress bar's remaining time is an estimate."""
-    from kdlora.bench.models import forward_flops_per_token
-
     family, method = get_family(job.family), get_method(job.method)
-    per_token = forward_flops_per_token(family.architecture(method.role), 32, settings.tiny)
+    per_token = modeling.forward_flops_per_token(family.architecture(method.role), 32, settings.tiny)
     train = 3 * settings.train_steps * settings.batch_size * settings.train_seq_len
     evals = eval_tokens * (2 if method.uses_lora else 1)
     return per_token * (train + evals) / 1e9
@@ -100,7 +99,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     """Count and measure every row of `settings`; returns the bench.json dict (failed cells None, with `error`)."""
     from tqdm import tqdm
 
-    from kdlora.bench import evalset, models
+    from kdlora.bench import evalset
     from kdlora.bench.environment import describe_environment, load_average
 
     settings.validate()
@@ -116,7 +115,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     for job in jobs:
         family, method = get_family(job.family), get_method(job.method)
-        counts = models.count(family, method, job.rank, settings.num_labels, settings.tiny)
+        counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = {"family": job.family, "model": family.architecture(method.role).hub_name, "method": job.method,
                    "rank": job.rank, **dict(zip(("backend", "precision", "quantize"), job.form, strict=True)),
                    **asdict(counts), **dict.fromkeys(MEASURED), "error": None}

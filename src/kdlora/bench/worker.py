@@ -14,7 +14,8 @@ import json
 import sys
 import time
 
-from kdlora.bench import evalset, models
+from kdlora import modeling
+from kdlora.bench import evalset
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
 from kdlora.families import get_family
@@ -115,8 +116,8 @@ def measure(job: dict) -> dict:
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
-        arch, base = models.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
-        model = models.prepare(base, arch, method, job["rank"]).to(device)
+        arch, base = modeling.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
+        model = modeling.prepare(base, arch, method, job["rank"]).to(device)
         model.train()
         vocab = model.config.vocab_size
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -138,7 +139,7 @@ def measure(job: dict) -> dict:
         unmerged = time_eval(model, batches, device, precision=precision)
         result["eval_seconds_unmerged"] = round(unmerged.total_seconds, 4)
     if method.uses_lora:
-        model = models.merged(model)
+        model = modeling.merged(model)
     model.eval()
     run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
     latency = time_calls(run, [prepare({k: v.to(device) for k, v in b.items()}) for b in batches], device)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import string
 
-from kdlora.data.loaders import Examples
+from kdlora.data.examples import Examples
 
 _ENCODED: dict[str, list[dict]] = {}
 """Encoded splits of this process by (tokenizer, texts, max length) fingerprint: each split is tokenised once."""

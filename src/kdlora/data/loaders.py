@@ -1,16 +1,15 @@
 """Load a task's split as `Examples`: from the hub, a local GLUE TSV folder, CSV/JSONL files, or the snippets.
 
-An example's id is its row number in the full split, so ids stay the same however the split is subsampled or
-shuffled; teacher logits are stored by these ids.
+Ids are row numbers in the full split (see `kdlora.data.examples`).
 """
 
 from __future__ import annotations
 
 import csv
-import random
-from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora.data.examples import Examples
+from kdlora.data.snippets import load_snippets
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
 
@@ -19,33 +18,9 @@ GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "sts
              "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI"}
 
 
-@dataclass
-class Examples:
-    """One split: parallel lists of ids, input texts (one or two per example) and labels."""
-
-    ids: list[int]
-    texts: list[tuple[str, ...]]
-    labels: list[float]
-    source: str = ""
-    """Where the examples came from (file or hub name), for error messages and fingerprints."""
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def subset(self, n: int | None, seed: int) -> Examples:
-        """At most `n` examples drawn without replacement by `seed`, ids kept; all of them when `n` is None."""
-        if n is None or n >= len(self):
-            return self
-        rows = sorted(random.Random(seed).sample(range(len(self)), n))
-        return Examples([self.ids[i] for i in rows], [self.texts[i] for i in rows],
-                        [self.labels[i] for i in rows], self.source)
-
-
 def load_split(task: Task, split: str, data_dir: str | Path | None = None) -> Examples:
     """The `split` ("train", "validation", "validation_matched", ..., "test") of `task`, labels checked."""
     if task.source == "snippets":
-        from kdlora.data.snippets import load_snippets
-
         examples = load_snippets(task, split)
     elif data_dir is not None:
         examples = _load_local(task, split, Path(data_dir))

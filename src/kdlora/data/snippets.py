@@ -16,6 +16,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from kdlora.data.examples import Examples
 from kdlora.errors import UserError
 
 PACKAGE = "vadersentiment==3.3.2"
@@ -92,8 +93,6 @@ def split_of(snippet_id: str) -> str:
 
 def load_snippets(task, split: str):
     """`split` of the `movie-snippets` (binary by the rating's sign) or `movie-snippets-rating` task."""
-    from kdlora.data.loaders import Examples
-
     if split not in SPLITS:
         raise UserError(f"task {task.name} has splits {', '.join(SPLITS)}, not {split!r}")
     path = fetch_snippets()
