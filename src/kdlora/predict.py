@@ -89,7 +89,7 @@ def load_predictor(folder: str | Path, batch_size: int = 32):
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
         info = read_export_info(folder)
-        task = get_task(info["task"])
+        task = export_task(info)
         if info["format"] == "onnx":
             try:
                 return OnnxPredictor(task, folder, info, batch_size)
@@ -105,8 +105,36 @@ def load_predictor(folder: str | Path, batch_size: int = 32):
     from kdlora.rundir import load_config, load_model, load_tokenizer
 
     config = load_config(folder)
-    return TorchPredictor(get_task(config.task), load_model(folder, merged=True), load_tokenizer(folder),
-                          config.max_length, batch_size)
+    model = load_model(folder, merged=True)
+    return TorchPredictor(run_task(config, model.config), model, load_tokenizer(folder), config.max_length,
+                          batch_size)
+
+
+def run_task(config, model_config) -> Task:
+    """The task a run predicts for: a built-in one by name, or a task from files rebuilt from what the run saved
+    (text columns in its config, class names in its model's id2label), so the training files need not exist."""
+    from kdlora.sources import label_names
+
+    spec = config.file_spec()
+    if spec is None:
+        return get_task(config.task)
+    names = label_names(model_config) or ()
+    metric = config.metric or ("pearson_spearman" if model_config.num_labels == 1 else "accuracy")
+    return Task(config.task, spec.text_columns, model_config.num_labels, metric, names, source="files")
+
+
+def export_task(info: dict) -> Task:
+    """The task of an exported folder: built in by name, else from the text fields and labels export.json keeps."""
+    from kdlora.data.tasks import TASKS
+
+    if info["task"] in TASKS:
+        return get_task(info["task"])
+    try:
+        fields, names, regression = tuple(info["text_fields"]), tuple(info["labels"]), bool(info["regression"])
+    except KeyError as missing:
+        raise UserError(f"{EXPORT_INFO}: task {info['task']!r} is not built in and the file lacks {missing}") from None
+    return Task(info["task"], fields, 1 if regression else len(names), info.get("metric", "accuracy"), names,
+                source="files")
 
 
 def split_pairs(task: Task, texts: list[str]) -> list[tuple[str, ...]]:

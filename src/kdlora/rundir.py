@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.files import read_json, staged_output
+from kdlora.modeling import new_head_expected
 
 
 def load_metrics(run_dir: str | Path) -> dict:
@@ -47,16 +48,23 @@ def load_model(run_dir: str | Path, merged: bool = False):
         return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
     from peft import PeftModel
 
-    from kdlora.modeling import new_head_expected
-
     base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
     try:
         with new_head_expected():  # the adapter carries the trained head
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"],
+                                                                      **_labels(info))
     except OSError:
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
     return (model.merge_and_unload() if merged else model).eval()
+
+
+def _labels(info: dict) -> dict:
+    """The run's class names (run.json `id2label`, written since runs name a file task's labels) as kwargs."""
+    if not info.get("id2label"):
+        return {}
+    id2label = {int(i): name for i, name in info["id2label"].items()}
+    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
 def peak_memory() -> dict:
@@ -100,7 +108,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
             else:
                 model.save_pretrained(stage / "model")
             tokenizer.save_pretrained(stage / "tokenizer")
-            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels,
+                    "id2label": {str(i): n for i, n in model.config.id2label.items()}}
             _write_json(stage / "run.json", info)
         _write_json(stage / "metrics.json", metrics)
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
+from kdlora.sources import load_teacher, teacher_files
 
 
 def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
-    """sha256 over the teacher run's weight files, its tokenizer, and what was encoded."""
-    run_dir = Path(run_dir)
+    """sha256 over the teacher's weight files (a run's or a checkpoint's), its tokenizer, and what was encoded."""
     digest = hashlib.sha256()
-    for path in sorted(run_dir.glob("*/*.safetensors")) + [run_dir / "run.json"]:
-        digest.update(f"{path.relative_to(run_dir)}:{sha256_file(path)}\n".encode())
+    for path in teacher_files(run_dir):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     digest.update(f"{tokenizer_fingerprint(tokenizer)}:{task}:{split}:{max_length}".encode())
     return digest.hexdigest()
 
@@ -73,9 +73,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from kdlora.rundir import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(run_dir)
+    tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
@@ -96,7 +94,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     missing = [row for row, i in enumerate(examples.ids) if table is None or not table.has([i])]
     subset = type(examples)([examples.ids[r] for r in missing], [examples.texts[r] for r in missing],
                             [examples.labels[r] for r in missing], examples.source)
-    model = load_model(run_dir, merged=True)
+    model = load_teacher(run_dir)[0]
     if device is not None:
         model.to(device)
     logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
@@ -114,10 +112,7 @@ class OnlineTeacher:
     """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
-        from kdlora.rundir import load_model, load_tokenizer
-
-        self.tokenizer = load_tokenizer(run_dir)
-        self.model = load_model(run_dir, merged=True)
+        self.model, self.tokenizer = load_teacher(run_dir)
         if device is not None:
             self.model.to(device)
         self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}

@@ -170,10 +170,12 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
+    from kdlora.sources import check_teacher_labels, teacher_config
     from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
     if not config.teacher:
         raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    check_teacher_labels(teacher_config(config.teacher), task, config.teacher)
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
@@ -190,9 +192,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from kdlora.data.tasks import get_task
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
+    from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters
     from kdlora.rundir import environment, peak_memory, save_run
     from kdlora.sources import starting_model
@@ -204,13 +206,17 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
+    task, method = config.task_spec(), get_method(config.method)
+    family = get_family(config.family) if config.model is None else None
     accelerator = Accelerator(cpu=config.device == "cpu")
     set_seed(config.seed)
     data = load_data(config, task)
-    model, tokenizer, base = starting_model(config, task, family, method)
+    start = starting_model(config, task, family, method)
+    model, tokenizer, base = start.model, start.tokenizer, start.base
+    name_labels(model, task.label_names)
     lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
-    model = method.prepare(model, family.architecture(method.role), lora)
+    where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
+    model = method.prepare(model, where, lora)
     counts = count_parameters(model)
     teacher_started = time.perf_counter()
     teacher = make_teacher(config, task, data["train"], accelerator.device, progress) if method.distills else None
@@ -224,13 +230,15 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     best = outcome["best"]
     metrics = {
         "status": "collapsed" if outcome["reason"] else "done", "reason": outcome["reason"],
-        "task": task.name, "family": family.name, "method": method.name, "rank": config.rank, "seed": config.seed,
+        "task": task.name, "family": config.family, "method": method.name, "rank": config.rank, "seed": config.seed,
         "metrics": best.metrics if best else {}, "score": best.score if best else None,
         "trainable_params": counts.trainable, "total_params": counts.total, "adapter_params": counts.adapter,
         "train_seconds": round(seconds, 3), "teacher_logit_seconds": round(teacher_seconds, 3),
         **peak_memory(), "best_epoch": outcome["best_epoch"], "steps": outcome["steps"],
         "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr,
-        "train_examples": len(data["train"]),
+        "train_examples": len(data["train"]), "model": start.description, "label_names": list(task.label_names),
+        "lora_targets": list(where.lora_targets) if where else None,
+        "trained_modules": list(where.head_modules) if where else None,
         "run_key": config.key(), "config": config.to_dict(), "environment": environment(accelerator),
     }
     if accelerator.is_main_process:

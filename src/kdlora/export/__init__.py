@@ -85,14 +85,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
     `score` runs the exported model and the run's PyTorch fp32 model over the run's dev split (the figures go
     into export.json); nothing is written to `out_dir` unless writing and scoring both succeed.
     """
-    from kdlora.data.tasks import get_task
     from kdlora.export.scoring import score_export
     from kdlora.rundir import load_config, load_model, load_tokenizer
 
     settings = (settings or ExportSettings()).validate()
     check_run_weights(run_dir)
     config = load_config(run_dir)
-    task = get_task(config.task)
+    task = config.task_spec()
     model, tokenizer = load_model(run_dir, merged=True), load_tokenizer(run_dir)
     names = task.label_names
     if names and len(names) == model.config.num_labels:
@@ -102,6 +101,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
         model_file = _write_model(model, tokenizer, stage, settings)
         tokenizer.save_pretrained(stage)
         info = {**dataclasses.asdict(settings), "task": task.name, "labels": list(names), "model_file": model_file,
+                "text_fields": list(task.text_fields), "regression": task.regression, "metric": task.metric,
                 "max_length": config.max_length, "pad_token": tokenizer.pad_token,
                 "pad_token_id": tokenizer.pad_token_id, "family": config.family, "method": config.method,
                 "source_run": str(run_dir), "size_bytes": (stage / model_file).stat().st_size}
