@@ -94,10 +94,16 @@ def accuracy(folder: Path, train_samples: int) -> dict:
 
     common = dict(task="movie-snippets", family="minilm", seed=42, epochs=2, max_train_samples=train_samples,
                   max_length=64, batch_size=32, device="cpu")
+    def trained(config, out: Path) -> dict:
+        """The run in `out` when a finished one of this config is there already (a rerun keeps it), else a new one."""
+        done = out / "metrics.json"
+        if done.is_file() and json.loads(done.read_text())["config"] == config.to_dict():
+            return json.loads(done.read_text())
+        return run_training(config, out, progress=False)
+
     started = time.perf_counter()
-    teacher = run_training(TrainConfig(method="fft", **common), folder / "fft", progress=False)
-    student = run_training(TrainConfig(method="kd-lora", teacher=str(folder / "fft"), **common), folder / "kd",
-                           progress=False)
+    teacher = trained(TrainConfig(method="fft", **common), folder / "fft")
+    student = trained(TrainConfig(method="kd-lora", teacher=str(folder / "fft"), **common), folder / "kd")
     train_seconds = time.perf_counter() - started
     kdlora.precision.bf16_supported = lambda device=None: True  # scoring only: emulated bf16 has the same numerics
     forms = {}
