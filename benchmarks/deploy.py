@@ -97,8 +97,10 @@ def accuracy(folder: Path, train_samples: int) -> dict:
     def trained(config, out: Path) -> dict:
         """The run in `out` when a finished one of this config is there already (a rerun keeps it), else a new one."""
         done = out / "metrics.json"
-        if done.is_file() and json.loads(done.read_text())["config"] == config.to_dict():
-            return json.loads(done.read_text())
+        if done.is_file():
+            metrics = json.loads(done.read_text())
+            if TrainConfig.from_dict(metrics["config"]).to_dict() == config.to_dict():
+                return metrics
         return run_training(config, out, progress=False)
 
     started = time.perf_counter()
