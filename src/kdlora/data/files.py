@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def read_table(path: str | Path):
                 raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
             frame = pd.read_parquet(path)
         elif kind == "JSONL":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = pd.DataFrame.from_records(_json_lines(path))
         else:
             frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
                                 encoding="utf-8-sig")
@@ -92,6 +93,21 @@ def read_table(path: str | Path):
         raise UserError(f"{path}: cannot parse as {kind}: {reason}") from None
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+def _json_lines(path: Path) -> list[dict]:
+    """One JSON object per non-blank line; a bad line is a UserError naming its row."""
+    rows = []
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    for row, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: row {row}: cannot parse as JSONL: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: row {row}: cannot parse as JSONL: expected an object, got {value!r:.40}")
+        rows.append(value)
+    return rows
 
 
 def _is_empty(value) -> bool:
