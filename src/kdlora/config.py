@@ -203,15 +203,19 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self) -> str:
-        """Stable sha256 of the canonical JSON of the full config: the run's key in the results store. A task from
-        files adds the files' content hash: edited data is a new run, the same data under another path is not."""
+    def identity(self) -> dict:
+        """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
+        (edited data is a new run; the same data elsewhere is not)."""
         values = self.to_dict()
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
             values["data_sha256"] = spec.fingerprint()
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+        return values
+
+    def key(self) -> str:
+        """Stable sha256 of the canonical JSON of `identity()`: the run's key in the results store."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

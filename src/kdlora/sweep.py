@@ -66,13 +66,23 @@ def _bench_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     return specs
 
 
+def train_identity(config: dict) -> dict:
+    """What identifies a train run in the store: its config, a task from files by its data's hash (see
+    `TrainConfig.identity`), not by where the files lie."""
+    if not config.get("train_file"):
+        return config
+    from kdlora.config import TrainConfig
+
+    return TrainConfig.from_dict(config).identity()
+
+
 def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     grid = experiment.train
     methods = [get_method(m) for m in grid.methods]
     specs = []
 
     def make(task, family, method, seed, rank=None, teacher=None) -> RunSpec:
-        values = {**grid.params, **grid.per_method.get(method.name, {}),
+        values = {**grid.params, **grid.per_method.get(method.name, {}), **experiment.tasks.get(task, {}),
                   "task": task, "family": family, "method": method.name, "seed": seed}
         if rank is not None:
             values["rank"] = rank
@@ -83,7 +93,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
         if teacher is not None:
             config = {**config, "teacher": TEACHER_REF + teacher.key}
-        key = config_key("train", config)
+        key = config_key("train", train_identity(config))
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
         label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"])
         return RunSpec(key, "train", label, config, fields, teacher.key if teacher else None)
