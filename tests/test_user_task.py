@@ -44,11 +44,12 @@ def train(user, out, method, *extra):
 
 @pytest.fixture(scope="module")
 def teacher(user):
-    return train(user, user / "fft", "fft", "--model", str(user / "my-encoder"))
+    return train(user, user / "fft", "fft", "--model", str(user / "my-encoder"), "--test-file", str(user / "dev.csv"))
 
 
 def test_fft_on_the_users_model_and_labels(user, teacher):
     code, metrics = teacher
+    assert set(metrics["test_metrics"]) == {"accuracy", "macro_f1"}
     assert code == 0 and metrics["status"] == "done"
     assert metrics["task"] == "custom" and metrics["family"] == "my-encoder"
     assert metrics["label_names"] == ["thumbs down", "thumbs up"]  # sorted

@@ -154,8 +154,19 @@ def _loaders(config, task, tokenizer, data):
                        shuffle=True, generator=generator, collate_fn=collate)
     devs = {split: DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                               collate_fn=collate)
-            for split, examples in data.items() if split != "train"}
+            for split, examples in data.items() if split not in ("train", "test")}
     return train, devs
+
+
+def score_test(model, config, task, tokenizer, examples, accelerator) -> dict:
+    """The best checkpoint's metrics on the test split, scored once after training (never used to select)."""
+    from torch.utils.data import DataLoader
+
+    from kdlora.data.encode import Collator, encode
+
+    loader = DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
+                        collate_fn=Collator(tokenizer, task.regression))
+    return evaluate(model, {"test": accelerator.prepare(loader)}, task, accelerator).metrics
 
 
 def load_data(config, task) -> dict:
@@ -165,6 +176,8 @@ def load_data(config, task) -> dict:
     data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
     for split in task.dev_splits:
         data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, config.seed)
+    if task.files is not None and task.files.test_file:
+        data["test"] = load_split(task, "test")  # read now: a bad test file fails before training, not after
     return data
 
 
@@ -228,6 +241,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress)
     seconds = time.perf_counter() - started
     best = outcome["best"]
+    test = None
+    if "test" in data and outcome.get("model") is not None:
+        test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
     metrics = {
         "status": "collapsed" if outcome["reason"] else "done", "reason": outcome["reason"],
         "task": task.name, "family": config.family, "method": method.name, "rank": config.rank, "seed": config.seed,
@@ -237,7 +253,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         **peak_memory(), "best_epoch": outcome["best_epoch"], "steps": outcome["steps"],
         "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr,
         "train_examples": len(data["train"]), "model": start.description, "label_names": list(task.label_names),
-        "lora_targets": list(where.lora_targets) if where else None,
+        "test_metrics": test, "lora_targets": list(where.lora_targets) if where else None,
         "trained_modules": list(where.head_modules) if where else None,
         "run_key": config.key(), "config": config.to_dict(), "environment": environment(accelerator),
     }
