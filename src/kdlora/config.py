@@ -258,10 +258,24 @@ class BenchSettings:
     """CPU threads per worker (default: PyTorch's, one per core)."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
+    model: str | None = None
+    """Any encoder instead of --families: a hub name, a folder or a config.json (counts need no weights)."""
+    student: str | None = None
+    """With --model: the KD-LoRA student, a hub name, folder or config.json, or derive:N / derive:I,J,K."""
+
+    def family_names(self) -> tuple[str, ...]:
+        """The families measured: --families, or the one pair --model/--student name (registered here)."""
+        if self.model is None:
+            return self.families
+        from kdlora.families import model_pair
+
+        return (model_pair(self.model, self.student).name,)
 
     def validate(self) -> BenchSettings:
         """Check every field once; UserError naming the field and value. Returns self."""
-        for name in self.families:
+        if self.student is not None and self.model is None:
+            raise UserError("--student needs --model")
+        for name in self.family_names():
             get_family(name)
         for name in self.methods:
             get_method(name)

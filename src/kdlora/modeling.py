@@ -171,7 +171,7 @@ def build_base(family, method, num_labels: int = 2, pretrained: bool = False, ti
     with device:
         if pretrained and arch.derived:
             teacher = _build(family.teacher, num_labels, pretrained=True)
-            return arch, derive_student(teacher)
+            return arch, derive_student(teacher, arch.keep)
         return arch, _build(arch, num_labels, pretrained, tiny)
 
 

@@ -42,7 +42,7 @@ class Job:
 def plan(settings: BenchSettings) -> list[Job]:
     """The rows in output order: family, then method, then rank (FFT has one row, rank None)."""
     jobs = []
-    for family in settings.families:
+    for family in settings.family_names():
         for name in settings.methods:
             method = get_method(name)
             ranks = settings.ranks if method.uses_lora else (None,)
@@ -55,7 +55,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
-            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads")
+            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student")
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys}}
 
 
@@ -130,7 +130,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
             job.row.update({k: result.get(k) for k in MEASURED})
             bar.update(costs[job.name])
     environment["load_average_end"] = load_average()
-    config = {**asdict(settings), "measured_ranks": sorted({j.rank for j in measured if j.rank}),
+    config = {**asdict(settings), "families": list(settings.family_names()), "measured_ranks": sorted({j.rank for j in measured if j.rank}),
               "dtype": "float32", "optimizer": "AdamW",
               "memory_kind": next((j.row["memory_kind"] for j in measured if j.row["memory_kind"]), None),
               "eval_lengths": {**evalset.LengthDistribution().describe(), "seed": settings.seed},

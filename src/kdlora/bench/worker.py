@@ -15,7 +15,7 @@ import time
 from kdlora import modeling
 from kdlora.bench import evalset
 from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
-from kdlora.families import get_family
+from kdlora.families import get_family, model_pair
 from kdlora.methods import get_method
 
 
@@ -88,6 +88,8 @@ def measure(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     torch.manual_seed(job["seed"])
     device, method = job["device"], get_method(job["method"])
+    if job.get("model"):
+        model_pair(job["model"], job.get("student"))  # a pair is registered per process
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
