@@ -130,7 +130,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
             job.row.update({k: result.get(k) for k in MEASURED})
             bar.update(costs[job.name])
     environment["load_average_end"] = load_average()
-    config = {**asdict(settings), "families": list(settings.family_names()), "measured_ranks": sorted({j.rank for j in measured if j.rank}),
+    config = {**asdict(settings), "families": list(settings.family_names()),
+              "measured_ranks": sorted({j.rank for j in measured if j.rank}),
               "dtype": "float32", "optimizer": "AdamW",
               "memory_kind": next((j.row["memory_kind"] for j in measured if j.row["memory_kind"]), None),
               "eval_lengths": {**evalset.LengthDistribution().describe(), "seed": settings.seed},
