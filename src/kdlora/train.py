@@ -207,12 +207,13 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
 
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
-    from kdlora.modeling import adaptation, name_labels
+    from kdlora.modeling import adaptation, name_labels, quiet_peft_deprecation
     from kdlora.params import count_parameters
     from kdlora.rundir import environment, peak_memory, save_run
     from kdlora.sources import starting_model
 
     config.validate()
+    quiet_peft_deprecation()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")
     if not progress:

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -103,8 +102,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     environment = describe_environment(settings.device)
     started = time.perf_counter()
     jobs = plan(settings)
-    # PEFT calls a transformers alias that 5.x deprecates: noise, not news, for a bench user
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    modeling.quiet_peft_deprecation()
     for job in jobs:
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)

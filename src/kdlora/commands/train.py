@@ -58,7 +58,9 @@ def model_label(model: str) -> str:
     """A short name for a hub name or folder: `bert-base-uncased`, `my-teacher` (the folder's name)."""
     from pathlib import Path
 
-    return Path(model.rstrip("/")).name or model
+    path = Path(model.rstrip("/"))
+    # a weights package's folder is often just `model/`: its parent names it
+    return (path.parent.name if path.name in ("model", "weights") and path.parent.name else path.name) or model
 
 
 def run(args) -> int:
@@ -76,6 +78,9 @@ def run(args) -> int:
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
           f"params train -> {args.out}/metrics.json")
+    if result.get("lora_targets"):
+        print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
+              f"{', '.join(result['trained_modules'])}")
     if result["reason"]:
         print(f"reason: {result['reason']}")
     return 0 if result["status"] == "done" else 1
