@@ -1,12 +1,141 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 import torch
 
-from kdlora.export import export_run
+import kdlora.precision
+from kdlora.cli import main
+from kdlora.data.loaders import load_split
+from kdlora.data.tasks import get_task
+from kdlora.errors import UserError
+from kdlora.export import ExportSettings, export_run
+from kdlora.predict import load_predictor, predict
 from kdlora.rundir import load_model, load_tokenizer
 from kdlora.train import run_training
-from train_helpers import tiny_config
+from train_helpers import DATA, tiny_config
 
 torch.set_num_threads(1)
+
+# (format, precision, quantize) -> largest |exported logit - PyTorch fp32 logit| on the dev texts. bf16 keeps 8 bits
+# of mantissa (relative error 2^-8 per weight); int8 weights are 1/127 of each channel's largest.
+FORMS = {("safetensors", "fp32", "none"): 1e-5, ("safetensors", "bf16", "none"): 0.05,
+         ("onnx", "fp32", "none"): 1e-4, ("onnx", "fp32", "int8"): 0.05}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    run_training(tiny_config(family="bert", method="lora"), out, progress=False)
+    return out
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """Pretend this CPU has bf16 units (the form is written and scored the same; only speed differs)."""
+    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: True)
+
+
+def dev_texts():
+    return load_split(get_task("sst2"), "validation", DATA / "sst2").texts
+
+
+@pytest.mark.parametrize("form", list(FORMS), ids=["-".join(f) for f in FORMS])
+def test_each_form_reloads_and_predicts_like_pytorch(run_dir, tmp_path, bf16_cpu, form):
+    settings = ExportSettings(*form)
+    info = export_run(run_dir, tmp_path / "out", settings)
+    saved = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert saved == info
+    assert (saved["format"], saved["precision"], saved["quantize"], saved["task"]) == (*form, "sst2")
+    exported = load_predictor(tmp_path / "out").logits(dev_texts())
+    reference = load_predictor(run_dir).logits(dev_texts())
+    assert exported.shape == reference.shape == (10, 2)  # the fixture's dev split: 10 sentences
+    assert np.abs(exported - reference).max() <= FORMS[form]
+    # the reference is the run's own model on the run's dev split: the score training recorded
+    assert saved["reference_accuracy"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["score"])
+    assert saved["agreement"] == np.mean(exported.argmax(1) == reference.argmax(1))
+    assert saved["dev_examples"] == 10
+    assert (tmp_path / "out" / saved["model_file"]).stat().st_size == saved["size_bytes"]
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []  # no staging left
+
+
+def test_bf16_halves_and_int8_shrinks_the_weights(run_dir, tmp_path, bf16_cpu):
+    sizes = {form: export_run(run_dir, tmp_path / "-".join(form), ExportSettings(*form), score=False)["size_bytes"]
+             for form in FORMS}
+    assert sizes[("safetensors", "bf16", "none")] < 0.55 * sizes[("safetensors", "fp32", "none")]
+    assert sizes[("onnx", "fp32", "int8")] < 0.7 * sizes[("onnx", "fp32", "none")]
+
+
+def test_onnx_export_predicts_without_torch_or_transformers(run_dir, tmp_path):
+    export_run(run_dir, tmp_path / "onnx", ExportSettings(format="onnx"), score=False)
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n"
+                                           "sys.modules['transformers'] = None\n")
+    env = {**__import__("os").environ}
+    env["PYTHONPATH"] = f"{shim}:{env['PYTHONPATH']}"
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert "ModuleNotFoundError" in check.stderr  # the shim works
+    proc = subprocess.run([sys.executable, "-m", "kdlora", "predict", str(tmp_path / "onnx"), "a great film", "bad"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    expected = [f"{r['label']}\t{r['score']:.4f}\t{r['text']}" for r in predict(run_dir, ["a great film", "bad"])]
+    assert proc.stdout.splitlines() == expected
+
+
+def test_cli_prints_the_form_and_the_scores(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 0
+    info = json.loads((tmp_path / "out" / "export.json").read_text())
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"onnx fp32 model written to {tmp_path / 'out'} ({info['size_bytes'] / 1e6:.1f} MB)"
+    assert lines[1] == (f"dev accuracy on 10 validation examples: {info['accuracy']:.4f} exported, "
+                        f"{info['reference_accuracy']:.4f} PyTorch fp32; predictions agree on 100.00%")
+
+
+def _no_weights(run_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir, broken)
+    (broken / "adapter" / "adapter_model.safetensors").unlink()
+    return broken
+
+
+@pytest.mark.parametrize("case, flags, message", [
+    ("not a run", [], "{run}: not a kdlora run folder (no metrics.json)"),
+    ("weights missing", [], "{run}: the run's weights are missing (no adapter/adapter_model.safetensors)"),
+    ("int8 on safetensors", ["--quantize", "int8"],
+     "--quantize int8 needs --format onnx (int8 is ONNX Runtime's dynamic quantisation; PyTorch int8 is not "
+     "supported)"),
+    ("bf16 on onnx", ["--format", "onnx", "--precision", "bf16"],
+     "--precision bf16 with --format onnx: ONNX Runtime's CPU kernels have no fast bf16 path; use --quantize int8, "
+     "or --format safetensors --precision bf16"),
+    ("bf16 on a CPU without it", ["--precision", "bf16"],
+     "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support; use fp32"),
+])
+def test_bad_exports_are_one_line_and_leave_the_output_folder_alone(run_dir, tmp_path, capsys, monkeypatch, case,
+                                                                     flags, message):
+    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: False)
+    run = {"not a run": tmp_path / "empty", "weights missing": _no_weights(run_dir, tmp_path)}.get(case, run_dir)
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    assert main(["export", str(run), "--out", str(out), *flags]) == 2
+    assert capsys.readouterr().err == f"kdlora export: error: {message.format(run=run)}\n"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_a_failure_while_scoring_leaves_nothing_half_written(run_dir, tmp_path, monkeypatch):
+    def fail(*args):
+        raise UserError("dev split unreadable")
+
+    monkeypatch.setattr("kdlora.export.scoring.score_export", fail)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="dev split unreadable"):
+        export_run(run_dir, out, ExportSettings(format="onnx"))
+    assert list(out.iterdir()) == []
 
 
 @pytest.mark.parametrize("method, options", [("lora", {}), ("lora", {"use_dora": True}), ("fft", {})])
@@ -14,7 +143,7 @@ def test_exported_model_loads_in_plain_transformers_with_the_same_logits(tmp_pat
     from transformers import AutoModelForSequenceClassification
 
     run_training(tiny_config(family="bert", method=method, **options), tmp_path / "run", progress=False)
-    export_run(tmp_path / "run", tmp_path / "export")
+    export_run(tmp_path / "run", tmp_path / "export", score=False)
     plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "export")).eval()
     trained = load_model(tmp_path / "run")  # the PEFT model itself for LoRA runs
     assert hasattr(trained, "peft_config") == (method == "lora")
@@ -29,6 +158,7 @@ def test_export_of_a_derived_student_run(tmp_path):
     run_training(tiny_config(family="minilm", method="fft"), tmp_path / "fft", progress=False)
     run_training(tiny_config(family="minilm", method="kd-lora", teacher=str(tmp_path / "fft")), tmp_path / "kd",
                  progress=False)
-    export_run(tmp_path / "kd", tmp_path / "export")
-    assert (tmp_path / "export" / "model.safetensors").is_file()
+    info = export_run(tmp_path / "kd", tmp_path / "export", ExportSettings(format="onnx"))
+    assert (tmp_path / "export" / "model.onnx").is_file()
+    assert info["agreement"] == 1.0
     assert load_model(tmp_path / "kd", merged=True).config.num_hidden_layers == 1  # tiny teacher 2 -> 1

@@ -66,9 +66,25 @@ def analyze_table(table_csv: str | Path, out_dir: str | Path, reference_csv: str
     return write_report(table_csv, out_dir, reference_csv)
 
 
-def load_run(run_dir: str | Path):
-    """A trained run loaded for prediction: `.predict(texts)` returns one `{"text", "label", "score"}` per text
-    (`{"text", "value"}` for regression), in the user's own label names; `.metrics` and `.config` describe it."""
-    from kdlora.predict import Predictor
+class LoadedRun:
+    """A trained run (or an exported model folder) loaded once for prediction."""
 
-    return Predictor(run_dir)
+    def __init__(self, folder: str | Path, batch_size: int = 32):
+        from kdlora.predict import load_predictor
+
+        self.folder = Path(folder)
+        self.predictor = load_predictor(folder, batch_size)
+        self.task = self.predictor.task
+        """The task it predicts for: its text fields and class names (a task from files keeps the user's)."""
+
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        """One `{"text", "label", "score"}` per text (`{"text", "value"}` for regression), in the task's own label
+        names; a pair task takes its two texts separated by a tab."""
+        from kdlora.predict import label_texts
+
+        return label_texts(self.predictor, list(texts))
+
+
+def load_run(folder: str | Path, batch_size: int = 32) -> LoadedRun:
+    """Load a run folder (`kdlora train`) or an exported model (`kdlora export`) for prediction."""
+    return LoadedRun(folder, batch_size)

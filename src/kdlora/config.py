@@ -256,6 +256,14 @@ class BenchSettings:
     """Seed of the evaluation set, the training batch and the random weights."""
     threads: int | None = None
     """CPU threads per worker (default: PyTorch's, one per core)."""
+    backend: tuple[str, ...] = ("pytorch",)
+    """Inference backends: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
+    precision: tuple[str, ...] = ("fp32",)
+    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch backend, on a
+    CPU with AVX512-BF16 or AMX or a CUDA GPU)."""
+    quantize: tuple[str, ...] = ("none",)
+    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime backend). Unsupported combinations of
+    the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
     model: str | None = None
@@ -291,9 +299,17 @@ class BenchSettings:
                 raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"threads: {self.threads} is not a positive integer")
+        self.forms()
         if self.pad_to is not None and self.pad_to < 128:
             raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
         return self
+
+    def forms(self) -> list[tuple[str, str, str]]:
+        """The supported (backend, precision, quantize) combinations of the three axes (UserError if a value is in
+        none; see `kdlora.bench.forms`)."""
+        from kdlora.bench.forms import plan_forms
+
+        return plan_forms(self.backend, self.precision, self.quantize, self.device)
 
 
 def _coerce(key: str, value, hint):

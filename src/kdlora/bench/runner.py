@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from kdlora import modeling
+from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.config import BenchSettings
 from kdlora.errors import UserError
 from kdlora.families import get_family
@@ -31,23 +32,28 @@ class Job:
     method: str
     rank: int | None
     measure: bool
+    form: tuple[str, str, str] = DEFAULT_FORM
+    """(backend, precision, quantize) of the inference measured."""
     row: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "")
+        form = "" if self.form == DEFAULT_FORM else "/" + "-".join(p for p in self.form if p != "none")
+        return f"{self.family}/{self.method}" + (f"/r{self.rank}" if self.rank else "") + form
 
 
 def plan(settings: BenchSettings) -> list[Job]:
-    """The rows in output order: family, then method, then rank (FFT has one row, rank None)."""
-    jobs = []
+    """The rows in output order: family, then method, then rank (FFT has one row, rank None), then inference form
+    (a measured rank has one row per form; the first form's stands for it in Table II)."""
+    jobs, forms = [], settings.forms()
     for family in settings.family_names():
         for name in settings.methods:
             method = get_method(name)
             ranks = settings.ranks if method.uses_lora else (None,)
             for i, rank in enumerate(ranks):
                 measure = not settings.params_only and (settings.all_ranks or i == 0)
-                jobs.append(Job(get_family(family).name, method.name, rank, measure))
+                for form in forms if measure else forms[:1]:
+                    jobs.append(Job(get_family(family).name, method.name, rank, measure, form))
     return jobs
 
 
@@ -55,7 +61,9 @@ def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student")
-    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys}}
+    backend, precision, quantize = job.form
+    return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
+            "backend": backend, "precision": precision, "quantize": quantize}
 
 
 def run_worker(job: dict) -> dict:
@@ -74,7 +82,7 @@ def run_worker(job: dict) -> dict:
 
 
 MEASURED = ("peak_train_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s")
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
 
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
@@ -107,7 +115,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = {"family": job.family, "model": family.architecture(method.role).hub_name, "method": job.method,
-                   "rank": job.rank, **asdict(counts), **dict.fromkeys(MEASURED), "error": None}
+                   "rank": job.rank, **dict(zip(("backend", "precision", "quantize"), job.form, strict=True)),
+                   **asdict(counts), **dict.fromkeys(MEASURED), "error": None}
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)

@@ -13,6 +13,7 @@ import csv
 import json
 from pathlib import Path
 
+from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.families import get_family
 from kdlora.files import staged_output
 from kdlora.methods import get_method
@@ -31,9 +32,12 @@ def _by_family_method(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def _measured(rows: list[dict]) -> dict | None:
-    """The row whose memory and time stand for the method in Table II (the first measured rank)."""
-    return next((r for r in rows if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None),
-                None)
+    """The row whose memory and time stand for the method in Table II: the first measured rank, in the paper's
+    form (PyTorch fp32, not quantised) when it was measured, else the first form measured."""
+    measured = [r for r in rows if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None]
+    paper = [r for r in measured if (r.get("backend"), r.get("precision"), r.get("quantize")) in
+             (DEFAULT_FORM, (None, None, None))]
+    return (paper or measured or [None])[0]
 
 
 def table_ii_rows(result: dict) -> list[dict]:

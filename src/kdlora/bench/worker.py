@@ -2,8 +2,10 @@
 
 A fresh process per configuration is what makes a CPU peak RSS the configuration's own. The worker builds the
 model, runs the method's real training step (AdamW; KD-LoRA's KD loss against cached teacher logits, the teacher
-not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods) and merged. It
-prints one JSON line: the measurements, or `{"error": ...}` when the configuration failed.
+not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods, PyTorch backend)
+and merged, in the job's inference form (`kdlora.bench.forms`: backend, precision, quantisation; a bf16 job also
+trains under bf16 autocast). It prints one JSON line: the measurements, or `{"error": ...}` when the
+configuration failed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 from kdlora import modeling
 from kdlora.bench import evalset
+from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
 from kdlora.families import get_family, model_pair
 from kdlora.methods import get_method
@@ -33,13 +36,25 @@ def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int,
     }
 
 
-def train_step(model, optimizer, method, batch: dict) -> float:
-    """One optimiser step of `method` on `batch`; returns its wall seconds."""
+def autocast(device: str, precision: str):
+    """bf16/fp16 mixed precision for `precision` (the weights and optimiser stay fp32); a no-op for fp32."""
+    import torch
+
+    from kdlora.precision import torch_dtype
+
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch_dtype(precision),
+                          enabled=precision != "fp32")
+
+
+def train_step(model, optimizer, method, batch: dict, precision: str = "fp32") -> float:
+    """One optimiser step of `method` on `batch` (under `precision`'s autocast); returns its wall seconds."""
     import torch
 
     start = time.perf_counter()
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-    loss = method.loss(out.logits, batch["labels"], teacher_logits=batch["teacher_logits"])
+    device = "cuda" if batch["input_ids"].is_cuda else "cpu"
+    with autocast(device, precision):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss = method.loss(out.logits.float(), batch["labels"], teacher_logits=batch["teacher_logits"])
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -48,19 +63,27 @@ def train_step(model, optimizer, method, batch: dict) -> float:
     return time.perf_counter() - start
 
 
-def time_eval(model, batches: list[dict], device: str, warmup: int = 1) -> LatencyResult:
-    """Run every batch once after `warmup` untimed batches; the result holds each batch's time."""
+def time_eval(model, batches: list[dict], device: str, warmup: int = 1, precision: str = "fp32") -> LatencyResult:
+    """Run every batch once through a PyTorch model (under `precision`'s autocast) after `warmup` untimed
+    batches; the result holds each batch's time."""
+    model.eval()
+    with autocast(device, precision):
+        return time_calls(lambda batch: model(**batch), [{k: v.to(device) for k, v in b.items()} for b in batches],
+                          device, warmup)
+
+
+def time_calls(call, inputs: list, device: str, warmup: int = 1) -> LatencyResult:
+    """`call` on every input once after `warmup` untimed ones; the result holds each call's time."""
     import torch
 
-    model.eval()
-    batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     with torch.inference_mode():
-        for batch in batches[:warmup]:
-            model(**batch)
+        for batch in inputs[:warmup]:
+            call(batch)
         with track_latency(device) as timer:
-            for batch in batches:
-                with timer.batch(len(batch["input_ids"])):
-                    model(**batch)
+            for batch in inputs:
+                size = len(batch["input_ids"])
+                with timer.batch(size):
+                    call(batch)
     return timer.result
 
 
@@ -90,6 +113,8 @@ def measure(job: dict) -> dict:
     device, method = job["device"], get_method(job["method"])
     if job.get("model"):
         model_pair(job["model"], job.get("student"))  # a pair is registered per process
+    form = tuple(job.get(k) or v for k, v in zip(("backend", "precision", "quantize"), DEFAULT_FORM, strict=True))
+    precision = form[1]
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
@@ -99,10 +124,11 @@ def measure(job: dict) -> dict:
         vocab = model.config.vocab_size
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         # a short step first allocates AdamW's state, so the measured steps see the steady-state footprint
-        train_step(model, optimizer, method, train_batch(2, 8, vocab, job["num_labels"], job["seed"], device))
+        train_step(model, optimizer, method, train_batch(2, 8, vocab, job["num_labels"], job["seed"], device),
+                   precision)
         step_seconds = [train_step(model, optimizer, method,
                                    train_batch(job["batch_size"], job["train_seq_len"], vocab, job["num_labels"],
-                                               job["seed"] + step, device))
+                                               job["seed"] + step, device), precision)
                         for step in range(job["train_steps"])]
     del optimizer
     lengths = evalset.eval_lengths(job["eval_size"], job["seed"])
@@ -111,11 +137,16 @@ def measure(job: dict) -> dict:
     result = {"peak_train_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
               "train_step_seconds": round(min(step_seconds), 4), "threads": torch.get_num_threads(),
               "eval_tokens": evalset.padded_tokens(batches), "eval_seconds_unmerged": None}
+    if method.uses_lora and form[0] == "pytorch":
+        unmerged = time_eval(model, batches, device, precision=precision)
+        result["eval_seconds_unmerged"] = round(unmerged.total_seconds, 4)
     if method.uses_lora:
-        result["eval_seconds_unmerged"] = round(time_eval(model, batches, device).total_seconds, 4)
         model = modeling.merged(model)
-    latency = time_eval(model, batches, device)
-    result.update(eval_seconds=round(latency.total_seconds, 4), latency_ms_p50=round(latency.p50_ms, 2),
+    model.eval()
+    run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
+    latency = time_calls(run, [prepare({k: v.to(device) for k, v in b.items()}) for b in batches], device)
+    result.update(size_mb=round(size / 1e6, 2), eval_seconds=round(latency.total_seconds, 4),
+                  latency_ms_p50=round(latency.p50_ms, 2),
                   latency_ms_p90=round(latency.p90_ms, 2), throughput_per_s=round(latency.throughput_per_s, 2))
     return result
 

@@ -1,29 +1,30 @@
-"""Label new text with a trained run: one line per text, `LABEL<tab>PROBABILITY<tab>TEXT` (regression tasks:
-`VALUE<tab>TEXT`). Pair tasks take both texts of an example separated by a tab.
+"""Label new text with a trained run or an exported model (`kdlora export`): one line per text,
+`LABEL<tab>PROBABILITY<tab>TEXT` (regression tasks: `VALUE<tab>TEXT`). Pair tasks take both texts of an example
+separated by a tab. An ONNX export predicts without importing torch.
 
   kdlora predict runs/ml-fft "A gorgeous, moving film." "Dull and far too long."
-  kdlora predict runs/ml-fft --file sentences.txt
+  kdlora predict onnx-int8/ --file sentences.txt
 """
 
-HELP = "label new text with a trained run"
+HELP = "label new text with a trained run or an exported model"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
+    parser.add_argument("run_dir", metavar="FOLDER",
+                        help="a run folder (`kdlora train`) or an export (`kdlora export`)")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
     parser.add_argument("--file", help="a file with one text per line (`-` for standard input)")
 
 
 def run(args) -> int:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # one line per result, no loading bars
+    import os
     import sys
     from pathlib import Path
 
     from kdlora.errors import UserError
     from kdlora.predict import predict
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one line per result, no loading bars
     texts = list(args.texts)
     if args.file:
         try:

@@ -1,0 +1,94 @@
+"""The inference forms a bench row measures: backend x precision x quantisation.
+
+    pytorch      fp32  none    eager PyTorch: the paper's setting, the row Table II shows
+    pytorch      bf16  none    bf16 weights (a CPU with AVX512-BF16 or AMX, or a CUDA GPU); bf16 autocast training
+    onnxruntime  fp32  none    the merged model traced to ONNX, in ONNX Runtime on the CPU
+    onnxruntime  fp32  int8    the same, weights quantised by ONNX Runtime's dynamic int8 (`kdlora export`'s)
+
+Not supported, each with its reason (`form_problem`): int8 in PyTorch (torch.ao's dynamic quantisation is a
+second int8 path to keep; ONNX Runtime's is the one `kdlora export` writes) and bf16 in ONNX Runtime (its CPU
+kernels have no fast bf16 path). `inference_runner` turns a merged model into a callable over bench batches in a
+form, and reports the form's size on disk.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from kdlora.errors import UserError
+
+BACKENDS = ("pytorch", "onnxruntime")
+QUANTIZATIONS = ("none", "int8")
+DEFAULT_FORM = ("pytorch", "fp32", "none")
+
+
+def form_problem(backend: str, precision: str, quantize: str) -> str | None:
+    """Why kdlora does not measure this (backend, precision, quantize), or None when it does."""
+    if quantize == "int8" and backend != "onnxruntime":
+        return "int8 runs on the onnxruntime backend only (ONNX Runtime's dynamic quantisation; PyTorch int8 is " \
+               "not supported)"
+    if precision != "fp32" and backend == "onnxruntime":
+        return f"{precision} runs on the pytorch backend only (ONNX Runtime's CPU kernels have no fast " \
+               f"{precision} path)"
+    return None
+
+
+def plan_forms(backends, precisions, quantizations, device: str) -> list[tuple[str, str, str]]:
+    """Every supported (backend, precision, quantize) of the axes, in axis order; a UserError when a value given
+    is in no supported form (the reason of its first combination) or the device cannot run it."""
+    from kdlora.precision import check_precision
+
+    for name, values, allowed in (("backend", backends, BACKENDS), ("quantize", quantizations, QUANTIZATIONS)):
+        for value in values:
+            if value not in allowed:
+                raise UserError(f"{name}: unknown {value!r} (choose from {', '.join(allowed)})")
+    for precision in precisions:
+        check_precision(precision, device)
+    if "onnxruntime" in backends and device != "cpu":
+        raise UserError("backend onnxruntime: measured on the CPU only (--device cpu)")
+    forms = [(b, p, q) for b in backends for p in precisions for q in quantizations]
+    supported = [form for form in forms if form_problem(*form) is None]
+    for axis, values in enumerate((backends, precisions, quantizations)):
+        for value in values:
+            if not any(form[axis] == value for form in supported):
+                raise UserError(form_problem(*next(f for f in forms if f[axis] == value)))
+    return supported
+
+
+def inference_runner(model, form: tuple[str, str, str], sample: dict, threads: int | None = None):
+    """(run, prepare, size_bytes): `run(prepare(batch))` is one forward pass of the merged `model` in `form`;
+    `prepare` moves a batch into the form's inputs outside the timed call; `size_bytes` is the form on disk."""
+    import torch
+
+    from kdlora.precision import torch_dtype
+
+    backend, precision, quantize = form
+    with tempfile.TemporaryDirectory(prefix="kdlora-form-") as folder:
+        if backend == "pytorch":
+            model = model.to(torch_dtype(precision))
+            model.save_pretrained(folder)
+            size = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+
+            def run(batch):
+                return model(**batch).logits
+
+            return run, lambda batch: batch, size
+        import onnxruntime
+
+        from kdlora.export.onnx_model import quantize_int8, trace_onnx
+
+        path = Path(folder) / "model.onnx"
+        trace_onnx(model, {k: v[:2] for k, v in sample.items()}, path)
+        if quantize == "int8":
+            quantize_int8(path, Path(folder) / "model-int8.onnx")
+            path = Path(folder) / "model-int8.onnx"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        size = path.stat().st_size
+
+    def run_onnx(feeds):
+        return session.run(["logits"], feeds)[0]
+
+    return run_onnx, lambda batch: {k: v.numpy() for k, v in batch.items()}, size

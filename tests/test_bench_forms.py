@@ -1,0 +1,77 @@
+"""The bench's inference-form axes: which combinations run, the one-line refusals, and a worker in each form."""
+
+import pytest
+import torch
+
+import kdlora.precision
+from kdlora.bench.forms import form_problem, plan_forms
+from kdlora.bench.runner import BenchSettings, plan, worker_job
+from kdlora.bench.worker import measure
+from kdlora.cli import main
+from kdlora.errors import UserError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: True)
+
+
+def test_the_full_product_keeps_the_four_supported_forms(bf16_cpu):
+    # 2 backends x 2 precisions x 2 quantisations = 8; int8 needs onnxruntime, bf16 needs pytorch
+    assert plan_forms(("pytorch", "onnxruntime"), ("fp32", "bf16"), ("none", "int8"), "cpu") == [
+        ("pytorch", "fp32", "none"), ("pytorch", "bf16", "none"),
+        ("onnxruntime", "fp32", "none"), ("onnxruntime", "fp32", "int8")]
+
+
+def test_each_measured_rank_gets_a_row_per_form_and_counts_one():
+    settings = BenchSettings(families=("minilm",), methods=("fft", "kd-lora"), ranks=(8, 16),
+                             backend=("pytorch", "onnxruntime"), quantize=("none", "int8"), tiny=True)
+    jobs = plan(settings)
+    assert [j.name for j in jobs] == [
+        "minilm/fft", "minilm/fft/onnxruntime-fp32", "minilm/fft/onnxruntime-fp32-int8",
+        "minilm/kd-lora/r8", "minilm/kd-lora/r8/onnxruntime-fp32", "minilm/kd-lora/r8/onnxruntime-fp32-int8",
+        "minilm/kd-lora/r16"]
+    assert [j.measure for j in jobs] == [True] * 6 + [False]
+    job = worker_job(settings, jobs[2])
+    assert (job["backend"], job["precision"], job["quantize"]) == ("onnxruntime", "fp32", "int8")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "pytorch", "--quantize", "int8"], form_problem("pytorch", "fp32", "int8")),
+    (["--backend", "onnxruntime", "--precision", "bf16"], form_problem("onnxruntime", "bf16", "none")),
+    (["--backend", "tensorrt"], "backend: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),
+    (["--precision", "bf16"], "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support; use fp32"),
+])
+def test_unsupported_forms_are_one_line_and_exit_2(flags, message, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: "--backend" in flags)
+    assert main(["bench", "--params-only", "--tiny", "--out", str(tmp_path / "out"), *flags]) == 2
+    assert capsys.readouterr().err == f"kdlora bench: error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_quantisation_is_a_user_error():
+    with pytest.raises(UserError, match="quantize: unknown 'int4'"):
+        BenchSettings(quantize=("int4",)).validate()
+
+
+def _job(form, **extra):
+    settings = BenchSettings(families=("minilm",), methods=("kd-lora",), ranks=(8,), eval_size=16, batch_size=2,
+                             train_seq_len=8, threads=1, tiny=True)
+    job = plan(settings)[0]
+    job.form = form
+    return worker_job(settings, job) | extra
+
+
+@pytest.mark.slow
+def test_a_worker_measures_each_form(bf16_cpu):
+    rows = {form: measure(_job(form)) for form in [("pytorch", "fp32", "none"), ("pytorch", "bf16", "none"),
+                                                   ("onnxruntime", "fp32", "none"), ("onnxruntime", "fp32", "int8")]}
+    for form, row in rows.items():
+        assert row["throughput_per_s"] == pytest.approx(16 / row["eval_seconds"], rel=0.02)
+        assert (row["eval_seconds_unmerged"] is None) == (form[0] == "onnxruntime")  # unmerged: PyTorch only
+        assert "error" not in row and row["size_mb"] > 0
+    # bf16 weights are two bytes, fp32 four; int8 ONNX weights one (plus per-channel scales)
+    assert rows["pytorch", "bf16", "none"]["size_mb"] < 0.55 * rows["pytorch", "fp32", "none"]["size_mb"]
+    assert rows["onnxruntime", "fp32", "int8"]["size_mb"] < 0.7 * rows["onnxruntime", "fp32", "none"]["size_mb"]
