@@ -186,8 +186,6 @@ def make_teacher(config, task, train_examples, device, progress: bool):
     from kdlora.sources import check_teacher_labels, teacher_config
     from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
-    if not config.teacher:
-        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
     check_teacher_labels(teacher_config(config.teacher), task, config.teacher)
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
@@ -195,11 +193,32 @@ def make_teacher(config, task, train_examples, device, progress: bool):
                                  device=device, progress=progress)
 
 
-def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+def check_before_work(config: TrainConfig, out_dir: str | Path, method, architecture, verify: bool = True) -> None:
+    """What can be checked before data or models load: the output folder, the teacher (given and whole), the
+    weights package. Each failure is one UserError."""
+    from kdlora.files import check_writable
+    from kdlora.rundir import check_run
+    from kdlora.sources import is_run_folder
+
+    check_writable(out_dir)
+    derived = architecture is not None and architecture.derived  # None: any encoder given by --model
+    needs_teacher = method.distills or (derived and config.student_init == "trained")
+    if needs_teacher and not config.teacher:
+        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    if needs_teacher and is_run_folder(config.teacher):  # a checkpoint teacher is checked when it loads
+        check_run(config.teacher, verify)
+    if architecture is None:
+        return
+    if not config.tiny and not config.pretrained and architecture.weights_package and not architecture.derived:
+        architecture.weights_path()  # a UserError naming the extra when its package is missing
+
+
+def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True) -> dict:
     """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
 
     Returns the metrics dict; a collapsed run (non-finite loss, constant dev predictions) has status "collapsed"
-    and a reason instead of raising. Bad settings raise UserError.
+    and a reason instead of raising. Bad settings raise UserError; a damaged teacher folder too (unless not
+    `verify`: then only what cannot be loaded).
     """
     import torch
     from accelerate import Accelerator
@@ -222,6 +241,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         hf_logging.disable_progress_bar()
     task, method = config.task_spec(), get_method(config.method)
     family = get_family(config.family) if config.model is None else None
+    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify)
     accelerator = Accelerator(cpu=config.device == "cpu")
     set_seed(config.seed)
     data = load_data(config, task)

@@ -19,10 +19,12 @@ _FIXED = ("task", "family", "method")
 
 def add_arguments(parser) -> None:
     from kdlora.config import TrainConfig, add_settings_arguments
+    from kdlora.files import add_no_verify_argument
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_no_verify_argument(parser)
     add_settings_arguments(parser, TrainConfig, keep_defaults=False)
 
 
@@ -73,7 +75,7 @@ def run(args) -> int:
     for key in _FIXED:
         if key not in values:
             raise UserError(f"--{key} is required")
-    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet)
+    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet, verify=args.verify)
     metric_text = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
