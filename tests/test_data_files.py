@@ -94,7 +94,7 @@ def test_empty_text(tmp_path, capsys, suffix):
 def test_missing_column(tmp_path, capsys):
     train = write(tmp_path / "train.csv", ROWS, columns=("text", "sentiment"))
     err = _train(tmp_path, capsys, train, train)
-    assert f"{train}: row 1, column 'review': no such column (has: text, sentiment)" in err
+    assert f"{train}: header row, column 'review': no such column (has: text, sentiment)" in err
 
 
 def test_empty_label_in_training(tmp_path, capsys):

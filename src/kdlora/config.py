@@ -152,23 +152,9 @@ class TrainConfig:
 
     def file_spec(self):
         """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
-        from kdlora.data.files import FileTaskSpec
+        from kdlora.data.files import spec_of
 
-        file_keys = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type",
-                     "metric")
-        if self.train_file is None:
-            given = [k for k in file_keys if getattr(self, k) is not None]
-            if given:
-                raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
-            return None
-        for key in ("validation_file", "text_columns", "label_column"):
-            if not getattr(self, key):
-                raise UserError(f"--train-file needs --{key.replace('_', '-')}")
-        columns = tuple(c.strip() for c in self.text_columns.split(","))
-        if not 1 <= len(columns) <= 2 or not all(columns):
-            raise UserError(f"--text-columns {self.text_columns!r}: one column or two separated by a comma")
-        return FileTaskSpec(self.train_file, self.validation_file, columns, self.label_column, self.test_file,
-                            self.task_type, self.metric)
+        return spec_of(self)
 
     def task_spec(self):
         """The `Task` this run trains on: a built-in one by name, or the one its files define (read here)."""

@@ -169,11 +169,9 @@ def _train_grid(train, where: _Where) -> TrainGrid:
     )
 
 
-TASK_KEYS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric")
-
-
 def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
     """`[tasks.NAME]` tables: the `kdlora train --train-file ...` settings of a task from files, by name."""
+    from kdlora.data.files import FILE_SETTINGS
     from kdlora.data.tasks import TASKS
 
     folder = Path(where.source.split(" ")[0]).resolve().parent
@@ -181,7 +179,7 @@ def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
     for name, values in tables.items():
         section = f"tasks.{name}"
         where.table({name: values}, name, "tasks")
-        where.check_keys(values, TASK_KEYS, section)
+        where.check_keys(values, FILE_SETTINGS, section)
         if name.strip().lower() in TASKS:
             raise UserError(f"{where.source}: [{section}] {name!r} is a built-in task; give yours another name")
         for required in ("train_file", "validation_file", "text_columns", "label_column"):

@@ -53,6 +53,28 @@ class FileTaskSpec:
         return digest.hexdigest()
 
 
+FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric")
+"""The settings (TrainConfig fields, `[tasks.NAME]` keys) that make a task from files."""
+
+
+def spec_of(settings) -> FileTaskSpec | None:
+    """The `FileTaskSpec` that `settings` (a TrainConfig) give, or None without --train-file; incomplete ones
+    are a UserError naming the missing flag."""
+    if settings.train_file is None:
+        given = [k for k in FILE_SETTINGS if getattr(settings, k) is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
+        return None
+    for key in ("validation_file", "text_columns", "label_column"):
+        if not getattr(settings, key):
+            raise UserError(f"--train-file needs --{key.replace('_', '-')}")
+    columns = tuple(c.strip() for c in settings.text_columns.split(","))
+    if not 1 <= len(columns) <= 2 or not all(columns):
+        raise UserError(f"--text-columns {settings.text_columns!r}: one column or two separated by a comma")
+    return FileTaskSpec(settings.train_file, settings.validation_file, columns, settings.label_column,
+                        settings.test_file, settings.task_type, settings.metric)
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     try:
@@ -118,7 +140,7 @@ def _columns(frame, path, spec: FileTaskSpec, labelled: bool) -> None:
     wanted = [*spec.text_columns, spec.label_column] if labelled else list(spec.text_columns)
     for column in wanted:
         if column not in frame.columns:
-            raise UserError(f"{path}: row 1, column {column!r}: no such column (has: {', '.join(frame.columns)})")
+            raise UserError(f"{path}: header row, column {column!r}: no such column (has: {', '.join(frame.columns)})")
 
 
 def _texts(frame, path, spec: FileTaskSpec) -> list[tuple[str, ...]]:
