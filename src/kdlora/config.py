@@ -174,23 +174,9 @@ class TrainConfig:
 
     def file_spec(self):
         """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
-        from kdlora.data.files import FileTaskSpec
+        from kdlora.data.files import spec_of
 
-        file_keys = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type",
-                     "metric")
-        if self.train_file is None:
-            given = [k for k in file_keys if getattr(self, k) is not None]
-            if given:
-                raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
-            return None
-        for key in ("validation_file", "text_columns", "label_column"):
-            if not getattr(self, key):
-                raise UserError(f"--train-file needs --{key.replace('_', '-')}")
-        columns = tuple(c.strip() for c in self.text_columns.split(","))
-        if not 1 <= len(columns) <= 2 or not all(columns):
-            raise UserError(f"--text-columns {self.text_columns!r}: one column or two separated by a comma")
-        return FileTaskSpec(self.train_file, self.validation_file, columns, self.label_column, self.test_file,
-                            self.task_type, self.metric)
+        return spec_of(self)
 
     def task_spec(self):
         """The `Task` this run trains on: a built-in one by name, or the one its files define (read here)."""
@@ -230,16 +216,20 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self, num_processes: int = 1) -> str:
-        """The run's identity and its key in the results store: sha256 of the canonical JSON of the full config
-        (precision included) and of the number of training processes, which multiplies the effective batch. A task
-        from files adds the files' content hash: edited data is a new run, the same data under another path is not."""
+    def identity(self) -> dict:
+        """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
+        (edited data is a new run; the same data elsewhere is not)."""
         values = self.to_dict()
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
             values["data_sha256"] = spec.fingerprint()
-        return run_key(values, num_processes)
+        return values
+
+    def key(self, num_processes: int = 1) -> str:
+        """The run's identity and its key in the results store: sha256 of the canonical JSON of `identity()`
+        (precision included) and of the number of training processes, which multiplies the effective batch."""
+        return run_key(self.identity(), num_processes)
 
 
 def run_key(values: dict, num_processes: int = 1) -> str:
@@ -297,10 +287,24 @@ class BenchSettings:
     the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
+    model: str | None = None
+    """Any encoder instead of --families: a hub name, a folder or a config.json (counts need no weights)."""
+    student: str | None = None
+    """With --model: the KD-LoRA student, a hub name, folder or config.json, or derive:N / derive:I,J,K."""
+
+    def family_names(self) -> tuple[str, ...]:
+        """The families measured: --families, or the one pair --model/--student name (registered here)."""
+        if self.model is None:
+            return self.families
+        from kdlora.families import model_pair
+
+        return (model_pair(self.model, self.student).name,)
 
     def validate(self) -> BenchSettings:
         """Check every field once; UserError naming the field and value. Returns self."""
-        for name in self.families:
+        if self.student is not None and self.model is None:
+            raise UserError("--student needs --model")
+        for name in self.family_names():
             get_family(name)
         for name in self.methods:
             get_method(name)

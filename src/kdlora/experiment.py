@@ -24,6 +24,12 @@ learning_rate = 1e-4
 
 [bench]                # any `kdlora bench` setting; one bench run per family
 families = ["bert", "roberta", "deberta"]
+
+[tasks.reviews]        # a task from your files, used by name in [train] tasks like a built-in one
+train_file = "data/train.csv"   # relative to this file
+validation_file = "data/dev.csv"
+text_columns = "review"         # or "question,answer" for a pair task
+label_column = "verdict"
 ```
 
 A setting whose value is a list is an axis of the grid: the runs of a method are the product of its axes
@@ -102,6 +108,8 @@ class Experiment:
     bench: dict | None = None
     """`BenchSettings` fields; `families` splits it into one bench run per family."""
     resources: Resources = Resources()
+    tasks: dict = field(default_factory=dict)
+    """Tasks from files by name: `TrainConfig` file settings (train_file, text_columns, ...), paths absolute."""
     source: str = ""
     """Where it was read from (for messages)."""
 
@@ -136,7 +144,7 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: not valid TOML ({exc})") from None
     where = _Where(source)
-    where.check_keys(data, ("name", "description", "train", "bench", "resources"), "")
+    where.check_keys(data, ("name", "description", "train", "bench", "resources", "tasks"), "")
     train = data.get("train")
     bench = data.get("bench")
     if train is None and bench is None:
@@ -147,6 +155,7 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
         train=_train_grid(train, where) if train is not None else None,
         bench=dict(where.table(data, "bench", "")) if bench is not None else None,
         resources=_resources(data.get("resources", {}), where),
+        tasks=_file_tasks(where.table(data, "tasks", "", default={}), where),
         source=source,
     )
 
@@ -180,6 +189,32 @@ def _train_grid(train, where: _Where) -> TrainGrid:
         seeds=where.integers(train, "seeds", "train", default=(42,)),
         params=params, per_method=per_method,
     )
+
+
+def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
+    """`[tasks.NAME]` tables: the `kdlora train --train-file ...` settings of a task from files, by name."""
+    from kdlora.data.files import FILE_SETTINGS
+    from kdlora.data.tasks import TASKS
+
+    folder = Path(where.source.split(" ")[0]).resolve().parent
+    tasks = {}
+    for name, values in tables.items():
+        section = f"tasks.{name}"
+        where.table({name: values}, name, "tasks")
+        where.check_keys(values, FILE_SETTINGS, section)
+        if name.strip().lower() in TASKS:
+            raise UserError(f"{where.source}: [{section}] {name!r} is a built-in task; give yours another name")
+        for required in ("train_file", "validation_file", "text_columns", "label_column"):
+            if required not in values:
+                raise UserError(f"{where.source}: [{section}] needs `{required}`")
+        task = {}
+        for key, value in values.items():
+            if key == "text_columns" and isinstance(value, list):
+                value = ",".join(map(str, value))
+            value = where.string(values | {key: value}, key, section)
+            task[key] = str(folder / value) if key.endswith("_file") else value
+        tasks[name] = task
+    return tasks
 
 
 def _resources(values, where: _Where) -> Resources:

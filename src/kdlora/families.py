@@ -14,6 +14,7 @@ import importlib
 import json
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.modeling import build_config
@@ -38,13 +39,17 @@ class Architecture:
     """Encoder layers when not the config file's (a derived student keeps half of its teacher's)."""
     tiny_depth: int | None = None
     """Layers of the `tiny` test build (default: a sixth of the real depth, at least one)."""
+    keep: tuple[int, ...] | None = None
+    """A derived student's teacher layers (default every other one)."""
 
     @property
     def model_type(self) -> str:
         return self.config_dict()["model_type"]
 
     def config_dict(self) -> dict:
-        """The bundled config as a plain dict (no transformers import)."""
+        """The bundled config (or, for a model pair, the config.json it names) as a plain dict."""
+        if Path(self.config_file).is_absolute():
+            return json.loads(Path(self.config_file).read_text(encoding="utf-8"))
         text = resources.files("kdlora.configs").joinpath(self.config_file).read_text(encoding="utf-8")
         return json.loads(text)
 
@@ -122,9 +127,55 @@ FAMILIES: dict[str, Family] = {
 PAPER_FAMILIES = ("bert", "roberta", "deberta")
 
 
+PAIRS: dict[str, Family] = {}
+"""Model pairs named by `--model` / `--student` in this process (see `model_pair`)."""
+
+
 def get_family(name: str) -> Family:
-    """The registered family called `name`, or a UserError listing the known ones."""
+    """The registered family (or this process's model pair) called `name`, or a UserError listing the known ones."""
+    if name in PAIRS:
+        return PAIRS[name]
     try:
         return FAMILIES[name.strip().lower()]
     except KeyError:
         raise UserError(f"unknown family {name!r} (known: {', '.join(FAMILIES)})") from None
+
+
+def config_path(source: str, flag: str = "--model") -> str:
+    """The config.json of a folder, a config.json file, or a hub name (from the local cache or the hub)."""
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file():
+        return str((path / "config.json").resolve())
+    if path.is_file():
+        return str(path.resolve())
+    try:
+        from transformers.utils import cached_file
+
+        found = cached_file(source, "config.json")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{flag} {source}: no config.json found ({str(exc).splitlines()[0]})") from None
+    return str(Path(found).resolve())
+
+
+def model_pair(model: str, student: str | None = None) -> Family:
+    """A family made of any encoder (`--model`: hub name, folder or config.json) and its student (`--student`:
+    the same kinds, or `derive:N` / `derive:I,J,K`; default every other layer); registered for `get_family`."""
+    from kdlora.modeling import layers_to_keep, parse_student
+
+    label = Path(model.rstrip("/")).name.removesuffix(".json") or model
+    if label == "config" and Path(model).is_file():
+        label = Path(model).resolve().parent.name
+    teacher = Architecture(model, label, config_path(model))
+    how = parse_student(student)
+    if isinstance(how, str):
+        other = Path(how.rstrip("/")).name.removesuffix(".json")
+        pupil = Architecture(how, other, config_path(how, "--student"))
+    else:
+        values = teacher.config_dict()
+        keep = tuple(layers_to_keep(values.get("num_hidden_layers") or values["n_layers"], how))
+        pupil = Architecture(f"{model} (layers {','.join(map(str, keep))})", f"{label} (layers "
+                             f"{','.join(map(str, keep))})", teacher.config_file, derived=True, depth=len(keep),
+                             keep=keep)
+    name = label if student is None else f"{label}+{student}"
+    PAIRS[name] = Family(name, teacher, pupil)
+    return PAIRS[name]

@@ -171,7 +171,7 @@ def build_base(family, method, num_labels: int = 2, pretrained: bool = False, ti
     with device:
         if pretrained and arch.derived:
             teacher = _build(family.teacher, num_labels, pretrained=True)
-            return arch, derive_student(teacher)
+            return arch, derive_student(teacher, arch.keep)
         return arch, _build(arch, num_labels, pretrained, tiny)
 
 
@@ -297,3 +297,10 @@ def name_labels(model, names) -> None:
     if names and len(names) == model.config.num_labels:
         model.config.id2label = dict(enumerate(names))
         model.config.label2id = {name: i for i, name in enumerate(names)}
+
+
+def quiet_peft_deprecation() -> None:
+    """PEFT calls a transformers alias that 5.x deprecates: noise, not news, for a user."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

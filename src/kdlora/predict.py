@@ -168,7 +168,11 @@ def predict(folder: str | Path, texts: list[str], batch_size: int = 32, verify: 
     """One result per text: `{"text", "label", "score"}` (class name and its probability) or, for a regression
     task, `{"text", "value"}`. Pair tasks take the two texts of an example separated by a tab. The folder is
     checked against its manifest first unless not `verify`."""
-    predictor = load_predictor(folder, batch_size, verify)
+    return label_texts(load_predictor(folder, batch_size, verify), texts)
+
+
+def label_texts(predictor, texts: list[str]) -> list[dict]:
+    """`predict`'s results from an already loaded predictor (`load_predictor`)."""
     task = predictor.task
     logits = predictor.logits(split_pairs(task, texts))
     if task.regression:

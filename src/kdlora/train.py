@@ -86,6 +86,8 @@ class TrainResult:
     model: str = ""
     """What the run started from (hub name, folder, tiny build or derived student)."""
     label_names: list = field(default_factory=list)
+    test_metrics: dict | None = None
+    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
     lora_targets: list | None = None
     """LoRA methods: the modules the adapters sit on."""
     trained_modules: list | None = None
@@ -310,8 +312,19 @@ def _loaders(config, task, tokenizer, data):
                        generator=torch.Generator().manual_seed(config.seed), collate_fn=collate)
     devs = {split: DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                               collate_fn=collate)
-            for split, examples in data.items() if split != "train"}
+            for split, examples in data.items() if split not in ("train", "test")}
     return train, devs
+
+
+def score_test(model, config, task, tokenizer, examples, accelerator) -> dict:
+    """The best checkpoint's metrics on the test split, scored once after training (never used to select)."""
+    from torch.utils.data import DataLoader
+
+    from kdlora.data.encode import Collator, encode
+
+    loader = DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
+                        collate_fn=Collator(tokenizer, task.regression))
+    return evaluate(model, {"test": accelerator.prepare(loader)}, task, accelerator).metrics
 
 
 def load_data(config, task) -> dict:
@@ -321,12 +334,15 @@ def load_data(config, task) -> dict:
     data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
     for split in task.dev_splits:
         data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
+    if task.files is not None and task.files.test_file:
+        data["test"] = load_split(task, "test")  # read now: a bad test file fails before training, not after
     return data
 
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits, check_teacher, teacher_identity
+    from kdlora.sources import check_teacher, teacher_identity
+    from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
@@ -360,9 +376,11 @@ def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None
     import torch
 
     from kdlora.bench.trackers import require_energy
+    from kdlora.modeling import quiet_peft_deprecation
     from kdlora.precision import check_precision
 
     config.validate()
+    quiet_peft_deprecation()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")
     check_precision(config.precision, config.device)
@@ -442,6 +460,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
             accelerator.end_training()
         seconds = time.perf_counter() - started
     best, last = outcome["best"], outcome["last"]
+    test = None
+    if "test" in data and outcome.get("model") is not None:
+        test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
     result = TrainResult(
         status="collapsed" if outcome["reason"] else "done", reason=outcome["reason"],
         flags=prediction_flags(*best.predictions, task.regression) if best else [],
@@ -459,7 +480,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         resumed_at_step=outcome["resumed_at_step"] if resume else None,
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
-        model=start.description, label_names=list(task.label_names),
+        model=start.description, label_names=list(task.label_names), test_metrics=test,
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,

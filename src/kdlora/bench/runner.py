@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -88,7 +87,7 @@ def plan(settings: BenchSettings) -> list[Job]:
     """The rows in output order: family, then method, then rank (FFT has one row, rank None), then inference form
     (a measured rank has one row per form; the first form's stands for it in Table II)."""
     jobs, forms = [], settings.forms()
-    for family in settings.families:
+    for family in settings.family_names():
         for name in settings.methods:
             method = get_method(name)
             ranks = settings.ranks if method.uses_lora else (None,)
@@ -102,7 +101,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
-            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads")
+            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student")
     backend, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
             "backend": backend, "precision": precision, "quantize": quantize}
@@ -148,8 +147,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     environment = describe_environment(settings.device)
     started = time.perf_counter()
     jobs = plan(settings)
-    # PEFT calls a transformers alias that 5.x deprecates: noise, not news, for a bench user
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    modeling.quiet_peft_deprecation()
     for job in jobs:
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
@@ -176,7 +174,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
                 setattr(job.row, name, result.get(name))
             bar.update(costs[job.name])
     environment["load_average_end"] = load_average()
-    config = {**asdict(settings), "measured_ranks": sorted({j.rank for j in measured if j.rank}),
+    config = {**asdict(settings), "families": list(settings.family_names()),
+              "measured_ranks": sorted({j.rank for j in measured if j.rank}),
               "dtype": "float32", "optimizer": "AdamW",
               "memory_kind": next((j.row.memory_kind for j in measured if j.row.memory_kind), None),
               "eval_lengths": {**evalset.LengthDistribution().describe(), "seed": settings.seed},

@@ -18,7 +18,7 @@ from kdlora import modeling
 from kdlora.bench import evalset
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
-from kdlora.families import get_family
+from kdlora.families import get_family, model_pair
 from kdlora.methods import get_method
 
 
@@ -111,6 +111,8 @@ def measure(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     torch.manual_seed(job["seed"])
     device, method = job["device"], get_method(job["method"])
+    if job.get("model"):
+        model_pair(job["model"], job.get("student"))  # a pair is registered per process
     form = tuple(job.get(k) or v for k, v in zip(("backend", "precision", "quantize"), DEFAULT_FORM, strict=True))
     precision = form[1]
     family = get_family(job["family"])

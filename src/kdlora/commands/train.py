@@ -65,7 +65,9 @@ def model_label(model: str) -> str:
     """A short name for a hub name or folder: `bert-base-uncased`, `my-teacher` (the folder's name)."""
     from pathlib import Path
 
-    return Path(model.rstrip("/")).name or model
+    path = Path(model.rstrip("/"))
+    # a weights package's folder is often just `model/`: its parent names it
+    return (path.parent.name if path.name in ("model", "weights") and path.parent.name else path.name) or model
 
 
 def run(args) -> int:
@@ -84,6 +86,9 @@ def run(args) -> int:
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
           f"params train -> {args.out}/metrics.json")
+    if result["lora_targets"]:
+        print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
+              f"{', '.join(result['trained_modules'])}")
     if result["energy_kwh"] is not None:
         print(f"energy: {result['energy_kwh'] * 1000:.3f} Wh, {result['emissions_g_co2eq']:.3f} g CO2-eq "
               f"({result['energy_method']}, grid {result['energy_country']})")

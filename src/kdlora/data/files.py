@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,28 @@ class FileTaskSpec:
         return digest.hexdigest()
 
 
+FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric")
+"""The settings (TrainConfig fields, `[tasks.NAME]` keys) that make a task from files."""
+
+
+def spec_of(settings) -> FileTaskSpec | None:
+    """The `FileTaskSpec` that `settings` (a TrainConfig) give, or None without --train-file; incomplete ones
+    are a UserError naming the missing flag."""
+    if settings.train_file is None:
+        given = [k for k in FILE_SETTINGS if getattr(settings, k) is not None]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
+        return None
+    for key in ("validation_file", "text_columns", "label_column"):
+        if not getattr(settings, key):
+            raise UserError(f"--train-file needs --{key.replace('_', '-')}")
+    columns = tuple(c.strip() for c in settings.text_columns.split(","))
+    if not 1 <= len(columns) <= 2 or not all(columns):
+        raise UserError(f"--text-columns {settings.text_columns!r}: one column or two separated by a comma")
+    return FileTaskSpec(settings.train_file, settings.validation_file, columns, settings.label_column,
+                        settings.test_file, settings.task_type, settings.metric)
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     try:
@@ -81,7 +104,7 @@ def read_table(path: str | Path):
                 raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
             frame = pd.read_parquet(path)
         elif kind == "JSONL":
-            frame = pd.read_json(path, lines=True, dtype=False)
+            frame = pd.DataFrame.from_records(_json_lines(path))
         else:
             frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
                                 encoding="utf-8-sig")
@@ -94,6 +117,21 @@ def read_table(path: str | Path):
     return frame
 
 
+def _json_lines(path: Path) -> list[dict]:
+    """One JSON object per non-blank line; a bad line is a UserError naming its row."""
+    rows = []
+    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    for row, line in enumerate(lines, start=1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: row {row}: cannot parse as JSONL: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: row {row}: cannot parse as JSONL: expected an object, got {value!r:.40}")
+        rows.append(value)
+    return rows
+
+
 def _is_empty(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
 
@@ -102,7 +140,7 @@ def _columns(frame, path, spec: FileTaskSpec, labelled: bool) -> None:
     wanted = [*spec.text_columns, spec.label_column] if labelled else list(spec.text_columns)
     for column in wanted:
         if column not in frame.columns:
-            raise UserError(f"{path}: row 1, column {column!r}: no such column (has: {', '.join(frame.columns)})")
+            raise UserError(f"{path}: header row, column {column!r}: no such column (has: {', '.join(frame.columns)})")
 
 
 def _texts(frame, path, spec: FileTaskSpec) -> list[tuple[str, ...]]:
