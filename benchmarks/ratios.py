@@ -22,7 +22,8 @@ import statistics
 import sys
 import time
 
-from kdlora.bench import evalset, models
+from kdlora import modeling as models
+from kdlora.bench import evalset
 from kdlora.bench.environment import describe_environment, load_average
 from kdlora.bench.runner import run_bench
 from kdlora.bench.worker import train_batch, train_step

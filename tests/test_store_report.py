@@ -55,13 +55,17 @@ def test_report_from_a_small_store(store, tmp_path):
 
     report = (out / "report.md").read_text()
     for heading in ("## Runs", "## Quality: Table I (measured)", "### Reported vs measured (Table I)",
-                    "## Efficiency: Table II (measured)", "## Trade-off: score next to cost"):
+                    "## Efficiency: Table II (measured)", "## Trade-off: score next to cost",
+                    "## Deployment: the student in each form against the teacher"):
         assert heading in report
     assert "| SST-2 | Accuracy | 91.0 | 88.2 (1/3 constant) | 86.2 |" in report
     assert "1 of 9 train runs predict one constant class or value on dev (flag `constant_predictions`; 1 of them " \
         "the majority class" in report
     assert "KD-LoRA keeps 97.7 % of LoRA's score and 94.7 % of FFT's" in report
-    for name in ("pareto_memory.png", "pareto_inference.png", "pareto_params.png"):
+    # the fake bench gives every method a throughput of 100 sequences/s: the student runs at 1.00x the teacher
+    assert [(d["role"], d["speedup"], d["given_up_points"]) for d in results["deployment"]][:2] == [
+        ("teacher", 1.0, None), ("student", 1.0, pytest.approx(100 * (0.91 - 0.862)))]
+    for name in ("pareto_memory.png", "pareto_inference.png", "pareto_params.png", "deployment.png"):
         assert f"(plots/{name})" in report and (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
     table_ii = (out / "bench" / "table-ii.csv").read_text().splitlines()
     assert table_ii[0].startswith("Model,Method,Rank 8,Rank 16,Memory Usage,Inference Time")

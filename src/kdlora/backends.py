@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,20 @@ def real_train_key(config: dict) -> str:
 
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
+    """Train; an interrupted attempt that left a checkpoint of this very config resumes from it."""
+    from kdlora.checkpoint import checkpoint_dir, has_checkpoint, resume_source
     from kdlora.config import TrainConfig
     from kdlora.train import run_training
 
-    return run_training(TrainConfig.from_dict(config), out_dir, progress=progress).to_dict()
+    settings = TrainConfig.from_dict(config)
+    resume = has_checkpoint(out_dir)
+    if resume:
+        try:
+            resume_source(out_dir, settings.key())
+        except UserError:  # another config's checkpoint (the run folder was reused): start afresh
+            shutil.rmtree(checkpoint_dir(out_dir))
+            resume = False
+    return run_training(settings, out_dir, progress=progress, resume=resume).to_dict()
 
 
 def _bench_settings_class():

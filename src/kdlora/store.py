@@ -12,6 +12,7 @@ refused with a UserError.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -148,18 +149,25 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"{self.path}: cannot open the results database ({exc})") from None
         self._conn.row_factory = sqlite3.Row
-        with self._guard():
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            if not readonly:
-                with self._transaction():
-                    for statement in _SCHEMA.strip().split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                       (str(SCHEMA_VERSION),))
-            self._check_schema()
-            self._upgrade()
+        try:
+            with self._guard():
+                existing = self._tables()
+                if existing or readonly:  # check before anything writes to a file that may not be ours
+                    self._check_schema(existing)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                if not existing and not readonly:
+                    with self._transaction():
+                        for statement in _SCHEMA.strip().split(";"):
+                            if statement.strip():
+                                self._conn.execute(statement)
+                        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                           (str(SCHEMA_VERSION),))
+                elif existing:
+                    self._upgrade()
+        except BaseException:
+            self._conn.close()  # leaves no -wal / -shm file beside a database it refused
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -193,17 +201,34 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
-    def _check_schema(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check_schema(self, tables: set[str]) -> None:
+        """A UserError for a file that is not a kdlora store, or a store of a schema this kdlora cannot read or
+        upgrade; checked before anything is written to it."""
         if "runs" not in tables:
             raise UserError(f"{self.path}: not a kdlora results database (no `runs` table)")
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path}: results database schema version {version} is newer than this kdlora's "
+                            f"({SCHEMA_VERSION}); upgrade kdlora to read it")
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        added_since = {"flags"} if version < 2 else set()  # what `_upgrade` adds to an older store
+        missing = sorted({f.name for f in dataclasses.fields(Run)} - columns - added_since)
+        if missing:
+            raise UserError(f"{self.path}: a results database of another schema (schema version {version}, no "
+                            f"column {missing[0]}; this kdlora reads version {SCHEMA_VERSION}): pass another --db")
 
     def _version(self) -> int:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "meta" not in tables:
+        if "meta" not in self._tables():
             return 1
         row = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-        return int(row[0]) if row else 1
+        try:
+            return int(row[0]) if row else 1
+        except ValueError:
+            raise UserError(f"{self.path}: a results database of another schema (schema version {row[0]!r}): pass "
+                            "another --db") from None
 
     def _upgrade(self) -> None:
         """Bring a store written by an older kdlora to SCHEMA_VERSION (see the module docstring)."""
@@ -274,7 +299,7 @@ class Store:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self._guard():
             rows = self._conn.execute(sql + " ORDER BY created_at, rowid", values).fetchall()
-        found = [_decode(r) for r in rows]
+        found = [_decode(r, self.path) for r in rows]
         if keys is not None:
             keys = set(keys)
             found = [r for r in found if r.key in keys]
@@ -283,7 +308,7 @@ class Store:
     def get(self, key: str) -> Run | None:
         with self._guard():
             row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return _decode(row) if row else None
+        return _decode(row, self.path) if row else None
 
     def statuses(self) -> dict[str, str]:
         """Every run's status, by key."""
@@ -295,9 +320,13 @@ def _dump(value) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-def _decode(row: sqlite3.Row) -> Run:
+def _decode(row: sqlite3.Row, path: Path) -> Run:
     values = dict(row)
     for name in _JSON_COLUMNS:
-        values[name] = json.loads(values[name]) if values[name] is not None else None
-    values["flags"] = values["flags"] or []
-    return Run(**values)
+        try:
+            values[name] = json.loads(values[name]) if values[name] is not None else None
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: run {str(values.get('key'))[:12]} has a damaged `{name}` column (not JSON); "
+                            "the results database is damaged") from None
+    values["flags"] = values.get("flags") or []
+    return Run(**{f.name: values.get(f.name) for f in dataclasses.fields(Run)})

@@ -5,7 +5,8 @@ seed) since ranks only apply to LoRA methods. A KD-LoRA config names its teacher
 its key does not depend on where run folders live; the path is filled in just before it runs.
 
 Only this driver writes the store: executors hand results back. A sweep killed mid-run leaves that run `running`;
-the next sweep of the same experiment reruns it and keeps every finished run as it is.
+the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
+finished run as it is.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.backends import Backends
+from kdlora.checkpoint import CHECKPOINTS
 from kdlora.config import run_key
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
+from kdlora.rundir import check_run
 from kdlora.store import Store, config_key
 
 TEACHER_REF = "run:"
@@ -169,8 +172,11 @@ class Driver:
                 return None, {"status": "failed", "reason": f"its FFT teacher run {spec.needs[:12]} is {status}"}
             config = {**config, "teacher": teacher.out_dir}
         out = self.out_dir(spec)
-        if out.exists():  # left by an interrupted attempt
-            shutil.rmtree(out)
+        if out.exists():  # left by an interrupted attempt: keep its checkpoints, so the run resumes from them
+            for entry in out.iterdir():
+                if entry.name == CHECKPOINTS and entry.is_dir():
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return config, None
 
     def finish(self, spec: RunSpec, result: dict) -> None:
@@ -198,6 +204,7 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
             summary.failed_kept += 1
         else:
             pending.append(spec)
+    pending = _rerun_damaged_teachers(store, specs, pending, statuses, summary)
     bar = _progress_bar(len(pending), experiment.name) if progress and pending else None
     driver = Driver(store, pending, Path(runs_dir or runs_dir_for(store.path)), bar)
     try:
@@ -207,6 +214,26 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
             bar.close()
     summary.ran = driver.ran
     return summary
+
+
+def _rerun_damaged_teachers(store: Store, specs: list[RunSpec], pending: list[RunSpec], statuses: dict,
+                            summary: SweepSummary) -> list[RunSpec]:
+    """`pending` with each done teacher whose run folder is no longer whole put back before its first pending
+    student (a line on stderr names the damaged file): resuming never distils from a damaged teacher."""
+    by_key = {s.key: s for s in specs}
+    for spec in list(pending):
+        teacher = by_key.get(spec.needs)
+        if teacher is None or teacher in pending or statuses.get(teacher.key) != "done":
+            continue
+        folder = store.get(teacher.key).out_dir
+        try:
+            check_run(folder or "(no folder recorded)")
+        except UserError as exc:
+            print(f"sweep: {teacher.label} is done but its folder is damaged ({exc}): running it again",
+                  file=sys.stderr)
+            pending.insert(pending.index(spec), teacher)
+            summary.skipped -= 1
+    return pending
 
 
 def _progress_bar(total: int, name: str):

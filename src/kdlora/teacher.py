@@ -148,7 +148,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     """The teacher run's logits for `examples`: cached rows whose example digest matches, the rest computed (and
     added to the cache). The table's `source` is `cache` when nothing had to be computed."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
@@ -156,18 +156,7 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     used = hashlib.sha256(f"{fingerprint}:{examples_fingerprint(examples)}".encode()).hexdigest()
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
-    table = None
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            stored = (handle.metadata() or {}).get("fingerprint")
-        data = load_file(str(path)) if stored == fingerprint else {}
-        if "digests" in data:
-            table = LogitTable(data["ids"], data["logits"], data["digests"])
-        elif progress:
-            print(f"teacher-logit cache {path} is stale (teacher, tokenizer or max length changed): recomputing",
-                  file=sys.stderr)
+    table = _read_cache(path, fingerprint, progress) if path.is_file() else None
     current = table.current(examples.ids, digests) if table is not None else [False] * len(examples)
     if all(current):
         return LogitTable(table.ids, table.logits, table.digests, source="cache", fingerprint=used)
@@ -188,10 +177,44 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
         new_digests = torch.cat([table.digests[keep], new_digests])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")  # several accelerate processes may write at once
-    save_file({"ids": ids, "logits": logits.contiguous(), "digests": new_digests}, str(partial),
-              metadata={"fingerprint": fingerprint})
+    logits = logits.contiguous()
+    save_file({"ids": ids, "logits": logits, "digests": new_digests}, str(partial),
+              metadata={"fingerprint": fingerprint, "content_sha256": _content_digest(ids, logits, new_digests)})
     partial.replace(path)
     return LogitTable(ids, logits, new_digests, source="computed", fingerprint=used)
+
+
+def _content_digest(ids, logits, digests) -> str:
+    """sha256 of the cached tensors' bytes: safetensors itself would load garbled numbers without a word."""
+    digest = hashlib.sha256(ids.numpy().tobytes())
+    digest.update(logits.float().numpy().tobytes())
+    digest.update(digests.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, fingerprint: str, progress: bool) -> LogitTable | None:
+    """The cached table at `path` when it is whole and its fingerprint matches; else None, with a line saying why
+    (a damaged cache is recomputed, never a traceback)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("fingerprint") == fingerprint and "content_sha256" in metadata:  # else older: stale
+            data = load_file(str(path))
+            if "digests" in data:  # else written before caches kept each example's digest: stale
+                if metadata["content_sha256"] != _content_digest(data["ids"], data["logits"], data["digests"]):
+                    raise ValueError("its ids and logits are not those written")
+                return LogitTable(data["ids"], data["logits"], data["digests"])
+    except Exception as exc:  # a truncated, emptied or garbled file: whatever safetensors or torch makes of it
+        print(f"teacher-logit cache {path} is damaged ({type(exc).__name__}: {str(exc)[:80]}): recomputing",
+              file=sys.stderr)
+        return None
+    if progress:
+        print(f"teacher-logit cache {path} is stale (teacher, tokenizer or max length changed): recomputing",
+              file=sys.stderr)
+    return None
 
 
 class OnlineTeacher:

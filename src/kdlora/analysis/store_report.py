@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kdlora.analysis import quality, tradeoff
+from kdlora.analysis import deployment, quality, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
@@ -50,6 +50,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench = merged_bench_result(runs)
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
+    deploy = deployment.deployment_table(trades, bench_rows)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
@@ -57,14 +58,18 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         "runs": _counts(runs), "flags": _flag_counts(records, selection),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
-        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades,
+        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
     }
     with staged_output(out_dir) as stage:
         plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
+        deploy_plot = "plots/deployment.png" if deployment.deployment_plot(deploy, stage / "plots" /
+                                                                             "deployment.png") else None
         efficiency = _efficiency(bench, stage) if bench else None
         results["efficiency"] = efficiency
         lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
                           selection)
+        lines += ["", "## Deployment: the student in each form against the teacher", "",
+                  *deployment.markdown(deploy, deploy_plot)]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (stage / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     return results

@@ -16,6 +16,8 @@ from pathlib import Path
 from kdlora.analysis.quality import METHOD_LABELS, Aggregate, column_name, table_rank
 
 METHODS = ("fft", "lora", "kd-lora")
+PAPER_FORM = ("pytorch", "fp32", "none")
+"""The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 
 
 def _pick(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> list[Aggregate]:
@@ -28,10 +30,17 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
+def bench_form(row: dict) -> tuple[str, str, str]:
+    """A bench row's (backend, precision, quantize); rows from before the bench had these axes are PyTorch fp32."""
+    return (row.get("backend") or "pytorch", row.get("precision") or "fp32", row.get("quantize") or "none")
+
+
 def _bench_figures(rows: list[dict], family: str, method: str, rank: int | None) -> dict | None:
-    """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank."""
+    """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank;
+    in the paper's form (PAPER_FORM) when the bench measured it."""
     mine = [r for r in rows if r.get("family") == family and r.get("method") == method]
     measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
+    measured = [r for r in measured if bench_form(r) == PAPER_FORM] or measured
     at_rank = [r for r in measured if method == "fft" or r.get("rank") == rank] or measured
     params = [r for r in mine if method == "fft" or r.get("rank") == rank]
     if not at_rank and not params:
@@ -175,18 +184,21 @@ def pareto_points(aggregates: list[Aggregate], bench_rows: list[dict], axis: str
     return points
 
 
-def pareto_front(points: list[dict]) -> list[dict]:
-    """The points no other point beats on both axes (lower cost and higher score), by cost."""
+def pareto_front(points: list[dict], higher_is_better: bool = False) -> list[dict]:
+    """The points no other point beats on both axes (lower cost, or higher when `higher_is_better` as for a
+    speedup, and higher score), best cost first."""
     front, best = [], float("-inf")
-    for point in sorted(points, key=lambda p: (p["cost"], -p["score"])):
+    for point in sorted(points, key=lambda p: (-p["cost"] if higher_is_better else p["cost"], -p["score"])):
         if point["score"] > best:
             front.append(point)
             best = point["score"]
     return front
 
 
-def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
-    """Scatter of score against cost, the Pareto front joined by a line."""
+def pareto_plot(points: list[dict], axis: str, path: str | Path, xlabel: str | None = None,
+                higher_is_better: bool = False) -> Path:
+    """Scatter of score against cost, the Pareto front joined by a line; `xlabel` for an axis not in
+    PARETO_AXES."""
     from kdlora.analysis.plots import COLOURS, new_figure, save
 
     figure = new_figure(7, 4.5)
@@ -200,10 +212,10 @@ def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
     for p in points:
         ax.annotate(p["label"], (p["cost"], 100 * p["score"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
-    front = pareto_front(points)
+    front = pareto_front(points, higher_is_better)
     ax.plot([p["cost"] for p in front], [100 * p["score"] for p in front], color="grey", linestyle="--",
             zorder=2, label="Pareto front")
-    xlabel, _ = PARETO_AXES[axis]
+    xlabel = xlabel or PARETO_AXES[axis][0]
     if axis == "params":
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
