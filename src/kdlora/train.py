@@ -407,7 +407,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
-    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory
+    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory, warm_up_runtime
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
     from kdlora.modeling import adaptation, name_labels
@@ -440,6 +440,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         with accelerator.main_process_first():  # the others then read what the main process cached
             teacher = make_teacher(config, task, data["train"], accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
+    if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
+        warm_up_runtime(family.architecture(method.role), str(accelerator.device))
     release_freed_memory()
     with track_memory(str(accelerator.device)) as memory:
         start = starting_model(config, task, family, method)
@@ -448,7 +450,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
         where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
         model = method.prepare(model, where, lora)
-        restart_peak(str(accelerator.device))  # a derived student's teacher was loaded to cut it: not its cost
+        # what loading left behind (a derived student's teacher, cut from and dropped) is not the run's cost
+        release_freed_memory()
+        restart_peak(str(accelerator.device))
         counts = count_parameters(model)
         train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
         started = time.perf_counter()

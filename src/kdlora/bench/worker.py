@@ -17,7 +17,7 @@ import time
 from kdlora import modeling
 from kdlora.bench import evalset
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
-from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
+from kdlora.bench.trackers import LatencyResult, track_latency, track_memory, warm_up_runtime
 from kdlora.families import get_family, model_pair
 from kdlora.methods import get_method
 
@@ -85,22 +85,6 @@ def time_calls(call, inputs: list, device: str, warmup: int = 1) -> LatencyResul
                 with timer.batch(size):
                     call(batch)
     return timer.result
-
-
-def warm_up_runtime(arch, device: str) -> None:
-    """Import the model's code and start PyTorch's kernels, autograd and AdamW on a toy layer, so that the memory
-    baseline taken next already holds the libraries: the peak delta is then the configuration's own."""
-    import peft  # noqa: F401 - imported for its memory, before the baseline
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    AutoModelForSequenceClassification  # noqa: B018 - the lazy module loads on first use
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(arch.config(tiny=True))]
-    layer = torch.nn.Linear(8, 2).to(device)
-    optimizer = torch.optim.AdamW(layer.parameters())
-    layer(torch.randn(4, 8, device=device)).softmax(-1).sum().backward()
-    optimizer.step()
 
 
 def measure(job: dict) -> dict:
