@@ -6,7 +6,7 @@
 1. bench: `kdlora bench` at rank 8 on bert, roberta and deberta, every method, in fp32 and bf16 (CUDA events for
    time, `max_memory_allocated` for memory; each configuration in its own worker process).
 2. train: a bf16 FFT teacher and a bf16 KD-LoRA student on the offline movie snippets (all-MiniLM-L6-v2; the sst2
-   test fixture with tiny random models where the weights or the snippets are missing), the student with step
+   test fixture with tiny random models on CPU or where the weights or the snippets are missing), the student with step
    checkpoints: once uninterrupted, once SIGKILLed after its second checkpoint and resumed. The two must agree.
 3. DIR/gpu_check.md: the measured rows beside the paper's Table II (A100) and the train outcome; all figures also in
    DIR/gpu_check.json. Exit 1 when a stage failed or the resumed run differs.
@@ -106,7 +106,7 @@ def offline_task_available() -> bool:
 def train_stage(device: str, out: Path) -> dict:
     cuda = device == "cuda"
     precision = "bf16" if cuda else "fp32"
-    if offline_task_available():
+    if cuda and offline_task_available():
         task = ["--task", "movie-snippets", "--family", "minilm", "--max-train-samples", "2000",
                 "--max-length", "64", "--epochs", "2"]
         kd_extra = ["--eval-steps", "20"]

@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,26 +20,13 @@ from kdlora.sweep import Driver, RunSpec
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from gpu_check import KILLER  # noqa: E402  (the GPU check's kill-after-N-checkpoints `kdlora train`)
+
 # 24 sst2 examples, batch 2, two batches per optimiser step: 6 steps an epoch, 12 in all; dev every 2 steps
 FLAGS = ["--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu", "--epochs", "2",
          "--batch-size", "2", "--grad-accum", "2", "--eval-steps", "2", "--learning-rate", "0.01",
          "--data-dir", str(DATA / "sst2"), "--save-checkpoints", "--quiet"]
-
-# Runs `kdlora train` in this process but SIGKILLs itself right after the N-th checkpoint is on disk.
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    import kdlora.checkpoint
-    from kdlora.cli import main
-    original, saved = kdlora.checkpoint.save_checkpoint, []
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        saved.append(1)
-        if len(saved) == int(os.environ["KILL_AFTER"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-    kdlora.checkpoint.save_checkpoint = save_then_die
-    sys.exit(main(sys.argv[1:]))
-""")
-
 
 def _train(args, kill_after=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AFTER": str(kill_after or 0)}
@@ -113,3 +100,4 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert "holds a checkpoint: pass --resume" in capsys.readouterr().err
     with pytest.raises(UserError, match="written by another config"):
         resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())
+
