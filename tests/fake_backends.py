@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kdlora.backends import Backends
 from kdlora.errors import UserError
+from kdlora.files import write_manifest
 
 TRAIN_DEFAULTS = {"task": None, "family": None, "method": None, "rank": 8, "lora_alpha": 16, "seed": 42,
                   "epochs": 1, "learning_rate": None, "max_train_samples": None, "teacher": None, "fail": False}
@@ -66,6 +67,7 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
         result.update(status="collapsed", reason="constant predictions on dev")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result))
+    write_manifest(out_dir, "run.json", {"kind": "none"})  # as a real run folder: resuming sweeps check it
     _log("end", ident)
     return result
 

@@ -24,8 +24,8 @@ def _with_nonzero_adapters(model):
 def test_merged_and_unmerged_outputs_match(family, method):
     torch.manual_seed(0)
     fam, meth = FAMILIES[family], METHODS[method]
-    arch, base = models.build_base(fam, meth, tiny=True)
-    model = _with_nonzero_adapters(models.prepare(base, arch, meth, rank=4)).eval()
+    _, base = models.build_base(fam, meth, tiny=True)
+    model = _with_nonzero_adapters(models.prepare(base, meth, rank=4)).eval()
     ids = torch.randint(500, 1000, (3, 12))
     mask = torch.ones_like(ids)
     mask[0, 7:] = 0
@@ -40,8 +40,8 @@ def test_merged_and_unmerged_outputs_match(family, method):
 def test_merged_weight_is_base_plus_scaled_b_times_a():
     torch.manual_seed(0)
     fam, meth = FAMILIES["bert"], METHODS["lora"]
-    arch, base = models.build_base(fam, meth, tiny=True)
-    model = _with_nonzero_adapters(models.prepare(base, arch, meth, rank=4))
+    _, base = models.build_base(fam, meth, tiny=True)
+    model = _with_nonzero_adapters(models.prepare(base, meth, rank=4))
     query = model.base_model.model.bert.encoder.layer[0].attention.self.query
     expected = query.base_layer.weight + query.scaling["default"] * query.lora_B["default"].weight \
         @ query.lora_A["default"].weight
@@ -50,7 +50,7 @@ def test_merged_weight_is_base_plus_scaled_b_times_a():
 
 
 def test_fft_model_is_its_own_inference_model():
-    arch, base = models.build_base(FAMILIES["bert"], METHODS["fft"], tiny=True)
-    model = models.prepare(base, arch, METHODS["fft"], rank=None)
+    _, base = models.build_base(FAMILIES["bert"], METHODS["fft"], tiny=True)
+    model = models.prepare(base, METHODS["fft"], rank=None)
     assert models.merged(model) is model
     assert all(p.requires_grad for p in model.parameters())

@@ -48,6 +48,7 @@ def test_logit_table_follows_ids_through_shuffled_batches():
 def test_training_pairs_each_example_with_its_own_teacher_logits(tmp_path, monkeypatch):
     """A teacher whose logit is the example id; labels are id / 4: every KD batch must see logit == 4 * label."""
     import kdlora.distill
+    import kdlora.rundir
     import kdlora.train
 
     rows = ["sentence1,sentence2,label"] + [f"good {i},film {i},{i / 4}" for i in range(20)]
@@ -55,6 +56,7 @@ def test_training_pairs_each_example_with_its_own_teacher_logits(tmp_path, monke
     (tmp_path / "validation.csv").write_text("\n".join(rows[:9]) + "\n")
     monkeypatch.setattr(kdlora.train, "make_teacher",
                         lambda *a, **k: LogitTable(list(range(20)), torch.arange(20.0).view(-1, 1)))
+    monkeypatch.setattr(kdlora.rundir, "check_run", lambda *a, **k: {})  # the teacher above has no run folder
     seen, real = [], kdlora.distill.kd_loss
 
     def spy(student, teacher, labels, **kwargs):

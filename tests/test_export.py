@@ -103,8 +103,11 @@ def _no_weights(run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("case, flags, message", [
-    ("not a run", [], "{run}: not a kdlora run folder (no metrics.json)"),
-    ("weights missing", [], "{run}: the run's weights are missing (no adapter/adapter_model.safetensors)"),
+    ("not a run", [], "{run}: not a kdlora run folder (no run.json)"),
+    ("weights missing", [], "{run}/adapter/adapter_model.safetensors: missing; the kdlora run folder is damaged: "
+                            "re-run it, or pass --no-verify to load anyway"),
+    ("weights missing", ["--no-verify"],
+     "{run}: the run's weights are missing (no adapter/adapter_model.safetensors)"),
     ("int8 on safetensors", ["--quantize", "int8"],
      "--quantize int8 needs --format onnx (int8 is ONNX Runtime's dynamic quantisation; PyTorch int8 is not "
      "supported)"),

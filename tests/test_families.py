@@ -3,7 +3,7 @@ import pytest
 from kdlora.errors import UserError
 from kdlora.families import FAMILIES, PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, LoraSettings, get_method
-from kdlora.modeling import derive_student, encoder_layers
+from kdlora.modeling import adaptation, derive_student, encoder_layers
 from kdlora.params import count_parameters
 
 
@@ -32,12 +32,14 @@ def test_unknown_method_and_bad_rank_are_user_errors():
 @pytest.mark.parametrize("role", ["teacher", "student"])
 def test_tiny_lora_trains_only_adapters_and_head(family, role):
     arch = FAMILIES[family].architecture(role)
-    model = METHODS["lora"].prepare(arch.build(num_labels=3, tiny=True), arch, LoraSettings(rank=4))
+    base = arch.build(num_labels=3, tiny=True)
+    where = adaptation(base)
+    model = METHODS["lora"].prepare(base, where, LoraSettings(rank=4))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable, "nothing trains"
     for name in trainable:
-        assert "lora_" in name or any(f".{h}." in name for h in arch.head_modules), name
-    for head in arch.head_modules:
+        assert "lora_" in name or any(f".{h}." in name for h in where.head_modules), name
+    for head in where.head_modules:
         assert any(f".{head}." in n for n in trainable), f"head {head} is frozen"
     counts = count_parameters(model)
     hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
@@ -64,7 +66,7 @@ def test_derive_student_keeps_every_other_layer_and_leaves_the_teacher(family):
     for name, value in encoder_layers(teacher)[2].state_dict().items():
         assert torch.equal(kept[name], value), name
     assert student.config.num_hidden_layers == 2
-    with pytest.raises(ValueError, match="not within"):
+    with pytest.raises(UserError, match=r"within 0\.\.3"):
         derive_student(teacher, keep=[7])
 
 

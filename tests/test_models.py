@@ -13,10 +13,11 @@ from kdlora.sources import starting_model
 def test_real_minilm_student_keeps_teacher_layers_0_2_4_and_its_tokenizer():
     family, task = get_family("minilm"), get_task("movie-snippets")
     config = TrainConfig(task="movie-snippets", family="minilm", method="kd-lora", student_init="pretrained")
-    student, tokenizer, base = starting_model(config, task, family, get_method("kd-lora"))
-    teacher, teacher_tokenizer, source = starting_model(TrainConfig(task="movie-snippets", family="minilm",
-                                                                    method="lora"), task, family,
-                                                        get_method("lora"))
+    start = starting_model(config, task, family, get_method("kd-lora"))
+    student, tokenizer, base = start.model, start.tokenizer, start.base
+    start = starting_model(TrainConfig(task="movie-snippets", family="minilm", method="lora"), task, family,
+                           get_method("lora"))
+    teacher, teacher_tokenizer, source = start.model, start.tokenizer, start.base
     assert base is None and source == default_source(family.teacher)
     assert student.config.num_hidden_layers == 3 and teacher.config.num_hidden_layers == 6
     for kept, original in enumerate((0, 2, 4)):

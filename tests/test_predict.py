@@ -33,8 +33,8 @@ def test_cli_prints_one_line_per_text_from_args_and_file(run_dir, tmp_path, caps
 
 def test_errors_are_one_line(run_dir, tmp_path, capsys):
     assert main(["predict", str(tmp_path), "text"]) == 2
-    assert capsys.readouterr().err.strip() == f"kdlora predict: error: {tmp_path}: neither a kdlora run folder " \
-                                               "nor an exported model (no metrics.json or export.json)"
+    assert capsys.readouterr().err.strip() == f"kdlora predict: error: {tmp_path}: neither a kdlora run " \
+                                               "folder nor an exported model (no run.json or export.json)"
     with pytest.raises(UserError, match="takes 1 text"):
         predict(run_dir, ["one\ttwo"])
     assert main(["predict", str(run_dir)]) == 2

@@ -93,6 +93,25 @@ def test_sweep_runs_kd_lora_with_its_teachers_folder(tmp_path):
         assert _sweep(store).skipped == 8
 
 
+def test_resume_reruns_a_done_teacher_whose_folder_is_damaged(tmp_path, capsys):
+    """A sweep that stopped after the FFT teacher; its folder then lost metrics.json: the teacher runs again."""
+    alone = GRID.replace('methods = ["fft", "lora", "kd-lora"]', 'methods = ["fft"]').replace(
+        'tasks = ["sst2", "rte"]', 'tasks = ["sst2"]').replace("seeds = [1, 2]", "seeds = [1]")
+    with Store(tmp_path / "r.db") as store:
+        assert list(_sweep(store, alone).ran.values()) == ["done"]
+        teacher = store.runs(method="fft")[0]
+        (Path(teacher.out_dir) / "metrics.json").unlink()
+        capsys.readouterr()
+        summary = _sweep(store, alone.replace('methods = ["fft"]', 'methods = ["fft", "kd-lora"]'))
+        assert list(summary.ran) == [teacher.key] + [r.key for r in store.runs(method="kd-lora")]
+        assert summary.skipped == 0 and summary.ok
+        err = capsys.readouterr().err.strip()
+        assert err == f"sweep: train sst2 bert fft s1 is done but its folder is damaged ({teacher.out_dir}/" \
+            "metrics.json: missing; the kdlora run folder is damaged: re-run it, or pass --no-verify to load " \
+            "anyway): running it again"
+        assert (Path(teacher.out_dir) / "metrics.json").is_file()
+
+
 def test_runs_command_formats(tmp_path, capsys, monkeypatch):
     with Store(tmp_path / "r.db") as store:
         _sweep(store)

@@ -125,13 +125,13 @@ def test_tiny_model_learns_the_toy_task_and_early_stopping_ends_it(tmp_path):
     assert result["history"][result["best_epoch"]]["step"] > result["warmup_steps"]
 
 
-def test_student_flag_is_the_pretrained_weights_and_cuda_must_exist(tmp_path):
+def test_student_and_pretrained_flags_and_cuda_must_exist(tmp_path):
     from kdlora.cli import build_parser
     from kdlora.errors import UserError
 
     args = build_parser().parse_args(["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora",
-                                      "--student", "some/folder", "--out", "x"])
-    assert args.pretrained == "some/folder"
+                                      "--pretrained", "some/folder", "--student", "derive:3", "--out", "x"])
+    assert args.pretrained == "some/folder" and args.student == "derive:3"
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA device"):
             run_training(tiny_config(device="cuda"), tmp_path, progress=False)

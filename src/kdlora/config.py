@@ -37,9 +37,11 @@ class TrainConfig:
     """Everything that decides one training run; `key()` identifies it in the results store."""
 
     task: str
-    """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating."""
+    """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating;
+    with --train-file, the name of your task (default `custom`)."""
     family: str
-    """Model family: bert, roberta, deberta, or minilm (offline real weights)."""
+    """Model family: bert, roberta, deberta, or minilm (offline real weights); with --model, a label for the
+    model pair in reports (default: the model's name)."""
     method: str
     """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD)."""
     rank: int = 8
@@ -92,6 +94,30 @@ class TrainConfig:
     """Random tiny model and tokenizer (tests, smoke runs)."""
     device: str | None = None
     """cpu or cuda; default: whatever accelerate picks."""
+    model: str | None = None
+    """Any encoder (hub name or folder) instead of the family's: what FFT and LoRA fine-tune, and whose cut the
+    KD-LoRA student is."""
+    student: str | None = None
+    """kd-lora with --model: a hub name or folder, `derive:N` (N evenly spaced layers of the teacher) or
+    `derive:I,J,K` (those layers); default derive:half. With --teacher RUN it is cut from the trained teacher."""
+    lora_targets: str | None = None
+    """Comma-separated module names LoRA adapts; default: PEFT's for the model type, else the attention's query
+    and value projections."""
+    train_file: str | None = None
+    """Your task's training file (CSV, TSV, JSONL or Parquet); it decides the labels."""
+    validation_file: str | None = None
+    """Your task's dev file, scored after every epoch."""
+    test_file: str | None = None
+    """Your task's test file, scored once with the best checkpoint."""
+    text_columns: str | None = None
+    """The input text column, or two separated by a comma (a pair task)."""
+    label_column: str | None = None
+    """The label column: class names or numbers (classes are sorted), or values for regression."""
+    task_type: str | None = None
+    """classification or regression; default: regression when the labels are non-integer numbers."""
+    metric: str | None = None
+    """Headline metric: accuracy, macro_f1, f1, mcc (classification) or pearson_spearman (regression); default
+    accuracy (macro-F1 reported too) or pearson_spearman."""
     precision: str = "fp32"
     """fp32, or bf16 / fp16 mixed precision (accelerate's autocast; master weights, loss and KD softmax stay fp32).
     fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX)."""
@@ -113,13 +139,21 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise a UserError naming the first bad key and value."""
-        from kdlora.data.tasks import get_task
+        from kdlora.data.tasks import TASKS, get_task
         from kdlora.families import get_family
         from kdlora.methods import get_method
 
-        self.task = get_task(self.task).name
-        self.family = get_family(self.family).name
+        if self.file_spec() is None:
+            self.task = get_task(self.task).name
+        elif self.task.strip().lower() in TASKS:
+            raise UserError(f"task {self.task!r} is built in; give your file task another name (--task NAME)")
+        if self.model is None:
+            self.family = get_family(self.family).name
+        elif not self.family.strip():
+            raise UserError("config: family may not be empty")
         self.method = get_method(self.method).name
+        if self.student is not None and self.model is None:
+            raise UserError("--student needs --model (the named families bring their own student)")
         checks = {
             "rank": self.rank > 0, "lora_alpha": self.lora_alpha > 0, "lora_dropout": 0 <= self.lora_dropout < 1,
             "epochs": self.epochs > 0, "batch_size": self.batch_size > 0, "max_length": self.max_length >= 8,
@@ -138,6 +172,34 @@ class TrainConfig:
             if not ok:
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
 
+    def file_spec(self):
+        """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
+        from kdlora.data.files import FileTaskSpec
+
+        file_keys = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type",
+                     "metric")
+        if self.train_file is None:
+            given = [k for k in file_keys if getattr(self, k) is not None]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
+            return None
+        for key in ("validation_file", "text_columns", "label_column"):
+            if not getattr(self, key):
+                raise UserError(f"--train-file needs --{key.replace('_', '-')}")
+        columns = tuple(c.strip() for c in self.text_columns.split(","))
+        if not 1 <= len(columns) <= 2 or not all(columns):
+            raise UserError(f"--text-columns {self.text_columns!r}: one column or two separated by a comma")
+        return FileTaskSpec(self.train_file, self.validation_file, columns, self.label_column, self.test_file,
+                            self.task_type, self.metric)
+
+    def task_spec(self):
+        """The `Task` this run trains on: a built-in one by name, or the one its files define (read here)."""
+        from kdlora.data.files import file_task
+        from kdlora.data.tasks import get_task
+
+        spec = self.file_spec()
+        return get_task(self.task) if spec is None else file_task(self.task, spec)
+
     @property
     def trackers(self) -> tuple[str, ...]:
         """The tracker names of `report_to`, in order."""
@@ -146,11 +208,9 @@ class TrainConfig:
     @property
     def lr(self) -> float:
         """The learning rate in effect (the per-method default when none was given)."""
-        from kdlora.data.tasks import get_task
-
         if self.learning_rate is not None:
             return self.learning_rate
-        return DEFAULT_LEARNING_RATES["small" if get_task(self.task).small_data else "glue"][self.method]
+        return DEFAULT_LEARNING_RATES["small" if self.task_spec().small_data else "glue"][self.method]
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -171,8 +231,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Stable sha256 of the canonical JSON of the full config: the run's key in the results store."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        """Stable sha256 of the canonical JSON of the full config: the run's key in the results store. A task from
+        files adds the files' content hash: edited data is a new run, the same data under another path is not."""
+        values = self.to_dict()
+        spec = self.file_spec()
+        if spec is not None:
+            values = {k: v for k, v in values.items() if not k.endswith("_file")}
+            values["data_sha256"] = spec.fingerprint()
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass

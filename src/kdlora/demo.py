@@ -28,8 +28,13 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
     run's (`kdlora.precision`; fp32 by default: bf16's accuracy on the demo is not yet measured on a bf16 CPU).
     """
     from kdlora.config import TrainConfig
+    from kdlora.families import get_family
+    from kdlora.files import check_writable
     from kdlora.train import run_training
 
+    check_writable(out_dir)  # checks before work: the output folder, then the weights package
+    if not tiny:
+        get_family("minilm").teacher.weights_path()
     out = Path(out_dir)
     runs: dict[str, list[dict]] = {m: [] for m in METHOD_ORDER}
     started = time.perf_counter()

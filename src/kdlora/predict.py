@@ -9,16 +9,18 @@ A run folder and a safetensors export run in PyTorch; an ONNX export runs in ONN
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from kdlora import files
 from kdlora.data.tasks import Task, get_task
 from kdlora.errors import UserError
 
 EXPORT_INFO = "export.json"
-"""What `kdlora export` writes beside the model: task, form, tokenizer settings, scores."""
+"""What `kdlora export` writes beside the model: task, form, tokenizer settings, scores, and the manifest of the
+folder's files (`kdlora.files`)."""
+EXPORTED = "exported model"
 
 
 class TorchPredictor:
@@ -76,37 +78,80 @@ class OnnxPredictor:
         return np.concatenate(rows) if rows else np.zeros((0, self.task.num_labels), dtype=np.float32)
 
 
-def read_export_info(folder: str | Path) -> dict:
-    path = Path(folder) / EXPORT_INFO
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+def read_export_info(folder: str | Path, verify: bool = True) -> dict:
+    """export.json of an exported folder, after checking every file it lists (unless not `verify`): a UserError
+    names the first file missing, truncated or changed. An export.json without its list of files is damaged."""
+    folder = Path(folder)
+    if verify:
+        info = files.verify(folder, EXPORT_INFO, EXPORTED, older_ok=False)
+    else:
+        info = files.read_manifest(folder, EXPORT_INFO, EXPORTED)
+    wanted = {"task": str, "format": str, "max_length": int}
+    if info.get("format") == "onnx":
+        wanted.update(model_file=str, pad_token=str, pad_token_id=int)
+    for key, kind in wanted.items():
+        if not isinstance(info.get(key), kind):
+            raise UserError(f"{folder / EXPORT_INFO}: no {key} in it; the {EXPORTED} is damaged: export the run "
+                            "again")
+    return info
 
 
-def load_predictor(folder: str | Path, batch_size: int = 32):
-    """The predictor of a run folder (metrics.json) or an exported folder (export.json); else a UserError."""
+def load_predictor(folder: str | Path, batch_size: int = 32, verify: bool = True):
+    """The predictor of a run folder (run.json) or an exported folder (export.json), each checked against its
+    manifest first unless not `verify`; else a UserError."""
     folder = Path(folder)
     if (folder / EXPORT_INFO).is_file():
-        info = read_export_info(folder)
-        task = get_task(info["task"])
+        info = read_export_info(folder, verify)
+        task = export_task(info)
         if info["format"] == "onnx":
             try:
-                return OnnxPredictor(task, folder, info, batch_size)
+                with files.unreadable_is_damage(folder, EXPORTED, EXPORTED):
+                    return OnnxPredictor(task, folder, info, batch_size)
             except ImportError:
                 raise UserError(f"{folder}: an ONNX export needs onnxruntime: pip install 'kdlora[onnx]'") from None
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype="auto").eval()
-        return TorchPredictor(task, model, AutoTokenizer.from_pretrained(str(folder)), info["max_length"], batch_size)
-    if not (folder / "metrics.json").is_file():
-        raise UserError(f"{folder}: neither a kdlora run folder nor an exported model (no metrics.json or "
-                        f"{EXPORT_INFO})")
-    from kdlora.rundir import load_config, load_model, load_tokenizer
+        with files.unreadable_is_damage(folder, EXPORTED, EXPORTED):
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype="auto").eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return TorchPredictor(task, model, tokenizer, info["max_length"], batch_size)
+    from kdlora.rundir import MANIFEST, check_run, load_config, load_model, load_tokenizer
 
+    if not (folder / MANIFEST).is_file():
+        raise UserError(f"{folder}: neither a kdlora run folder nor an exported model (no {MANIFEST} or "
+                        f"{EXPORT_INFO})")
+    info = check_run(folder, verify)
     config = load_config(folder)
-    return TorchPredictor(get_task(config.task), load_model(folder, merged=True), load_tokenizer(folder),
-                          config.max_length, batch_size)
+    model = load_model(folder, merged=True, info=info)
+    return TorchPredictor(run_task(config, model.config), model, load_tokenizer(folder), config.max_length,
+                          batch_size)
+
+
+def run_task(config, model_config) -> Task:
+    """The task a run predicts for: a built-in one by name, or a task from files rebuilt from what the run saved
+    (text columns in its config, class names in its model's id2label), so the training files need not exist."""
+    from kdlora.sources import label_names
+
+    spec = config.file_spec()
+    if spec is None:
+        return get_task(config.task)
+    names = label_names(model_config) or ()
+    metric = config.metric or ("pearson_spearman" if model_config.num_labels == 1 else "accuracy")
+    return Task(config.task, spec.text_columns, model_config.num_labels, metric, names, source="files")
+
+
+def export_task(info: dict) -> Task:
+    """The task of an exported folder: built in by name, else from the text fields and labels export.json keeps."""
+    from kdlora.data.tasks import TASKS
+
+    if info["task"] in TASKS:
+        return get_task(info["task"])
+    try:
+        fields, names, regression = tuple(info["text_fields"]), tuple(info["labels"]), bool(info["regression"])
+    except KeyError as missing:
+        raise UserError(f"{EXPORT_INFO}: task {info['task']!r} is not built in and the file lacks {missing}") from None
+    return Task(info["task"], fields, 1 if regression else len(names), info.get("metric", "accuracy"), names,
+                source="files")
 
 
 def split_pairs(task: Task, texts: list[str]) -> list[tuple[str, ...]]:
@@ -119,10 +164,11 @@ def split_pairs(task: Task, texts: list[str]) -> list[tuple[str, ...]]:
     return parts
 
 
-def predict(folder: str | Path, texts: list[str], batch_size: int = 32) -> list[dict]:
+def predict(folder: str | Path, texts: list[str], batch_size: int = 32, verify: bool = True) -> list[dict]:
     """One result per text: `{"text", "label", "score"}` (class name and its probability) or, for a regression
-    task, `{"text", "value"}`. Pair tasks take the two texts of an example separated by a tab."""
-    predictor = load_predictor(folder, batch_size)
+    task, `{"text", "value"}`. Pair tasks take the two texts of an example separated by a tab. The folder is
+    checked against its manifest first unless not `verify`."""
+    predictor = load_predictor(folder, batch_size, verify)
     task = predictor.task
     logits = predictor.logits(split_pairs(task, texts))
     if task.regression:

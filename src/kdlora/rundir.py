@@ -1,62 +1,117 @@
 """A trained run folder: writing it (and what it records about the machine), and reading back its config,
-metrics, tokenizer and model.
+metrics, tokenizer and model — each reader checks the folder is whole first (`check_run`).
 
 Layout written by `kdlora train`:
     metrics.json   status, task metrics, sizes, timings, the full config
-    run.json       how to rebuild the model: {"kind": "full" | "adapter", "base": hub name, folder or "base"}
+    run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base": hub name, folder or
+                   "base", "num_labels"}, and the manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with
     model/         FFT: the whole fine-tuned model (safetensors)
     adapter/       LoRA methods: the PEFT adapter (save_pretrained), head included
     base/          the adapter's base weights when they exist nowhere else (tiny builds, derived students)
+
+A collapsed run that kept no model has kind "none". Loading a damaged file with --no-verify is still one
+UserError naming the folder, never a traceback.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import warnings
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.files import read_json, staged_output
+from kdlora.files import (
+    read_json,
+    read_manifest,
+    staged_output,
+    unreadable_is_damage,
+    verify,
+    write_json,
+    write_manifest,
+)
+from kdlora.modeling import new_head_expected
+
+MANIFEST = "run.json"
+WHAT = "kdlora run folder"
+
+
+def check_run(run_dir: str | Path, verify_files: bool = True) -> dict:
+    """run.json of `run_dir`, after checking every file it lists (unless `verify_files` is False)."""
+    if verify_files:
+        return verify(run_dir, MANIFEST, WHAT)
+    return read_manifest(run_dir, MANIFEST, WHAT)
 
 
 def load_metrics(run_dir: str | Path) -> dict:
-    return read_json(run_dir, "metrics.json")
+    metrics = read_json(run_dir, "metrics.json")
+    if not isinstance(metrics, dict):
+        raise UserError(f"{Path(run_dir) / 'metrics.json'}: not the metrics of a kdlora run (a JSON "
+                        f"{type(metrics).__name__}); re-run it")
+    return metrics
 
 
 def load_config(run_dir: str | Path):
     from kdlora.config import TrainConfig
 
-    return TrainConfig.from_dict(load_metrics(run_dir)["config"])
+    values = load_metrics(run_dir).get("config")
+    path = Path(run_dir) / "metrics.json"
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: no training config in it (key 'config'); not written by `kdlora train`: re-run it")
+    try:
+        return TrainConfig.from_dict(values)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
 
 
 def load_tokenizer(run_dir: str | Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(Path(run_dir) / "tokenizer"))
+    path = Path(run_dir) / "tokenizer"
+    with unreadable_is_damage(path, "tokenizer"):
+        return AutoTokenizer.from_pretrained(str(path))
 
 
-def load_model(run_dir: str | Path, merged: bool = False):
+def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = None):
     """The run's trained model in eval mode: FFT's full model, or the base with its PEFT adapter (`merged`: the
-    adapter folded into the weights, a plain transformers model)."""
+    adapter folded into the weights, a plain transformers model). `info`: run.json when already read."""
     from transformers import AutoModelForSequenceClassification
 
     run_dir = Path(run_dir)
-    info = read_json(run_dir, "run.json")
-    if info["kind"] == "full":
-        return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
+    info = info if info is not None else check_run(run_dir, verify_files=False)
+    kind = info.get("kind")
+    if kind == "none":
+        raise UserError(f"{run_dir}: the run collapsed and kept no model (see its metrics.json)")
+    if kind == "full":
+        with unreadable_is_damage(run_dir / "model", "model"):
+            return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
+    if kind != "adapter" or not isinstance(info.get("num_labels"), int):
+        raise UserError(f"{run_dir / MANIFEST}: not a kdlora run.json (kind {kind!r}); re-run it")
     from peft import PeftModel
 
-    from kdlora.modeling import new_head_expected
-
-    base_path = str(run_dir / "base") if info["base"] == "base" else info["base"]
+    local = info.get("base") == "base"
+    base_path = str(run_dir / "base") if local else str(info.get("base"))
     try:
-        with new_head_expected():  # the adapter carries the trained head
-            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
-    except OSError:
+        # the adapter carries the trained head: the base's new one is expected
+        with unreadable_is_damage(Path(base_path), "adapter's base model"), new_head_expected():
+            base = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"],
+                                                                      **_labels(info))
+    except UserError:
+        if local:
+            raise
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
-    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
-    return (model.merge_and_unload() if merged else model).eval()
+    with unreadable_is_damage(run_dir / "adapter", "adapter"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PEFT asks transformers a deprecated question on loading
+        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+        return (model.merge_and_unload() if merged else model).eval()
+
+
+def _labels(info: dict) -> dict:
+    """The run's class names (run.json `id2label`, written since runs name a file task's labels) as kwargs."""
+    if not info.get("id2label"):
+        return {}
+    id2label = {int(i): name for i, name in info["id2label"].items()}
+    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
 def peak_memory() -> dict:
@@ -87,8 +142,9 @@ def environment(accelerator=None) -> dict:
 
 
 def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_labels: int) -> None:
-    """Write metrics.json, run.json, the tokenizer and the model: full weights, or the PEFT adapter (plus its base
-    weights when `base` is None). A run without a model (collapsed early) writes metrics.json only."""
+    """Write metrics.json, the tokenizer and the model: full weights, or the PEFT adapter (plus its base weights
+    when `base` is None); then run.json, the manifest of them all. A run without a model (collapsed early) writes
+    metrics.json and run.json only."""
     with staged_output(out_dir) as stage:
         if model is not None:
             adapter = hasattr(model, "peft_config")
@@ -100,10 +156,9 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
             else:
                 model.save_pretrained(stage / "model")
             tokenizer.save_pretrained(stage / "tokenizer")
-            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels}
-            _write_json(stage / "run.json", info)
-        _write_json(stage / "metrics.json", metrics)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            info = {"kind": "adapter" if adapter else "full", "base": base or "base", "num_labels": num_labels,
+                    "id2label": {str(i): n for i, n in model.config.id2label.items()}}
+        else:
+            info = {"kind": "none"}
+        write_json(stage / "metrics.json", metrics)
+        write_manifest(stage, MANIFEST, info)

@@ -1,40 +1,168 @@
-"""What a training run starts from: the model its method fine-tunes (pretrained, tiny random, or a student cut
-from a teacher) and the tokenizer it encodes with.
+"""What a training run starts from: the model its method fine-tunes (a named family's, any encoder given by
+`--model`/`--student`, a tiny random build, or a student cut from a teacher), its tokenizer, and its teacher (a
+kdlora run folder or any sequence-classification checkpoint).
 
-It reads trained teacher runs (`kdlora.rundir`) and builds with `kdlora.modeling`; neither imports this module.
+It reads run folders (`kdlora.rundir`) and builds with `kdlora.modeling`; neither imports this module.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
 from kdlora.errors import UserError
-from kdlora.modeling import default_source, derive_student, load_pretrained
+from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
 from kdlora.rundir import load_model, load_tokenizer
 
 
-def starting_model(config, task, family, method):
-    """(model, tokenizer, base) for `config`: `base` names the weights a LoRA adapter sits on, or is None when
-    they exist only in memory (tiny random builds, derived students) and the run must save them."""
+@dataclass
+class Start:
+    """The model a run fine-tunes and where it came from."""
+
+    model: object
+    tokenizer: object
+    base: str | None
+    """The weights a LoRA adapter sits on (hub name or folder), or None when they exist only in memory (tiny
+    builds, derived students) and the run must save them."""
+    missing: tuple[str, ...] = ()
+    """Parameters the checkpoint did not provide: they train (see `modeling.new_modules`)."""
+    description: str = ""
+    """What was built, for the run's record: `bert-base-uncased`, `derived: layers 0,2,4 of runs/fft`."""
+
+
+def is_run_folder(ref: str | Path) -> bool:
+    return (Path(ref) / "run.json").is_file() or (Path(ref) / "metrics.json").is_file()
+
+
+def local_source(name: str) -> str:
+    """A local folder as an absolute path (a run may be reloaded from elsewhere); a hub name as it is."""
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
+def label_names(model_config) -> tuple[str, ...] | None:
+    """The class names a model config carries, or None when they are transformers' placeholders (LABEL_0)."""
+    id2label = getattr(model_config, "id2label", None) or {}
+    names = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
+    if not names or all(re.fullmatch(r"LABEL_\d+", n) for n in names):
+        return None
+    return names
+
+
+def load_teacher(ref: str, task=None, tokenizer_only: bool = False):
+    """(model, tokenizer) of a teacher: a kdlora run folder (its merged model) or any sequence-classification
+    checkpoint, hub name or folder, fine-tuned on the task. With `task`, labels must match (count and, where both
+    have names, the names in order). `tokenizer_only` returns (None, tokenizer)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if is_run_folder(ref):
+        tokenizer = load_tokenizer(ref)
+        model = None if tokenizer_only else load_model(ref, merged=True)
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(ref)
+            model = None if tokenizer_only else AutoModelForSequenceClassification.from_pretrained(ref).eval()
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--teacher {ref}: neither a kdlora run folder nor a loadable sequence-classification "
+                            f"checkpoint ({str(exc).splitlines()[0]})") from None
+    if model is not None and task is not None:
+        check_teacher_labels(model.config, task, ref)
+    return model, tokenizer
+
+
+def teacher_config(ref: str):
+    """The teacher's transformers config (labels included) without loading its weights."""
+    from transformers import AutoConfig
+
+    if is_run_folder(ref):
+        from kdlora.files import read_json
+
+        info = read_json(ref, "run.json")
+        folder = Path(ref) / "model" if info["kind"] == "full" else (
+            Path(ref) / "base" if info["base"] == "base" else info["base"])
+        config = AutoConfig.from_pretrained(str(folder), num_labels=info["num_labels"])
+        if info.get("id2label") and info["kind"] != "full":
+            config.id2label = {int(i): n for i, n in info["id2label"].items()}
+        return config
+    try:
+        return AutoConfig.from_pretrained(ref)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--teacher {ref}: neither a kdlora run folder nor a loadable checkpoint "
+                        f"({str(exc).splitlines()[0]})") from None
+
+
+def check_teacher_labels(model_config, task, ref: str) -> None:
+    """A UserError naming both label sets when the teacher's labels are not the task's."""
+    names, count = label_names(model_config), model_config.num_labels
+    wanted = task.label_names or None
+    if count != task.num_labels or (names and wanted and names != tuple(wanted)):
+        theirs = ", ".join(names) if names else f"{count} unnamed"
+        ours = ", ".join(wanted) if wanted else f"{task.num_labels} unnamed"
+        raise UserError(f"--teacher {ref}: its labels ({theirs}) are not task {task.name}'s ({ours})")
+
+
+def teacher_files(ref: str) -> list[Path]:
+    """The files that decide a teacher's logits, for the logit cache's fingerprint."""
+    folder = Path(ref)
+    if is_run_folder(folder):
+        return sorted(folder.glob("*/*.safetensors")) + [folder / "run.json"]
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(ref, local_files_only=True))
+    return sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), folder / "config.json"])
+
+
+def starting_model(config, task, family, method) -> Start:
+    """The model `config`'s method fine-tunes, with a `task.num_labels` head."""
+    if config.model is not None:
+        return _any_encoder(config, task, method)
     from kdlora.data.encode import tiny_tokenizer
 
     architecture = family.architecture(method.role)
     num_labels = task.num_labels
     if architecture.derived:
+        missing = ()
         if config.student_init == "trained":
             if not config.teacher:
                 raise UserError(f"the {family.name} student is cut from the trained FFT teacher: pass --teacher "
                                 "RUN_DIR (or --student-init pretrained)")
-            teacher, tokenizer = load_model(config.teacher, merged=True), load_tokenizer(config.teacher)
-            if teacher.config.num_labels != num_labels:
-                raise UserError(f"{config.teacher}: teacher has {teacher.config.num_labels} labels, task "
-                                f"{task.name} needs {num_labels}")
+            teacher, tokenizer = load_teacher(config.teacher, task)
+            origin = config.teacher
         elif config.tiny:
-            teacher, tokenizer = family.teacher.build(num_labels, tiny=True), tiny_tokenizer()
+            teacher, tokenizer, origin = family.teacher.build(num_labels, tiny=True), tiny_tokenizer(), "tiny"
         else:
-            teacher, tokenizer = load_pretrained(config.pretrained or default_source(family.teacher), num_labels,
-                                                 family.teacher)
-        return derive_student(teacher), tokenizer, None
+            origin = config.pretrained or default_source(family.teacher)
+            teacher, tokenizer, missing = load_pretrained(origin, num_labels, family.teacher)
+        return _cut(teacher, tokenizer, None, missing, origin)
     if config.tiny:
-        return architecture.build(num_labels, tiny=True), tiny_tokenizer(), None
+        return Start(architecture.build(num_labels, tiny=True), tiny_tokenizer(), None, (), "tiny random build")
     source = config.pretrained or default_source(architecture)
-    model, tokenizer = load_pretrained(source, num_labels, architecture)
-    return model, tokenizer, source
+    model, tokenizer, missing = load_pretrained(source, num_labels, architecture)
+    return Start(model, tokenizer, source, missing, source)
+
+
+def _cut(teacher, tokenizer, keep, missing, origin: str) -> Start:
+    from kdlora.modeling import encoder_layers, layers_to_keep
+
+    kept = layers_to_keep(len(encoder_layers(teacher)), keep)
+    student = derive_student(teacher, kept)
+    return Start(student, tokenizer, None, missing, f"layers {','.join(map(str, kept))} of {origin}")
+
+
+def _any_encoder(config, task, method) -> Start:
+    """--model (what FFT and LoRA train, the teacher) and --student (what KD-LoRA trains)."""
+    if config.tiny:
+        raise UserError("--tiny builds a named family's model; with --model pass a small model's folder")
+    if method.role == "teacher":
+        model, tokenizer, missing = load_pretrained(config.model, task.num_labels, flag="--model")
+        return Start(model, tokenizer, local_source(config.model), missing, config.model)
+    how = parse_student(config.student)
+    if isinstance(how, str):
+        model, tokenizer, missing = load_pretrained(how, task.num_labels, flag="--student")
+        return Start(model, tokenizer, local_source(how), missing, how)
+    if config.teacher and config.student_init == "trained":
+        teacher, tokenizer = load_teacher(config.teacher, task)
+        return _cut(teacher, tokenizer, how, (), config.teacher)
+    teacher, tokenizer, missing = load_pretrained(config.model, task.num_labels, flag="--model")
+    return _cut(teacher, tokenizer, how, missing, config.model)

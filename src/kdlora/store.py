@@ -7,6 +7,7 @@ in WAL mode so `kdlora runs` can read while a sweep writes. A locked or corrupt 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -135,17 +136,23 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"{self.path}: cannot open the results database ({exc})") from None
         self._conn.row_factory = sqlite3.Row
-        with self._guard():
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            if not readonly:
-                with self._transaction():
-                    for statement in _SCHEMA.strip().split(";"):
-                        if statement.strip():
-                            self._conn.execute(statement)
-                    self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                                       (str(SCHEMA_VERSION),))
-            self._check_schema()
+        try:
+            with self._guard():
+                existing = self._tables()
+                if existing or readonly:  # check before anything writes to a file that may not be ours
+                    self._check_schema(existing)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                if not existing and not readonly:
+                    with self._transaction():
+                        for statement in _SCHEMA.strip().split(";"):
+                            if statement.strip():
+                                self._conn.execute(statement)
+                        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                           (str(SCHEMA_VERSION),))
+        except BaseException:
+            self._conn.close()  # leaves no -wal / -shm file beside a database it refused
+            raise
 
     def close(self) -> None:
         self._conn.close()
@@ -179,10 +186,23 @@ class Store:
             raise
         self._conn.execute("COMMIT")
 
-    def _check_schema(self) -> None:
-        tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check_schema(self, tables: set[str]) -> None:
         if "runs" not in tables:
             raise UserError(f"{self.path}: not a kdlora results database (no `runs` table)")
+        version = None
+        if "meta" in tables:
+            row = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+            version = row[0] if row else None
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        missing = sorted({f.name for f in dataclasses.fields(Run)} - columns)
+        if version != str(SCHEMA_VERSION) or missing:
+            found = f"schema version {version}" if version else "no schema version"
+            lacks = f", no column {missing[0]}" if missing else ""
+            raise UserError(f"{self.path}: a results database of another schema ({found}{lacks}; this kdlora "
+                            f"reads version {SCHEMA_VERSION}): pass another --db")
 
     # -- writes (the sweep driver only) --
 
@@ -228,7 +248,7 @@ class Store:
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         with self._guard():
             rows = self._conn.execute(sql + " ORDER BY created_at, rowid", values).fetchall()
-        found = [_decode(r) for r in rows]
+        found = [_decode(r, self.path) for r in rows]
         if keys is not None:
             keys = set(keys)
             found = [r for r in found if r.key in keys]
@@ -237,7 +257,7 @@ class Store:
     def get(self, key: str) -> Run | None:
         with self._guard():
             row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return _decode(row) if row else None
+        return _decode(row, self.path) if row else None
 
     def statuses(self) -> dict[str, str]:
         """Every run's status, by key."""
@@ -249,8 +269,12 @@ def _dump(value) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-def _decode(row: sqlite3.Row) -> Run:
+def _decode(row: sqlite3.Row, path: Path) -> Run:
     values = dict(row)
     for name in _JSON_COLUMNS:
-        values[name] = json.loads(values[name]) if values[name] is not None else None
-    return Run(**values)
+        try:
+            values[name] = json.loads(values[name]) if values[name] is not None else None
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: run {str(values.get('key'))[:12]} has a damaged `{name}` column (not JSON); "
+                            "the results database is damaged") from None
+    return Run(**{f.name: values.get(f.name) for f in dataclasses.fields(Run)})

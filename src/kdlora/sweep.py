@@ -21,6 +21,7 @@ from kdlora.checkpoint import CHECKPOINTS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
+from kdlora.rundir import check_run
 from kdlora.store import Store, config_key
 
 TEACHER_REF = "run:"
@@ -200,6 +201,7 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
             summary.failed_kept += 1
         else:
             pending.append(spec)
+    pending = _rerun_damaged_teachers(store, specs, pending, statuses, summary)
     bar = _progress_bar(len(pending), experiment.name) if progress and pending else None
     driver = Driver(store, pending, Path(runs_dir or runs_dir_for(store.path)), bar)
     try:
@@ -209,6 +211,26 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
             bar.close()
     summary.ran = driver.ran
     return summary
+
+
+def _rerun_damaged_teachers(store: Store, specs: list[RunSpec], pending: list[RunSpec], statuses: dict,
+                            summary: SweepSummary) -> list[RunSpec]:
+    """`pending` with each done teacher whose run folder is no longer whole put back before its first pending
+    student (a line on stderr names the damaged file): resuming never distils from a damaged teacher."""
+    by_key = {s.key: s for s in specs}
+    for spec in list(pending):
+        teacher = by_key.get(spec.needs)
+        if teacher is None or teacher in pending or statuses.get(teacher.key) != "done":
+            continue
+        folder = store.get(teacher.key).out_dir
+        try:
+            check_run(folder or "(no folder recorded)")
+        except UserError as exc:
+            print(f"sweep: {teacher.label} is done but its folder is damaged ({exc}): running it again",
+                  file=sys.stderr)
+            pending.insert(pending.index(spec), teacher)
+            summary.skipped -= 1
+    return pending
 
 
 def _progress_bar(total: int, name: str):

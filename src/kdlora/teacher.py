@@ -14,14 +14,14 @@ from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
+from kdlora.sources import load_teacher, teacher_files
 
 
 def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
-    """sha256 over the teacher run's weight files, its tokenizer, and what was encoded."""
-    run_dir = Path(run_dir)
+    """sha256 over the teacher's weight files (a run's or a checkpoint's), its tokenizer, and what was encoded."""
     digest = hashlib.sha256()
-    for path in sorted(run_dir.glob("*/*.safetensors")) + [run_dir / "run.json"]:
-        digest.update(f"{path.relative_to(run_dir)}:{sha256_file(path)}\n".encode())
+    for path in teacher_files(run_dir):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     digest.update(f"{tokenizer_fingerprint(tokenizer)}:{task}:{split}:{max_length}".encode())
     return digest.hexdigest()
 
@@ -71,32 +71,19 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
                           device=None, progress: bool = True) -> LogitTable:
     """The teacher run's logits for `examples`, from the cache when its fingerprint matches, else computed."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from kdlora.rundir import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(run_dir)
+    tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
-    table = None
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            stored = (handle.metadata() or {}).get("fingerprint")
-        if stored == fingerprint:
-            data = load_file(str(path))
-            table = LogitTable(data["ids"], data["logits"])
-        elif progress:
-            print(f"teacher-logit cache {path} is stale (teacher, tokenizer or max length changed): recomputing",
-                  file=sys.stderr)
+    table = _read_cache(path, fingerprint, progress) if path.is_file() else None
     if table is not None and table.has(examples.ids):
         return table
     missing = [row for row, i in enumerate(examples.ids) if table is None or not table.has([i])]
     subset = type(examples)([examples.ids[r] for r in missing], [examples.texts[r] for r in missing],
                             [examples.labels[r] for r in missing], examples.source)
-    model = load_model(run_dir, merged=True)
+    model = load_teacher(run_dir)[0]
     if device is not None:
         model.to(device)
     logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
@@ -105,19 +92,49 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
         ids, logits = torch.cat([table.ids, ids]), torch.cat([table.logits, logits])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")  # several accelerate processes may write at once
-    save_file({"ids": ids, "logits": logits.contiguous()}, str(partial), metadata={"fingerprint": fingerprint})
+    logits = logits.contiguous()
+    save_file({"ids": ids, "logits": logits}, str(partial),
+              metadata={"fingerprint": fingerprint, "content_sha256": _content_digest(ids, logits)})
     partial.replace(path)
     return LogitTable(ids, logits)
+
+
+def _content_digest(ids, logits) -> str:
+    """sha256 of the cached tensors' bytes: safetensors itself would load garbled numbers without a word."""
+    digest = hashlib.sha256(ids.numpy().tobytes())
+    digest.update(logits.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, fingerprint: str, progress: bool) -> LogitTable | None:
+    """The cached table at `path` when it is whole and its fingerprint matches; else None, with a line saying why
+    (a damaged cache is recomputed, never a traceback)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+        if metadata.get("fingerprint") == fingerprint and "content_sha256" in metadata:  # else older: stale
+            data = load_file(str(path))
+            if metadata["content_sha256"] != _content_digest(data["ids"], data["logits"]):
+                raise ValueError("its ids and logits are not those written")
+            return LogitTable(data["ids"], data["logits"])
+    except Exception as exc:  # a truncated, emptied or garbled file: whatever safetensors or torch makes of it
+        print(f"teacher-logit cache {path} is damaged ({type(exc).__name__}: {str(exc)[:80]}): recomputing",
+              file=sys.stderr)
+        return None
+    if progress:
+        print(f"teacher-logit cache {path} is stale (teacher, tokenizer or max length changed): recomputing",
+              file=sys.stderr)
+    return None
 
 
 class OnlineTeacher:
     """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
-        from kdlora.rundir import load_model, load_tokenizer
-
-        self.tokenizer = load_tokenizer(run_dir)
-        self.model = load_model(run_dir, merged=True)
+        self.model, self.tokenizer = load_teacher(run_dir)
         if device is not None:
             self.model.to(device)
         self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}

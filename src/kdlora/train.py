@@ -239,14 +239,34 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
+    from kdlora.sources import check_teacher_labels, teacher_config
     from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
-    if not config.teacher:
-        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    check_teacher_labels(teacher_config(config.teacher), task, config.teacher)
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
                                  device=device, progress=progress)
+
+
+def check_before_work(config: TrainConfig, out_dir: str | Path, method, architecture, verify: bool = True) -> None:
+    """What can be checked before data or models load: the output folder, the teacher (given and whole), the
+    weights package. Each failure is one UserError."""
+    from kdlora.files import check_writable
+    from kdlora.rundir import check_run
+    from kdlora.sources import is_run_folder
+
+    check_writable(out_dir)
+    derived = architecture is not None and architecture.derived  # None: any encoder given by --model
+    needs_teacher = method.distills or (derived and config.student_init == "trained")
+    if needs_teacher and not config.teacher:
+        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    if needs_teacher and is_run_folder(config.teacher):  # a checkpoint teacher is checked when it loads
+        check_run(config.teacher, verify)
+    if architecture is None:
+        return
+    if not config.tiny and not config.pretrained and architecture.weights_package and not architecture.derived:
+        architecture.weights_path()  # a UserError naming the extra when its package is missing
 
 
 def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None:
@@ -270,11 +290,13 @@ def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None
                         f"run, or choose a fresh --out")
 
 
-def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, resume: bool = False) -> dict:
+def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True,
+                 resume: bool = False) -> dict:
     """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
 
     Returns the metrics dict; a collapsed run (non-finite loss, constant dev predictions) has status "collapsed"
-    and a reason instead of raising. Bad settings raise UserError. `resume` continues from the run's checkpoint in
+    and a reason instead of raising. Bad settings raise UserError; a damaged teacher folder too (unless not
+    `verify`: then only what cannot be loaded). `resume` continues from the run's checkpoint in
     `out_dir/checkpoints` (written with `save_checkpoints`).
     """
     import torch
@@ -283,9 +305,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.utils import set_seed
 
     from kdlora.bench.trackers import track_energy
-    from kdlora.data.tasks import get_task
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
+    from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters
     from kdlora.precision import ACCELERATE_MIXED_PRECISION
     from kdlora.rundir import environment, peak_memory, save_run
@@ -297,7 +319,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    task, family, method = get_task(config.task), get_family(config.family), get_method(config.method)
+    task, method = config.task_spec(), get_method(config.method)
+    family = get_family(config.family) if config.model is None else None
+    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify)
     # accelerate keeps its precision and accumulation settings in process-wide singletons; a process that trains
     # several runs (demo, a local sweep) gives each its own (the distributed PartialState is kept)
     AcceleratorState._reset_state()
@@ -307,9 +331,12 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
                               **tracking.accelerator_options(config.trackers, out_dir))
     set_seed(config.seed)
     data = load_data(config, task)
-    model, tokenizer, base = starting_model(config, task, family, method)
+    start = starting_model(config, task, family, method)
+    model, tokenizer, base = start.model, start.tokenizer, start.base
+    name_labels(model, task.label_names)
     lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
-    model = method.prepare(model, family.architecture(method.role), lora)
+    where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
+    model = method.prepare(model, where, lora)
     counts = count_parameters(model)
     teacher_started = time.perf_counter()
     teacher = make_teacher(config, task, data["train"], accelerator.device, progress) if method.distills else None
@@ -328,7 +355,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     best = outcome["best"]
     metrics = {
         "status": "collapsed" if outcome["reason"] else "done", "reason": outcome["reason"],
-        "task": task.name, "family": family.name, "method": method.name, "rank": config.rank, "seed": config.seed,
+        "task": task.name, "family": config.family, "method": method.name, "rank": config.rank, "seed": config.seed,
         "metrics": best.metrics if best else {}, "score": best.score if best else None,
         "trainable_params": counts.trainable, "total_params": counts.total, "adapter_params": counts.adapter,
         "train_seconds": round(seconds, 3), "teacher_logit_seconds": round(teacher_seconds, 3),
@@ -339,6 +366,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         "resumed_at_step": outcome["resumed_at_step"] if resume else None,
         "energy_kwh": energy.kwh, "emissions_g_co2eq": energy.g_co2eq,
         "energy_method": energy.method or None, "energy_country": energy.country or None,
+        "model": start.description, "label_names": list(task.label_names),
+        "lora_targets": list(where.lora_targets) if where else None,
+        "trained_modules": list(where.head_modules) if where else None,
         "run_key": config.key(), "config": config.to_dict(),
         "environment": {**environment(accelerator), "precision": config.precision,
                         "mixed_precision": accelerator.mixed_precision},

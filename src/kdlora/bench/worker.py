@@ -117,7 +117,7 @@ def measure(job: dict) -> dict:
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
         arch, base = modeling.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
-        model = modeling.prepare(base, arch, method, job["rank"]).to(device)
+        model = modeling.prepare(base, method, job["rank"]).to(device)
         model.train()
         vocab = model.config.vocab_size
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)

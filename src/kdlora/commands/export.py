@@ -15,8 +15,10 @@ HELP = "merge a run's adapters and save a deployable model (safetensors or ONNX,
 def add_arguments(parser) -> None:
     from kdlora.config import add_settings_arguments
     from kdlora.export import EXPORT_PRECISIONS, FORMATS, QUANTIZATIONS, ExportSettings
+    from kdlora.files import add_no_verify_argument
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
+    add_no_verify_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the model, tokenizer and export.json")
     add_settings_arguments(parser, ExportSettings,
                            choices={"format": FORMATS, "precision": EXPORT_PRECISIONS, "quantize": QUANTIZATIONS})
@@ -30,7 +32,7 @@ def run(args) -> int:
     from kdlora.export import ExportSettings, export_run
 
     settings = ExportSettings(args.format, args.precision, args.quantize)
-    info = export_run(args.run_dir, args.out, settings, score=not args.no_score)
+    info = export_run(args.run_dir, args.out, settings, score=not args.no_score, verify=args.verify)
     form = f"{info['format']} {info['precision']}" + (" int8" if info["quantize"] == "int8" else "")
     print(f"{form} model written to {args.out} ({info['size_bytes'] / 1e6:.1f} MB)")
     if "agreement" in info:

@@ -10,8 +10,11 @@ HELP = "label new text with a trained run or an exported model"
 
 
 def add_arguments(parser) -> None:
+    from kdlora.files import add_no_verify_argument
+
     parser.add_argument("run_dir", metavar="FOLDER",
                         help="a run folder (`kdlora train`) or an export (`kdlora export`)")
+    add_no_verify_argument(parser)
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label")
     parser.add_argument("--file", help="a file with one text per line (`-` for standard input)")
 
@@ -34,7 +37,7 @@ def run(args) -> int:
         texts += [line for line in lines.splitlines() if line.strip()]
     if not texts:
         raise UserError("give texts to label, or --file")
-    for row in predict(args.run_dir, texts):
+    for row in predict(args.run_dir, texts, verify=args.verify):
         if "value" in row:
             print(f"{row['value']:.4f}\t{row['text']}")
         else:

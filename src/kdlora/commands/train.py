@@ -3,6 +3,8 @@
   kdlora train --task sst2 --family bert --method fft --out runs/bert-fft
   kdlora train --task sst2 --family bert --method kd-lora --teacher runs/bert-fft --out runs/bert-kd
   kdlora train --task movie-snippets --family minilm --method lora --max-train-samples 2000 --out runs/ml
+  kdlora train --train-file train.csv --validation-file dev.csv --text-columns review --label-column stars \
+      --model bert-base-uncased --method kd-lora --student derive:6 --teacher runs/fft --out runs/kd
 
 Every setting can also come from --config FILE (JSON or YAML; flags win). Exit status 0 when the run is done,
 1 when it collapsed (non-finite loss or constant dev predictions: the reason is printed and recorded).
@@ -20,13 +22,15 @@ _FIXED = ("task", "family", "method")
 
 def add_arguments(parser) -> None:
     from kdlora.config import TrainConfig, add_settings_arguments
+    from kdlora.files import add_no_verify_argument
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
-    add_settings_arguments(parser, TrainConfig, keep_defaults=False, aliases={"pretrained": ["--student"]})
+    add_no_verify_argument(parser)
+    add_settings_arguments(parser, TrainConfig, keep_defaults=False)
 
 
 def _read_config_file(path: str) -> dict:
@@ -49,16 +53,32 @@ def _read_config_file(path: str) -> dict:
     return values
 
 
+def fill_defaults(values: dict) -> None:
+    """A task from files is called `custom` unless named; an encoder given by --model labels its own family."""
+    if values.get("train_file") and "task" not in values:
+        values["task"] = "custom"
+    if values.get("model") and "family" not in values:
+        values["family"] = model_label(values["model"])
+
+
+def model_label(model: str) -> str:
+    """A short name for a hub name or folder: `bert-base-uncased`, `my-teacher` (the folder's name)."""
+    from pathlib import Path
+
+    return Path(model.rstrip("/")).name or model
+
+
 def run(args) -> int:
     from kdlora.config import TrainConfig, settings_from_args
     from kdlora.errors import UserError
     from kdlora.train import run_training
 
     values = settings_from_args(TrainConfig, args, _read_config_file(args.config) if args.config else {})
+    fill_defaults(values)
     for key in _FIXED:
         if key not in values:
             raise UserError(f"--{key} is required")
-    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet,
+    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet, verify=args.verify,
                           resume=args.resume)
     metric_text = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"

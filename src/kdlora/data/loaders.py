@@ -9,6 +9,7 @@ import csv
 from pathlib import Path
 
 from kdlora.data.examples import Examples
+from kdlora.data.files import load_file_split
 from kdlora.data.snippets import load_snippets
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
@@ -20,6 +21,8 @@ GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "sts
 
 def load_split(task: Task, split: str, data_dir: str | Path | None = None) -> Examples:
     """The `split` ("train", "validation", "validation_matched", ..., "test") of `task`, labels checked."""
+    if task.source == "files":
+        return load_file_split(task.files, split, task.label_names, task.regression)
     if task.source == "snippets":
         examples = load_snippets(task, split)
     elif data_dir is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kdlora.data.examples import Examples
 from kdlora.errors import UserError
+from kdlora.files import sha256_file
 
 PACKAGE = "vadersentiment==3.3.2"
 ARCHIVE = "vaderSentiment-3.3.2.tar.gz"
@@ -38,14 +39,6 @@ def cache_dir() -> Path:
 
 def snippets_path() -> Path:
     return cache_dir() / "movie-snippets" / EXTRACTED
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract_snippets(archive: Path, expected_sha256: str | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""The task table: GLUE's nine tasks and the two offline movie-snippet tasks."""
+"""The task table: GLUE's nine tasks and the two offline movie-snippet tasks (a user's own files make a task in
+`kdlora.data.files`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ class Task:
     num_labels: int
     """Classes; 1 for a regression head."""
     metric: str
-    """Headline metric: `accuracy`, `mcc`, `accuracy_f1` (mean of the two) or `pearson_spearman` (mean)."""
+    """Headline metric: `accuracy`, `mcc`, `accuracy_f1` (mean of the two), `f1`, `macro_f1` or
+    `pearson_spearman` (mean)."""
     label_names: tuple[str, ...] = ()
     """Class names in label order (printed by `kdlora predict`)."""
     label_range: tuple[float, float] | None = None
@@ -25,11 +27,13 @@ class Task:
     dev_splits: tuple[str, ...] = ("validation",)
     """Dev splits scored after each epoch; MNLI has matched and mismatched."""
     source: str = "glue"
-    """`glue` (hub `nyu-mll/glue` or local GLUE files) or `snippets` (the offline movie-review snippets)."""
+    """`glue` (hub `nyu-mll/glue` or local GLUE files), `snippets` (the offline movie-review snippets) or `files`."""
     tsv: dict = field(default_factory=dict)
     """How the original GLUE TSV files name the columns: text fields, label column, header or not."""
     small_data: bool = False
     """A few thousand examples: the per-method default learning rates are higher (see TrainConfig)."""
+    files: object = None
+    """A task from the user's files (`source` "files"): a `kdlora.data.files.FileTaskSpec`."""
 
     @property
     def regression(self) -> bool:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.files import read_json, staged_output
+from kdlora.files import staged_output, write_manifest
 from kdlora.predict import EXPORT_INFO
 
 FORMATS = ("safetensors", "onnx")
@@ -58,18 +57,21 @@ class ExportSettings:
         return self
 
 
-def check_run_weights(run_dir: str | Path) -> dict:
-    """The run's run.json, once its config and weights are known to be there; else a UserError naming what is
-    missing."""
-    from kdlora.rundir import load_config
+def check_run_weights(run_dir: str | Path, verify: bool = True) -> dict:
+    """The run's run.json, once its files are whole (checked against it unless not `verify`) and its config and
+    weights are known to be there; else a UserError naming what is missing or damaged."""
+    from kdlora.rundir import check_run, load_config
 
     run_dir = Path(run_dir)
-    load_config(run_dir)
-    if not (run_dir / "run.json").is_file():
+    if not (run_dir / "run.json").is_file() and (run_dir / "metrics.json").is_file():
         raise UserError(f"{run_dir}: the run has no saved model (no run.json: did it collapse?)")
-    info = read_json(run_dir, "run.json")
-    needed = ["model/model.safetensors"] if info["kind"] == "full" else ["adapter/adapter_model.safetensors"]
-    if info["kind"] != "full" and info["base"] == "base":
+    info = check_run(run_dir, verify)
+    load_config(run_dir)
+    kind = info.get("kind")
+    if kind == "none":
+        raise UserError(f"{run_dir}: the run collapsed and kept no model (see its metrics.json)")
+    needed = ["model/model.safetensors"] if kind == "full" else ["adapter/adapter_model.safetensors"]
+    if kind != "full" and info.get("base") == "base":
         needed.append("base/model.safetensors")
     needed.append("tokenizer/tokenizer_config.json")
     for name in needed:
@@ -79,21 +81,21 @@ def check_run_weights(run_dir: str | Path) -> dict:
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSettings | None = None,
-               score: bool = True) -> dict:
-    """Write the run's merged model in `settings`' form into `out_dir` and return its export.json.
+               score: bool = True, verify: bool = True) -> dict:
+    """Write the run's merged model in `settings`' form into `out_dir` and return its export.json (which is also
+    the folder's manifest: each file's size and sha256). The run folder is checked first unless not `verify`.
 
     `score` runs the exported model and the run's PyTorch fp32 model over the run's dev split (the figures go
     into export.json); nothing is written to `out_dir` unless writing and scoring both succeed.
     """
-    from kdlora.data.tasks import get_task
     from kdlora.export.scoring import score_export
     from kdlora.rundir import load_config, load_model, load_tokenizer
 
     settings = (settings or ExportSettings()).validate()
-    check_run_weights(run_dir)
+    info = check_run_weights(run_dir, verify)
     config = load_config(run_dir)
-    task = get_task(config.task)
-    model, tokenizer = load_model(run_dir, merged=True), load_tokenizer(run_dir)
+    task = config.task_spec()
+    model, tokenizer = load_model(run_dir, merged=True, info=info), load_tokenizer(run_dir)
     names = task.label_names
     if names and len(names) == model.config.num_labels:
         model.config.id2label = dict(enumerate(names))
@@ -102,6 +104,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
         model_file = _write_model(model, tokenizer, stage, settings)
         tokenizer.save_pretrained(stage)
         info = {**dataclasses.asdict(settings), "task": task.name, "labels": list(names), "model_file": model_file,
+                "text_fields": list(task.text_fields), "regression": task.regression, "metric": task.metric,
                 "max_length": config.max_length, "pad_token": tokenizer.pad_token,
                 "pad_token_id": tokenizer.pad_token_id, "family": config.family, "method": config.method,
                 "source_run": str(run_dir), "size_bytes": (stage / model_file).stat().st_size}
@@ -134,4 +137,6 @@ def _write_model(model, tokenizer, stage: Path, settings: ExportSettings) -> str
 
 
 def _write_info(stage: Path, info: dict) -> None:
-    (stage / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    """export.json: `info` and the manifest of every other file in `stage` (written before scoring too, so the
+    scoring reads a whole export)."""
+    info.update(write_manifest(stage, EXPORT_INFO, info))

@@ -32,11 +32,10 @@ def predictions(task, logits: np.ndarray) -> list[float]:
 def score_export(folder: Path, reference_model, tokenizer, config) -> dict:
     """The export.json scores of the exported model in `folder` against `reference_model` (fp32, merged)."""
     from kdlora.data.loaders import load_split
-    from kdlora.data.tasks import get_task
     from kdlora.metrics import compute_metrics, task_score
     from kdlora.predict import TorchPredictor, load_predictor
 
-    task = get_task(config.task)
+    task = config.task_spec()
     split = task.dev_splits[0]
     examples = load_split(task, split, config.data_dir).subset(config.max_eval_samples, config.seed)
     reference = TorchPredictor(task, reference_model, tokenizer, config.max_length, batch_size=64)

@@ -39,8 +39,9 @@ def task_loss(logits, labels, regression: bool):
     return F.cross_entropy(logits, labels.view(-1))
 
 
-def add_lora(model, architecture, lora: LoraSettings):
-    """Wrap `model` in PEFT LoRA on the architecture's query/value modules; only adapters and head train."""
+def add_lora(model, adaptation, lora: LoraSettings):
+    """Wrap `model` in PEFT LoRA on `adaptation.lora_targets`; only adapters and `adaptation.head_modules` train
+    (`kdlora.modeling.adaptation` finds both)."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     config = LoraConfig(
@@ -48,15 +49,15 @@ def add_lora(model, architecture, lora: LoraSettings):
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(architecture.lora_targets),
-        modules_to_save=list(architecture.head_modules),
+        target_modules=list(adaptation.lora_targets),
+        modules_to_save=list(adaptation.head_modules),
         use_rslora=lora.use_rslora,
         use_dora=lora.use_dora,
     )
     return get_peft_model(model, config)
 
 
-def _train_everything(model, architecture, lora):
+def _train_everything(model, adaptation, lora):
     for param in model.parameters():
         param.requires_grad_(True)
     return model
@@ -78,9 +79,10 @@ class Method:
     """Whether adapters are added (and can be merged for inference)."""
     _prepare: Callable = field(repr=False, default=_train_everything)
 
-    def prepare(self, model, architecture, lora: LoraSettings | None = None):
-        """Set which parameters train; returns the model to train (a PEFT wrapper for LoRA methods)."""
-        return self._prepare(model, architecture, lora or LoraSettings())
+    def prepare(self, model, adaptation, lora: LoraSettings | None = None):
+        """Set which parameters train (`adaptation`: where LoRA goes, what else trains; see
+        `kdlora.modeling.adaptation`); returns the model to train (a PEFT wrapper for LoRA methods)."""
+        return self._prepare(model, adaptation, lora or LoraSettings())
 
     def loss(self, logits, labels, teacher_logits=None, regression: bool = False, temperature: float = 2.0,
              alpha: float = 0.5):

@@ -1,0 +1,228 @@
+"""A task from the user's own files: CSV, TSV, JSONL or Parquet, with chosen text and label columns.
+
+The training file decides the task: its label column's distinct values, sorted (numbers by value, text
+alphabetically), are the classes 0..K-1 and their names; a regression task's labels are numbers. Every other
+split is checked against it. Each mistake is one UserError naming the file, the row (data rows count from 1)
+and the column: a file that does not parse, a missing column, an empty text or label, a label the training
+file never saw, a regression label that is not a number.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlora.data.examples import Examples
+from kdlora.data.tasks import Task
+from kdlora.errors import UserError
+
+FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSONL", ".parquet": "Parquet"}
+TASK_TYPES = ("classification", "regression")
+METRICS = ("accuracy", "macro_f1", "f1", "mcc", "pearson_spearman")
+MAX_INT_CLASSES = 1000
+"""An integer label column with more distinct values than this is a regression target, not classes."""
+
+
+@dataclass(frozen=True)
+class FileTaskSpec:
+    """Where a file task's data is and how to read it (the `--train-file` ... settings)."""
+
+    train_file: str
+    validation_file: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    test_file: str | None = None
+    task_type: str | None = None
+    """classification or regression; default: regression when the labels are non-integer numbers."""
+    metric: str | None = None
+
+    def files(self) -> dict[str, str]:
+        """Split name -> path, for the splits given."""
+        found = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        return {split: path for split, path in found.items() if path}
+
+    def fingerprint(self) -> str:
+        """sha256 over every file's bytes: a task's identity is its data, not its files' names."""
+        digest = hashlib.sha256()
+        for split, path in self.files().items():
+            digest.update(f"{split}:{sha256_of(path)}\n".encode())
+        return digest.hexdigest()
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    return digest.hexdigest()
+
+
+def read_table(path: str | Path):
+    """The file as a pandas DataFrame of strings (format by suffix); a file that does not parse is a UserError."""
+    import pandas as pd
+
+    path = Path(path)
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise UserError(f"{path}: unknown file type {path.suffix!r} (use .csv, .tsv, .jsonl or .parquet)")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        if kind == "Parquet":
+            try:
+                import pyarrow  # noqa: F401 - pandas reads Parquet through it
+            except ImportError:
+                raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
+            frame = pd.read_parquet(path)
+        elif kind == "JSONL":
+            frame = pd.read_json(path, lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
+                                encoding="utf-8-sig")
+    except UserError:
+        raise
+    except Exception as exc:  # pandas raises many types; the message names the line where it has one
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: cannot parse as {kind}: {reason}") from None
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _is_empty(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
+
+
+def _columns(frame, path, spec: FileTaskSpec, labelled: bool) -> None:
+    wanted = [*spec.text_columns, spec.label_column] if labelled else list(spec.text_columns)
+    for column in wanted:
+        if column not in frame.columns:
+            raise UserError(f"{path}: row 1, column {column!r}: no such column (has: {', '.join(frame.columns)})")
+
+
+def _texts(frame, path, spec: FileTaskSpec) -> list[tuple[str, ...]]:
+    columns = [frame[c].tolist() for c in spec.text_columns]
+    for name, values in zip(spec.text_columns, columns, strict=True):
+        for row, value in enumerate(values, start=1):
+            if _is_empty(value):
+                raise UserError(f"{path}: row {row}, column {name!r}: empty text")
+    return [tuple(str(v) for v in row) for row in zip(*columns, strict=True)]
+
+
+def _number(value, path, row: int, column: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: row {row}, column {column!r}: label {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UserError(f"{path}: row {row}, column {column!r}: label {value!r} is not a finite number")
+    return number
+
+
+def _class_key(value: str):
+    """Numbers sort by value (2 before 10), text alphabetically; numbers first."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
+    """(task type, class names in id order) from the training file; regression has no class names."""
+    path = spec.train_file
+    frame = read_table(path)
+    _columns(frame, path, spec, labelled=True)
+    raw = frame[spec.label_column].tolist()
+    for row, value in enumerate(raw, start=1):
+        if _is_empty(value):
+            raise UserError(f"{path}: row {row}, column {spec.label_column!r}: empty label")
+    if not raw:
+        raise UserError(f"{path}: no data rows")
+    values = [_label_text(v) for v in raw]
+    kind = spec.task_type
+    if kind is None:
+        numbers = [_maybe_number(v) for v in values]
+        continuous = all(n is not None for n in numbers) and (
+            any(not n.is_integer() for n in numbers) or len(set(numbers)) > MAX_INT_CLASSES)
+        kind = "regression" if continuous else "classification"
+    if kind == "regression":
+        for row, value in enumerate(values, start=1):
+            _number(value, path, row, spec.label_column)
+        return kind, ()
+    names = tuple(sorted(set(values), key=_class_key))
+    if len(names) < 2:
+        raise UserError(f"{path}: column {spec.label_column!r}: one class only ({names[0]!r}); a classifier needs "
+                        "two or more")
+    return kind, names
+
+
+def _label_text(value) -> str:
+    """A label as text: 1.0 read from JSON or Parquet is the class "1", as in a CSV."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _maybe_number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def load_file_split(spec: FileTaskSpec, split: str, label_names: tuple[str, ...], regression: bool) -> Examples:
+    """One split of a file task, labels as class ids (or values), every row checked."""
+    path = spec.files().get(split)
+    if path is None:
+        raise UserError(f"this task has no {split} file (pass --{split}-file)")
+    frame = read_table(path)
+    _columns(frame, path, spec, labelled=True)
+    texts = _texts(frame, path, spec)
+    index = {name: i for i, name in enumerate(label_names)}
+    labels = []
+    for row, value in enumerate(frame[spec.label_column].tolist(), start=1):
+        if _is_empty(value):
+            raise UserError(f"{path}: row {row}, column {spec.label_column!r}: empty label")
+        if regression:
+            labels.append(_number(value, path, row, spec.label_column))
+            continue
+        text = _label_text(value)
+        if text not in index:
+            raise UserError(f"{path}: row {row}, column {spec.label_column!r}: label {text!r} does not occur in the "
+                            f"training file {spec.train_file} (its labels: {', '.join(label_names)})")
+        labels.append(float(index[text]))
+    return Examples(list(range(len(texts))), texts, labels, str(path))
+
+
+SMALL_DATA_ROWS = 20_000
+"""A training file with fewer rows gets the small-data default learning rates (see TrainConfig)."""
+
+
+def file_task(name: str, spec: FileTaskSpec) -> Task:
+    """The Task a user's files define (reads the training file once per file version)."""
+    stamps = tuple((p, Path(p).stat().st_mtime_ns if Path(p).is_file() else 0) for p in spec.files().values())
+    return _file_task(name, spec, stamps)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_task(name: str, spec: FileTaskSpec, stamps) -> Task:
+    if spec.task_type is not None and spec.task_type not in TASK_TYPES:
+        raise UserError(f"--task-type {spec.task_type!r}: choose {' or '.join(TASK_TYPES)}")
+    if spec.metric is not None and spec.metric not in METRICS:
+        raise UserError(f"--metric {spec.metric!r}: choose one of {', '.join(METRICS)}")
+    kind, names = infer_labels(spec)
+    regression = kind == "regression"
+    metric = spec.metric or ("pearson_spearman" if regression else "accuracy")
+    if regression != (metric == "pearson_spearman"):
+        raise UserError(f"--metric {metric}: not a metric of a {kind} task")
+    if metric == "f1" and len(names) != 2:
+        raise UserError(f"--metric f1 needs two classes; {spec.train_file} has {len(names)} (use macro_f1)")
+    rows = len(read_table(spec.train_file))
+    return Task(name, spec.text_columns, 1 if regression else len(names), metric, names, source="files",
+                small_data=rows < SMALL_DATA_ROWS, files=spec)
