@@ -119,8 +119,8 @@ def train_stage(device: str, out: Path) -> dict:
     started = time.perf_counter()
     teacher = _train([*common, "--method", "fft", "--out", str(out / "teacher")])
     found["teacher_returncode"] = teacher.returncode
-    if teacher.returncode not in (0, 1):
-        found["error"] = teacher.stderr.strip().splitlines()[-1:] or ["teacher failed"]
+    if not (out / "teacher" / "metrics.json").is_file():
+        found["error"] = "teacher: " + (teacher.stderr.strip().splitlines() or ["no output"])[-1]
         return found
     student = [*common, "--method", "kd-lora", "--teacher", str(out / "teacher"), *kd_extra, "--save-checkpoints"]
     whole = _train([*student, "--out", str(out / "student")])
@@ -128,9 +128,10 @@ def train_stage(device: str, out: Path) -> dict:
     resumed = _train([*student, "--out", str(out / "student-killed"), "--resume"])
     found.update(returncodes={"whole": whole.returncode, "killed": killed.returncode, "resumed": resumed.returncode},
                  seconds=round(time.perf_counter() - started, 1))
-    if whole.returncode not in (0, 1) or resumed.returncode not in (0, 1):
-        found["error"] = (whole.stderr or resumed.stderr).strip().splitlines()[-1:]
-        return found
+    for name, proc in (("student", whole), ("student-killed", resumed)):
+        if not (out / name / "metrics.json").is_file():  # exit status 1 is a collapsed run or a crash: look
+            found["error"] = f"{name}: " + (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return found
     a = json.loads((out / "student" / "metrics.json").read_text(encoding="utf-8"))
     b = json.loads((out / "student-killed" / "metrics.json").read_text(encoding="utf-8"))
     teacher_metrics = json.loads((out / "teacher" / "metrics.json").read_text(encoding="utf-8"))
