@@ -128,3 +128,17 @@ def test_the_report_shows_energy_beside_time_and_memory(tmp_path):
     # train s: median of 10, 20; g CO2-eq: median of 0.4, 1.2
     assert "| sst2 | bert | FFT | – | 90.00 | 90.00 ± 0.00 | 2 | 0 | 0 | 15.0 | 100.0 | 2.000 | 0.800 |" in report
     assert "Energy and emissions: codecarbon, offline (estimated (CPU: cpu_load))" in report
+
+
+def test_bench_tracks_the_energy_of_each_evaluation():
+    from kdlora.bench.runner import run_bench
+    from kdlora.config import BenchSettings
+
+    settings = BenchSettings(families=("bert",), methods=("kd-lora",), ranks=(8,), tiny=True, eval_size=40,
+                             batch_size=2, train_seq_len=8, track_energy=True)
+    [row] = [r for r in run_bench(settings.validate(), progress=False)["rows"] if r["eval_seconds"] is not None]
+    assert row["eval_energy_kwh"] > 0 and row["eval_g_co2eq"] > 0
+    # 40 predictions: per 1,000 is 25 times the run's figure (kWh -> Wh: x 1,000)
+    assert row["eval_wh_per_1000"] == pytest.approx(row["eval_energy_kwh"] * 1000 * 25)
+    assert row["eval_g_co2eq_per_1000"] == pytest.approx(row["eval_g_co2eq"] * 25)
+    assert row["energy_method"]

@@ -289,9 +289,16 @@ class BenchSettings:
     the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
+    track_energy: bool = False
+    """Energy (Wh) and emissions (g CO2-eq) of each evaluation, also per 1,000 predictions (codecarbon, offline;
+    extra `energy`)."""
 
     def validate(self) -> BenchSettings:
         """Check every field once; UserError naming the field and value. Returns self."""
+        if self.track_energy:
+            from kdlora.bench.trackers import require_energy
+
+            require_energy()
         for name in self.families:
             get_family(name)
         for name in self.methods:

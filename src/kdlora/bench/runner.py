@@ -61,7 +61,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
-            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads")
+            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "track_energy")
     backend, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
             "backend": backend, "precision": precision, "quantize": quantize}
@@ -83,7 +83,8 @@ def run_worker(job: dict) -> dict:
 
 
 MEASURED = ("peak_train_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb", "eval_energy_kwh", "eval_g_co2eq",
+            "eval_wh_per_1000", "eval_g_co2eq_per_1000", "energy_method")
 
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
