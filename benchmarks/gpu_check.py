@@ -74,12 +74,12 @@ def comparison(bench: dict) -> list[dict]:
     paper = paper_rows()
     lines = []
     for row in bench["rows"]:
-        if row.get("eval_seconds") is None and row.get("peak_train_memory_mb") is None:
+        if row.get("eval_seconds") is None and row.get("peak_memory_mb") is None:
             continue
         model = PAPER_MODELS.get((row["family"], row["method"]), "")
         reported = paper.get((model, METHOD_LABELS[row["method"]]), {})
         lines.append({"family": row["family"], "method": row["method"], "precision": row.get("precision", "fp32"),
-                      "peak_train_memory_mb": row.get("peak_train_memory_mb"), "memory_kind": row.get("memory_kind"),
+                      "peak_memory_mb": row.get("peak_memory_mb"), "memory_kind": row.get("memory_kind"),
                       "eval_seconds": row.get("eval_seconds"), "paper_model": model,
                       "paper_memory_mb": reported.get("memory_mb"), "paper_seconds": reported.get("seconds"),
                       "error": row.get("error")})
@@ -150,7 +150,7 @@ def markdown(found: dict) -> str:
              "| paper s (A100) |", "|---|---|---|---:|---:|---:|---:|"]
     for line in found.get("comparison", []):
         lines.append(f"| {line['family']} | {line['method']} | {line['precision']} | "
-                     f"{_num(line['peak_train_memory_mb'])} | {_num(line['paper_memory_mb'])} | "
+                     f"{_num(line['peak_memory_mb'])} | {_num(line['paper_memory_mb'])} | "
                      f"{_num(line['eval_seconds'], 2)} | {_num(line['paper_seconds'], 2)} |")
     train = found.get("train", {})
     lines += ["", "Memory: ours is the true peak of a training step (`max_memory_allocated`), the paper's "

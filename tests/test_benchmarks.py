@@ -10,15 +10,15 @@ from precision import verdicts  # noqa: E402
 
 def test_the_gpu_checks_table_sets_ours_beside_the_papers():
     bench = {"rows": [
-        {"family": "bert", "method": "kd-lora", "precision": "bf16", "peak_train_memory_mb": 250.0,
+        {"family": "bert", "method": "kd-lora", "precision": "bf16", "peak_memory_mb": 250.0,
          "memory_kind": "cuda-max-memory-allocated", "eval_seconds": 0.5, "error": None},
-        {"family": "bert", "method": "lora", "rank": 16, "eval_seconds": None, "peak_train_memory_mb": None},
+        {"family": "bert", "method": "lora", "rank": 16, "eval_seconds": None, "peak_memory_mb": None},
     ]}
     [line] = comparison(bench)  # the unmeasured rank-16 row is left out
     # the paper's Table II: DistilBERT-base KD-LoRA, 296.8MB, 5.36s
     assert line["paper_model"] == "DistilBERT-base"
     assert (line["paper_memory_mb"], line["paper_seconds"]) == (296.8, 5.36)
-    assert (line["precision"], line["peak_train_memory_mb"], line["eval_seconds"]) == ("bf16", 250.0, 0.5)
+    assert (line["precision"], line["peak_memory_mb"], line["eval_seconds"]) == ("bf16", 250.0, 0.5)
 
 
 def test_precision_verdicts_take_the_worst_row_and_the_accuracy_gap():

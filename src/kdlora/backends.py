@@ -32,12 +32,20 @@ class Backends:
     """Validate partial bench settings; return the full canonical settings."""
     bench: Callable[[dict, Path, bool], dict]
     """Run one bench (settings, out_dir, progress), write its outputs into out_dir, return the bench.json dict."""
+    train_key: Callable[[dict], str] | None = None
+    """The store key of a full train config (`TrainConfig.key()`); default: `config.run_key` of the dict."""
 
 
 def real_train_config(values: dict) -> dict:
     from kdlora.config import TrainConfig
 
     return TrainConfig.from_dict(values).to_dict()
+
+
+def real_train_key(config: dict) -> str:
+    from kdlora.config import TrainConfig
+
+    return TrainConfig.from_dict(config).key()
 
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
@@ -54,7 +62,7 @@ def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
         except UserError:  # another config's checkpoint (the run folder was reused): start afresh
             shutil.rmtree(checkpoint_dir(out_dir))
             resume = False
-    return run_training(settings, out_dir, progress=progress, resume=resume)
+    return run_training(settings, out_dir, progress=progress, resume=resume).to_dict()
 
 
 def _bench_settings_class():
@@ -99,7 +107,7 @@ def _tuples(value: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
 
 
-REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench)
+REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench, real_train_key)
 
 
 def get_backends() -> Backends:

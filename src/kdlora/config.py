@@ -230,15 +230,23 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self) -> str:
-        """Stable sha256 of the canonical JSON of the full config: the run's key in the results store. A task from
-        files adds the files' content hash: edited data is a new run, the same data under another path is not."""
+    def key(self, num_processes: int = 1) -> str:
+        """The run's identity and its key in the results store: sha256 of the canonical JSON of the full config
+        (precision included) and of the number of training processes, which multiplies the effective batch. A task
+        from files adds the files' content hash: edited data is a new run, the same data under another path is not."""
         values = self.to_dict()
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
             values["data_sha256"] = spec.fingerprint()
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+        return run_key(values, num_processes)
+
+
+def run_key(values: dict, num_processes: int = 1) -> str:
+    """sha256 of the canonical JSON of a run's settings and its number of processes (see `TrainConfig.key`)."""
+    canonical = json.dumps({"kind": "train", "config": values, "num_processes": num_processes}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass

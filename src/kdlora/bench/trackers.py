@@ -55,6 +55,32 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
+def restart_peak(device: str = "cpu") -> None:
+    """Forget the peak so far inside a `track_memory` block: the figure becomes the larger of what is held now and
+    what the rest of the block reaches, still less the block's starting point (e.g. a derived student's teacher,
+    loaded only to cut the student from, is not the student's cost)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak_rss()
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc's malloc_trim), so a baseline taken next
+    is not inflated by memory that a later allocation would reuse unseen."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
     """Measure the peak memory of the block; the yielded result is filled in when the block ends.
