@@ -291,6 +291,9 @@ class BenchSettings:
     """Any encoder instead of --families: a hub name, a folder or a config.json (counts need no weights)."""
     student: str | None = None
     """With --model: the KD-LoRA student, a hub name, folder or config.json, or derive:N / derive:I,J,K."""
+    track_energy: bool = False
+    """Energy (Wh) and emissions (g CO2-eq) of each evaluation, also per 1,000 predictions (codecarbon, offline;
+    extra `energy`)."""
 
     def family_names(self) -> tuple[str, ...]:
         """The families measured: --families, or the one pair --model/--student name (registered here)."""
@@ -304,6 +307,10 @@ class BenchSettings:
         """Check every field once; UserError naming the field and value. Returns self."""
         if self.student is not None and self.model is None:
             raise UserError("--student needs --model")
+        if self.track_energy:
+            from kdlora.bench.trackers import require_energy
+
+            require_energy()
         for name in self.family_names():
             get_family(name)
         for name in self.methods:
