@@ -58,11 +58,22 @@ def test_the_run_key_covers_the_number_of_processes_and_is_the_stores_key():
     from kdlora.backends import REAL
     from kdlora.config import TrainConfig, run_key
     from kdlora.experiment import parse_experiment
-    from kdlora.sweep import expand
+    from kdlora.sweep import expand, train_identity
 
     config = TrainConfig(task="sst2", family="bert", method="fft", tiny=True)
     assert config.key() == config.key(1) != config.key(2)
     assert config.key() != TrainConfig(task="sst2", family="bert", method="fft", tiny=True, batch_size=16).key()
     [spec] = expand(parse_experiment('[train]\ntasks = ["sst2"]\nfamilies = ["bert"]\nmethods = ["fft"]\n'
                                      '[train.params]\ntiny = true\n'), REAL)
-    assert spec.key == TrainConfig.from_dict(spec.config).key() == run_key(spec.config)
+    assert spec.key == TrainConfig.from_dict(spec.config).key() == run_key(train_identity(spec.config))
+
+
+def test_watching_a_run_does_not_change_its_key():
+    from kdlora.config import TrainConfig
+
+    plain = TrainConfig(task="sst2", family="bert", method="lora", tiny=True)
+    watched = TrainConfig(task="sst2", family="bert", method="lora", tiny=True, save_checkpoints=True,
+                          report_to="tensorboard", track_energy=True)
+    assert plain.key() == watched.key()
+    assert plain.key() != TrainConfig(task="sst2", family="bert", method="lora", tiny=True, grad_accum=2).key()
+    assert plain.key() != plain.key(num_processes=2)

@@ -32,6 +32,10 @@ DEFAULT_LEARNING_RATES = {
 }
 
 
+OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
+"""TrainConfig fields that watch a run without changing what it computes: not part of its key."""
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides one training run; `key()` identifies it in the results store."""
@@ -218,8 +222,9 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
-        (edited data is a new run; the same data elsewhere is not)."""
-        values = self.to_dict()
+        (edited data is a new run; the same data elsewhere is not). What only watches a run (checkpoints kept,
+        trackers, energy) is left out: the same run watched differently is the same run."""
+        values = {k: v for k, v in self.to_dict().items() if k not in OBSERVERS}
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
