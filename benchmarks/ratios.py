@@ -22,7 +22,8 @@ import statistics
 import sys
 import time
 
-from kdlora.bench import evalset, models
+from kdlora import modeling as models
+from kdlora.bench import evalset
 from kdlora.bench.environment import describe_environment, load_average
 from kdlora.bench.runner import run_bench
 from kdlora.bench.worker import train_batch, train_step
@@ -144,9 +145,9 @@ def measure(families: list[str], source: str | None, size: int = 1043, tiny: boo
                          "batch": [bench["config"].get("batch_size"), bench["config"].get("train_seq_len")]}
     for f in families:
         lora, kd = rows.get((f, "lora"), {}), rows.get((f, "kd-lora"), {})
-        figures["families"][f]["kd_memory_vs_lora"] = _ratio(kd.get("peak_train_memory_mb"),
-                                                             lora.get("peak_train_memory_mb"))
-        figures["families"][f]["memory_mb"] = [lora.get("peak_train_memory_mb"), kd.get("peak_train_memory_mb")]
+        figures["families"][f]["kd_memory_vs_lora"] = _ratio(kd.get("peak_memory_mb"),
+                                                             lora.get("peak_memory_mb"))
+        figures["families"][f]["memory_mb"] = [lora.get("peak_memory_mb"), kd.get("peak_memory_mb")]
     stage["memory"] = round(time.perf_counter() - t)
     lengths = evalset.eval_lengths(size)
     grouped_len = evalset.padded_tokens(evalset.eval_batches(lengths, 32, 30000, group_by_length=True)) / len(lengths)

@@ -10,9 +10,10 @@ from train_helpers import tiny_config
 
 
 def build_pristine(root: Path) -> Path:
-    """A tiny run of each method (fft, lora, kd-lora distilled from the fft run), an export of the kd-lora run, the
-    teacher-logit cache (root/cache) and a results store with one run (root/store/r.db)."""
-    from kdlora.export import export_run
+    """A tiny run of each method (fft, lora, kd-lora distilled from the fft run), two exports of the kd-lora run
+    (safetensors; onnx int8), the teacher-logit cache (root/cache) and a results store with one run
+    (root/store/r.db)."""
+    from kdlora.export import ExportSettings, export_run
     from kdlora.store import Store
     from kdlora.train import run_training
 
@@ -28,6 +29,7 @@ def build_pristine(root: Path) -> Path:
         else:
             os.environ["KDLORA_CACHE"] = before
     export_run(root / "kd-lora", root / "export")
+    export_run(root / "kd-lora", root / "export-onnx", ExportSettings(format="onnx", quantize="int8"))
     with Store(root / "store" / "r.db") as store:
         config = {"task": "sst2", "family": "bert", "method": "fft", "seed": 1}
         store.start("k1", "train", "train sst2 bert fft s1", config, str(root / "fft"), config)

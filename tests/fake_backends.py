@@ -22,7 +22,8 @@ TRAIN_DEFAULTS = {"task": None, "family": None, "method": None, "rank": 8, "lora
 BENCH_DEFAULTS = {"families": ["bert", "roberta", "deberta"], "methods": ["fft", "lora", "kd-lora"],
                   "ranks": [8, 16], "eval_size": 1043, "params_only": False}
 
-# score = BASE[method] + 0.01 * (seed % 3) - 0.001 * rank (LoRA methods): easy to hand-compute medians
+# score = BASE[method] + 0.01 * (seed % 3) - 0.001 * rank (LoRA methods) + 10 * learning_rate (when set): easy to
+# hand-compute medians; the last epoch's score is 0.005 lower
 BASE = {"fft": 0.90, "lora": 0.88, "kd-lora": 0.86}
 MEMORY = {"fft": 1000.0, "lora": 600.0, "kd-lora": 400.0}
 PARAMS = {"fft": 22_000_000, "lora": 74_000, "kd-lora": 37_000}
@@ -56,15 +57,18 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
         raise UserError(f"teacher {config['teacher']} has no metrics.json")
     method = config["method"]
     rank = config["rank"] if method != "fft" else 0
-    score = BASE[method] + 0.01 * (config["seed"] % 3) - 0.001 * rank
-    result = {"status": "done", "reason": None, "task": config["task"], "family": config["family"],
+    score = BASE[method] + 0.01 * (config["seed"] % 3) - 0.001 * rank + 10 * (config["learning_rate"] or 0)
+    result = {"status": "done", "reason": None, "flags": [], "task": config["task"], "family": config["family"],
               "method": method, "rank": config["rank"], "seed": config["seed"],
-              "metrics": {"accuracy": score}, "score": score, "trainable_params": PARAMS[method],
+              "metrics": {"accuracy": score}, "score": score, "last_score": score - 0.005,
+              "last_metrics": {"accuracy": score - 0.005}, "last_flags": [], "trainable_params": PARAMS[method],
               "total_params": 22_700_000, "train_seconds": MEMORY[method] / 100, "peak_memory_mb": MEMORY[method],
-              "memory_kind": "cpu peak rss", "best_epoch": 1, "config": config,
+              "memory_kind": "cpu-peak-rss-delta", "best_epoch": 1, "config": config,
               "environment": {"fake": True, "pid": os.getpid()}}
-    if config["seed"] == 13 and method == "lora":
-        result.update(status="collapsed", reason="constant predictions on dev")
+    if config["seed"] == 13 and method == "lora":  # dev predictions all one class: flagged, still done
+        result.update(flags=["constant_predictions", "majority_class"])
+    if config["seed"] == 14 and method == "lora":
+        result.update(status="collapsed", reason="non-finite loss (nan) at step 3", score=None, metrics={})
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result))
     write_manifest(out_dir, "run.json", {"kind": "none"})  # as a real run folder: resuming sweeps check it
@@ -89,10 +93,10 @@ def bench(settings: dict, out_dir: Path, progress: bool) -> dict:
                 rows.append({"family": family, "model": f"{family}-model", "method": method, "rank": rank,
                              "adapter_params": 0 if method == "fft" else 9216 * rank,
                              "trainable_params": PARAMS[method] + 1000 * rank, "total_params": 110_000_000,
-                             "peak_train_memory_mb": MEMORY[method] * 2,
+                             "peak_memory_mb": MEMORY[method] * 2,
                              "eval_seconds": 10.0 / (1 + (method == "kd-lora")),
                              "eval_seconds_unmerged": 12.0, "latency_ms_p50": 5.0, "latency_ms_p90": 6.0,
-                             "throughput_per_s": 100.0, "memory_kind": "cpu peak rss"})
+                             "throughput_per_s": 100.0, "memory_kind": "cpu-peak-rss-delta"})
     _log("end", "bench/" + ",".join(settings["families"]))
     return {"rows": rows, "config": settings, "environment": {"fake": True}}
 

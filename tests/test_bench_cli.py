@@ -22,11 +22,11 @@ def test_tiny_bench_end_to_end(tmp_path):
     for key in [("fft", None), ("lora", 8), ("kd-lora", 8)]:
         row = rows[key]
         assert row["error"] is None
-        assert row["memory_kind"] == "cpu-peak-rss-delta" and row["peak_train_memory_mb"] > 0
+        assert row["memory_kind"] == "cpu-peak-rss-delta" and row["peak_memory_mb"] > 0
         assert row["eval_seconds"] > 0 and row["latency_ms_p90"] >= row["latency_ms_p50"] > 0
         assert row["throughput_per_s"] == pytest.approx(64 / row["eval_seconds"], rel=0.02)
         assert (row["eval_seconds_unmerged"] is None) == (key[0] == "fft")
-    assert rows["lora", 16]["peak_train_memory_mb"] is None  # one rank measured by default
+    assert rows["lora", 16]["peak_memory_mb"] is None  # one rank measured by default
     assert result["config"]["eval_size"] == 64 and result["environment"]["torch"]
     with open(out / "table-ii.csv", newline="") as f:
         table = list(csv.DictReader(f))

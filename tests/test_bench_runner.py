@@ -64,7 +64,7 @@ def test_one_failed_configuration_keeps_the_other_rows():
     rows = {(r["method"], r["rank"]): r for r in result["rows"]}
     assert rows["lora", 8]["error"] == "OutOfMemoryError: CUDA out of memory"
     assert rows["lora", 8]["eval_seconds"] is None and rows["lora", 8]["adapter_params"] == 2 * 2 * (32 * 8 + 8 * 32)
-    assert rows["fft", None]["eval_seconds"] == 1.5 and rows["kd-lora", 8]["peak_train_memory_mb"] == 1.5
+    assert rows["fft", None]["eval_seconds"] == 1.5 and rows["kd-lora", 8]["peak_memory_mb"] == 1.5
     assert rows["lora", 16]["error"] is None and rows["lora", 16]["eval_seconds"] is None
     assert result["config"]["measured_ranks"] == [8]
     assert result["config"]["memory_kind"] == "cpu-peak-rss-delta"

@@ -51,3 +51,18 @@ def test_every_field_has_a_docstring_for_the_cli():
     docs = field_docs()
     assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
     assert all(len(text) > 10 for text in docs.values())
+
+
+def test_the_run_key_covers_the_number_of_processes_and_is_the_stores_key():
+    """Finding: two processes (twice the effective batch) and one process shared a key; the store used its own."""
+    from kdlora.backends import REAL
+    from kdlora.config import TrainConfig, run_key
+    from kdlora.experiment import parse_experiment
+    from kdlora.sweep import expand
+
+    config = TrainConfig(task="sst2", family="bert", method="fft", tiny=True)
+    assert config.key() == config.key(1) != config.key(2)
+    assert config.key() != TrainConfig(task="sst2", family="bert", method="fft", tiny=True, batch_size=16).key()
+    [spec] = expand(parse_experiment('[train]\ntasks = ["sst2"]\nfamilies = ["bert"]\nmethods = ["fft"]\n'
+                                     '[train.params]\ntiny = true\n'), REAL)
+    assert spec.key == TrainConfig.from_dict(spec.config).key() == run_key(spec.config)

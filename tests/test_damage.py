@@ -1,10 +1,11 @@
 """Every file kdlora writes, damaged four ways, read by every command that reads it, in-process through the CLI.
 
-One tiny run of each method, an export, a teacher-logit cache and a results store are built once per module; each
-case copies the pristine folder, damages one file (deleted, cut to half its size, emptied, or 16 bytes in its
-middle inverted; the store's in its header) and runs one command: exit 2, exactly one line on stderr naming the
-file, no traceback, and every other file byte for byte as it was (nothing written either). A damaged teacher-logit
-cache is recomputed instead, with a line saying so. The README's reliability paragraph counts these cases.
+One tiny run of each method, two exports (safetensors; onnx int8), a teacher-logit cache and a results store are
+built once per session; each case copies the pristine folder, damages one file (deleted, cut to half its size,
+emptied, or 16 bytes in its middle inverted; the store's in its header) and runs one command: exit 2, exactly one
+line on stderr naming the file, no traceback, and every other file byte for byte as it was (nothing written
+either). A damaged teacher-logit cache is recomputed instead, with a line saying so. The README's reliability
+paragraph counts these cases.
 """
 
 import json
@@ -32,15 +33,17 @@ FILES = {
     "lora": ADAPTER_RUN,
     "kd-lora": ADAPTER_RUN,
     "export": ["config.json", "export.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"],
+    "export-onnx": ["config.json", "export.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"],
 }
 """Every file each folder holds (a test checks these lists against what kdlora really writes)."""
 READERS = {"fft": ("predict", "export", "teacher"), "lora": ("predict", "export"), "kd-lora": ("predict", "export"),
-           "export": ("predict",)}
+           "export": ("predict",), "export-onnx": ("predict",)}
 """The commands that read each folder: the FFT run is also the teacher of `train --method kd-lora`."""
 TRAIN = ["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora", "--tiny", "--data-dir",
          str(DATA / "sst2"), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--learning-rate", "1e-3",
          "--quiet"]
 SMALL = Path(__file__).parent / "data" / "sweep" / "small.toml"
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN_CASES = [(folder, name, how, command) for folder, names in FILES.items() for name in names
              for how in DAMAGES for command in READERS[folder]]
@@ -63,7 +66,7 @@ def test_the_cases_cover_every_file_kdlora_writes(pristine):
                          if p.is_file())
         assert written == sorted(names), folder
     assert [p.name for p in (pristine / "cache").rglob("*") if p.is_file()] != []
-    assert len(RUN_CASES) == (6 * 3 + 9 * 2 + 9 * 2 + 5 * 1) * 4  # files x readers, four damages each
+    assert len(RUN_CASES) == (6 * 3 + 9 * 2 + 9 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
 
 
 @pytest.mark.parametrize("folder, name, how, command", RUN_CASES,
@@ -146,6 +149,11 @@ def test_a_damaged_results_store_is_one_line_and_changes_nothing(pristine, tmp_p
         if holder is not None:
             holder.execute("ROLLBACK")
             holder.close()
+
+
+def test_the_readme_counts_these_cases():
+    cases = len(RUN_CASES) + len(DAMAGES) + len(STORE_CASES) + 1  # + the locked store that still reads
+    assert f"{cases} damaged-input cases, none ends in a traceback" in (ROOT / "README.md").read_text()
 
 
 def test_a_locked_store_still_reads(pristine, tmp_path, capsys):

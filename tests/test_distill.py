@@ -98,3 +98,65 @@ def test_cached_logits_equal_the_teachers_own_and_stale_cache_is_recomputed(teac
     assert "is stale" in capsys.readouterr().err
     online = OnlineTeacher(teacher_run, examples, 32)
     assert torch.allclose(online.lookup(shuffled), direct.flip(0), atol=1e-5)
+
+
+def _sst2_folder(folder, prefix: str = ""):
+    """The sst2 fixture's files, every train sentence starting with `prefix` (same rows, same labels)."""
+    folder.mkdir()
+    lines = (DATA / "sst2" / "train.tsv").read_text().splitlines()
+    (folder / "train.tsv").write_text("\n".join([lines[0]] + [prefix + line for line in lines[1:]]) + "\n")
+    (folder / "dev.tsv").write_text((DATA / "sst2" / "dev.tsv").read_text())
+    return folder
+
+
+def test_another_data_folder_with_as_many_rows_gets_its_own_teacher_logits(teacher_run, tmp_path, monkeypatch):
+    """Finding: the cache was looked up by row id only, so other texts at the same ids got the old logits."""
+    from kdlora.rundir import load_model, load_tokenizer
+    from kdlora.train import run_training
+
+    monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))
+    first, second = _sst2_folder(tmp_path / "a"), _sst2_folder(tmp_path / "b", prefix="so ")
+
+    def kd(folder, name):
+        config = tiny_config("sst2", "minilm", "kd-lora", teacher=str(teacher_run), data_dir=str(folder))
+        return run_training(config, tmp_path / name, progress=False)
+
+    run_a = kd(first, "kd-a")
+    assert run_a.teacher_logits["source"] == "computed"
+    assert kd(first, "kd-a2").teacher_logits == {"source": "cache", "fingerprint": run_a.teacher_logits["fingerprint"]}
+    run_b = kd(second, "kd-b")
+    assert run_b.teacher_logits["source"] == "computed"
+    assert run_b.teacher_logits["fingerprint"] != run_a.teacher_logits["fingerprint"]
+    examples = load_split(get_task("sst2"), "train", second)
+    table = cached_teacher_logits(teacher_run, examples, "sst2", "train", tiny_config().max_length)
+    assert table.source == "cache"  # what the KD run on the second folder computed and cached
+    model, tokenizer = load_model(teacher_run, merged=True), load_tokenizer(teacher_run)
+    direct = predict_logits(model, encode(examples, tokenizer, tiny_config().max_length), tokenizer)
+    assert torch.equal(table.lookup(torch.tensor(examples.ids)), direct)  # same rows, same batches: bit for bit
+    original = predict_logits(model, encode(load_split(get_task("sst2"), "train", first), tokenizer,
+                                            tiny_config().max_length), tokenizer)
+    assert not torch.equal(direct, original)  # the stale rows would have been wrong
+
+
+def test_a_teacher_of_another_task_is_refused_in_one_line(teacher_run, tmp_path, capsys):
+    """Finding: a teacher trained on another task was accepted."""
+    from kdlora.cli import main
+
+    code = main(["train", "--task", "cola", "--family", "minilm", "--method", "kd-lora", "--tiny", "--device",
+                 "cpu", "--data-dir", str(DATA / "cola"), "--teacher", str(teacher_run), "--out",
+                 str(tmp_path / "kd"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert (f"--teacher {teacher_run}: teacher has task sst2 and labels negative, positive; this run is task cola "
+            "with 2 labels (unacceptable, acceptable)") in err
+    assert not (tmp_path / "kd").exists()
+
+
+def test_check_teacher_names_the_number_of_labels():
+    from kdlora.errors import UserError
+    from kdlora.teacher import check_teacher
+
+    check_teacher("t", "sst2", ("LABEL_0", "LABEL_1"), get_task("sst2"))  # unnamed classes: the count decides
+    with pytest.raises(UserError, match=r"^--teacher t: teacher has 2 labels; this run is task mnli with 3 labels "
+                                        r"\(entailment, neutral, contradiction\)$"):
+        check_teacher("t", None, ("LABEL_0", "LABEL_1"), get_task("mnli"))

@@ -95,3 +95,21 @@ def test_real_backends_validate_and_fill_defaults():
         real_bench_settings({"ranks": [0]})
     with pytest.raises(UserError, match="unknown bench setting 'colour'"):
         real_bench_settings({"colour": 1})
+
+
+def test_the_paper_grid_is_25_fft_and_24_lora_and_kd_lora_configurations():
+    """Finding: experiments held one value per setting; the paper's protocol is a grid."""
+    from collections import Counter
+
+    from kdlora.backends import REAL
+    from kdlora.experiment import load_experiment
+    from kdlora.sweep import expand
+
+    specs = [s for s in expand(load_experiment("paper"), REAL) if s.kind == "train"]
+    cell = Counter(s.fields["method"] for s in specs if s.fields["task"] == "rte" and s.fields["family"] == "bert")
+    assert cell == {"fft": 25, "lora": 24, "kd-lora": 24}
+    assert len(specs) == 9 * 3 * (25 + 24 + 24) and len({s.key for s in specs}) == len(specs)
+    teachers = {s.needs for s in specs if s.fields["method"] == "kd-lora" and s.fields["task"] == "rte"
+                and s.fields["family"] == "bert"}
+    [teacher] = [s for s in specs if s.key in teachers]
+    assert (teacher.config["learning_rate"], teacher.config["batch_size"]) == (2e-5, 32)

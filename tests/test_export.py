@@ -165,3 +165,22 @@ def test_export_of_a_derived_student_run(tmp_path):
     assert (tmp_path / "export" / "model.onnx").is_file()
     assert info["agreement"] == 1.0
     assert load_model(tmp_path / "kd", merged=True).config.num_hidden_layers == 1  # tiny teacher 2 -> 1
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta"])
+@pytest.mark.parametrize("role", ["teacher", "student"])
+def test_onnx_graph_of_every_architecture_keeps_batch_and_length_dynamic(tmp_path, family, role):
+    import onnxruntime
+
+    from kdlora.data.encode import tiny_tokenizer
+    from kdlora.export.onnx_model import write_onnx
+    from kdlora.families import get_family
+
+    model, tokenizer = get_family(family).architecture(role).build(2, tiny=True).eval(), tiny_tokenizer()
+    names = write_onnx(model, tokenizer, tmp_path / "model.onnx")  # traced on 2 texts
+    batch = tokenizer(["a great film", "bad", "not good at all, very bad"], padding=True, return_tensors="pt")
+    assert batch["input_ids"].shape[0] == 3 and names == ["input_ids", "attention_mask"]
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    exported = session.run(["logits"], {n: batch[n].numpy() for n in names})[0]
+    with torch.no_grad():
+        assert np.abs(exported - model(**{n: batch[n] for n in names}).logits.numpy()).max() < 1e-4

@@ -4,16 +4,17 @@ from kdlora.analysis.quality import (
     GLUE_ROWS,
     aggregate,
     column_name,
-    latest_per_seed,
     reported_vs_measured,
     table_i,
     table_rank,
 )
 
 
-def rec(task, family, method, rank, seed, score, status="done", metrics=None, when="2026-01-01", **costs):
+def rec(task, family, method, rank, seed, score, status="done", metrics=None, when="2026-01-01", flags=(),
+        configuration="", config=None, **costs):
     return {"key": f"{task}{family}{method}{rank}{seed}{when}", "task": task, "family": family, "method": method,
-            "rank": rank, "seed": seed, "status": status, "reason": None, "score": score,
+            "rank": rank, "seed": seed, "status": status, "reason": None, "score": score, "flags": list(flags),
+            "configuration": configuration, "config": config or {},
             "metrics": metrics or {"accuracy": score}, "trainable_params": costs.get("params"),
             "peak_memory_mb": costs.get("memory"), "memory_kind": "rss", "train_seconds": costs.get("seconds"),
             "finished_at": when}
@@ -40,12 +41,28 @@ def test_even_number_of_seeds_and_single_seed():
     assert aggs[0].median == pytest.approx(0.65) and aggs[1].std == 0.0 and aggs[1].median == 0.5
 
 
-def test_latest_run_per_seed_wins():
-    old = rec("rte", "bert", "fft", None, 1, 0.6, when="2026-01-01")
-    new = rec("rte", "bert", "fft", None, 1, 0.7, when="2026-02-01")
-    running = {**rec("rte", "bert", "fft", None, 2, None), "status": "running"}
-    kept, hidden = latest_per_seed([new, old, running])
-    assert kept == [new] and hidden == 1
+def test_every_configuration_is_its_own_aggregate_none_superseded():
+    """Finding: a second learning rate silently "superseded" the first."""
+    first = rec("rte", "bert", "fft", None, 1, 0.6, configuration="a", config={"learning_rate": 2e-5, "epochs": 3})
+    second = rec("rte", "bert", "fft", None, 1, 0.7, configuration="b", config={"learning_rate": 5e-5, "epochs": 3},
+                 when="2026-02-01")
+    aggs = aggregate([second, first])
+    assert [(a.configuration, a.median, a.params, a.configurations) for a in aggs] == [
+        ("a", 0.6, {"learning_rate": 2e-5}, 2), ("b", 0.7, {"learning_rate": 5e-5}, 2)]
+
+
+def test_constant_predictions_count_and_are_noted_or_left_out():
+    """Finding: a WNLI run predicting the majority class was `collapsed` and dropped from every aggregate."""
+    records = [rec("wnli", "bert", "fft", None, s, v, flags=f) for s, v, f in
+               ((1, 0.563, ("constant_predictions", "majority_class")), (2, 0.563, ("constant_predictions",
+                                                                                    "majority_class")), (3, 0.50, ()))]
+    [agg] = aggregate(records)
+    assert (agg.n, agg.median, agg.constant, agg.majority, agg.flag_note()) == (3, 0.563, 2, 2, "2/3 constant")
+    table = table_i([agg])
+    assert table.rows[0][:2] == ("WNLI", "Accuracy") and table.rows[0][2]["BERT-base FFT"] == pytest.approx(56.3)
+    assert table.notes == {("WNLI", "BERT-base FFT"): "2/3 constant"}
+    [kept] = aggregate(records, exclude_flagged=True)
+    assert (kept.n, kept.median, kept.left_out, kept.flag_note()) == (1, 0.50, 2, "2 flagged left out")
 
 
 def test_table_i_paper_layout_and_score():
@@ -78,6 +95,9 @@ def test_non_glue_task_gets_its_own_row_and_column_names():
                                (("fft", None), ("lora", 8), ("kd-lora", 8))]))
     assert table.columns == ["MiniLM-L6 FFT", "MiniLM-L6 LoRA", "MiniLM-L6 KD-LoRA"]
     assert [r[0] for r in table.rows] == ["movie-snippets", "Score"]
+    assert table.rows[0][1] == "Accuracy"  # the task's metric, not "Score"
+    rating = table_i(aggregate([rec("movie-snippets-rating", "minilm", "fft", None, 1, 0.5)]))
+    assert rating.rows[0][1] == "Mean of Pearson and Spearman"
     assert column_name("unknown", "lora") == "unknown LoRA"
 
 

@@ -44,15 +44,10 @@ def test_reproduce_with_real_backends(tmp_path):
     assert "sweep tiny-real: 4 runs: ran 4 (" in done.stdout, done.stderr[-3000:]
     with Store(tmp_path / "r.db", readonly=True) as store:
         runs = store.runs(kind="train")
-        # tiny random models on 24 sentences often collapse to one label: that is recorded, never averaged in
-        for run in runs:
-            assert run.status in ("done", "collapsed") or run.method == "kd-lora", run.reason
-            if run.method == "kd-lora":
-                teacher = store.get(run.config["teacher"].removeprefix("run:"))
-                assert (run.status == "failed") == (teacher.status != "done")
-                assert run.status != "failed" or f"FFT teacher run {teacher.key[:12]} is collapsed" in run.reason
-        failed = sum(r.status == "failed" for r in runs)
-    assert done.returncode == (1 if failed else 0), done.stderr[-3000:]
+        # tiny random models on 24 sentences often predict one label: a flag of a done run, counted in the report
+        assert [r.status for r in runs] == ["done", "done", "done"], [r.reason for r in runs]
+        flagged = sum("constant_predictions" in (r.result or {}).get("flags", []) for r in runs)
+    assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "reports" / "results.json").read_text())
     assert sum(results["runs"]["train"].values()) == 3 and results["runs"]["bench"] == {"done": 1}
     bench = json.loads((tmp_path / "reports" / "bench" / "bench.json").read_text())
@@ -60,11 +55,12 @@ def test_reproduce_with_real_backends(tmp_path):
                                                                  ("kd-lora", 4), ("kd-lora", 8)}
     report = (tmp_path / "reports" / "report.md").read_text()
     assert "## Quality: Table I (measured)" in report and "## Trade-off: score next to cost" in report
+    assert f"{flagged} of 3 train runs predict one constant class or value on dev" in report
     # a params-only bench has no memory or time: its counts are written, the Table II analysis skipped with the reason
     assert (tmp_path / "reports" / "bench" / "params.csv").exists()
     assert "It was not analysed: the bench counted parameters only" in report
     # the same command again runs nothing and keeps every run
     again = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert f"4 runs: ran 0 (none), {4 - failed} already done" in again.stdout
+    assert "4 runs: ran 0 (none), 4 already done" in again.stdout
     with Store(tmp_path / "r.db", readonly=True) as store:
         assert {r.attempts for r in store.runs()} == {1}

@@ -34,8 +34,9 @@ def test_start_finish_round_trip(tmp_path):
         assert run.environment == {"torch": "x"} and run.config == TRAIN and run.finished_at
         # a second attempt of the same key updates the one row
         store.start("k1", "train", "train sst2", TRAIN, fields=TRAIN)
-        store.finish("k1", {"status": "collapsed", "reason": "constant predictions"})
-        assert [(r.status, r.reason, r.attempts) for r in store.runs()] == [("collapsed", "constant predictions", 2)]
+        store.finish("k1", {"status": "collapsed", "reason": "non-finite loss (nan) at step 1"})
+        assert [(r.status, r.reason, r.attempts) for r in store.runs()] == [
+            ("collapsed", "non-finite loss (nan) at step 1", 2)]
     with Store(tmp_path / "r.db", readonly=True) as again:
         assert again.statuses() == {"k1": "collapsed"}
 
@@ -97,3 +98,45 @@ def test_locked_database_is_one_line(tmp_path, monkeypatch, capsys):
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def _version_1_store(path):
+    """A store as schema version 1 wrote it: no flags column; a constant-prediction run marked collapsed."""
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE runs (key TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, reason TEXT,
+            label TEXT NOT NULL, task TEXT, family TEXT, method TEXT, rank INTEGER, seed INTEGER, out_dir TEXT,
+            config TEXT NOT NULL, metrics TEXT, params TEXT, memory TEXT, timings TEXT, environment TEXT, result TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO runs (key, kind, status, reason, label, config, created_at) VALUES
+            ('wnli', 'train', 'collapsed', 'constant predictions on dev (every example labelled 0)', 'w', '{}', 't'),
+            ('nan', 'train', 'collapsed', 'non-finite loss (nan) at step 3', 'n', '{}', 't');
+    """)
+    conn.commit()
+    conn.close()
+
+
+def test_a_version_1_store_is_upgraded_and_its_constant_runs_become_flagged_done_runs(tmp_path):
+    """Finding: constant predictions were `collapsed` and dropped; an old store must still open."""
+    _version_1_store(tmp_path / "old.db")
+    with Store(tmp_path / "old.db", readonly=True) as store:
+        runs = {r.key: r for r in store.runs()}
+    assert (runs["wnli"].status, runs["wnli"].flags, runs["wnli"].reason) == ("done", ["constant_predictions"], None)
+    assert (runs["nan"].status, runs["nan"].flags) == ("collapsed", [])
+    assert sqlite3.connect(tmp_path / "old.db").execute(
+        "SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(store_module.SCHEMA_VERSION),)
+
+
+def test_flags_are_stored_and_a_newer_schema_is_refused(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.start("k", "train", "k", TRAIN, fields=TRAIN)
+        store.finish("k", {"status": "done", "flags": ["constant_predictions", "majority_class"]})
+        assert store.get("k").flags == ["constant_predictions", "majority_class"]
+    conn = sqlite3.connect(tmp_path / "r.db")
+    conn.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(UserError, match=r"r.db: results database schema version 99 is newer than this kdlora's"):
+        Store(tmp_path / "r.db")

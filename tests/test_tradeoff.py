@@ -18,7 +18,7 @@ def _aggregates(family="minilm"):
 
 def bench_row(family, method, rank, memory, seconds):
     return {"family": family, "method": method, "rank": rank, "trainable_params": 1000 * rank,
-            "peak_train_memory_mb": memory, "eval_seconds": seconds, "memory_kind": "cpu peak rss"}
+            "peak_memory_mb": memory, "eval_seconds": seconds, "memory_kind": "cpu-peak-rss-delta"}
 
 
 BENCH = [bench_row("bert", m, r, mem, s) for m, mem, s in (("fft", 2000, 10.0), ("lora", 1500, 10.0),
@@ -36,7 +36,18 @@ def test_keeps_share_of_score_at_share_of_memory_and_speed():
     assert entry["sentence"].startswith(
         "MiniLM-L6 (movie-snippets; rank 8): KD-LoRA keeps 97.7 % of LoRA's score and 95.6 % of FFT's at 66.7 % of "
         "LoRA's peak training memory (40.0 % of FFT's) and 1.50× LoRA's training speed (2.50× FFT's)")
-    assert "[train runs]" in entry["sentence"] and "[bench]" not in entry["sentence"]
+    assert "[train runs, memory: rss]" in entry["sentence"] and "[bench" not in entry["sentence"]
+
+
+def test_memory_of_two_kinds_is_not_compared():
+    """Finding: train-run memory ratios were built from figures of different kinds."""
+    aggs = _aggregates()
+    next(a for a in aggs if a.method == "fft").memory_kind = "cuda-max-memory-allocated"
+    [entry] = family_tradeoffs(aggs, [])
+    assert entry["ratios"]["train_memory_vs_fft"] is None
+    assert entry["ratios"]["train_memory_vs_lora"] == pytest.approx(400 / 600)  # both rss
+    assert "(n/a of FFT's)" in entry["sentence"] and "[train runs, memory kinds differ, not compared]" in \
+        entry["sentence"]
 
 
 def test_bench_joins_where_the_family_matches():
@@ -44,7 +55,8 @@ def test_bench_joins_where_the_family_matches():
     assert set(entries) == {"bert", "minilm"} and entries["minilm"]["bench"] is None
     r = entries["bert"]["ratios"]
     assert r["inference_speed_vs_fft"] == pytest.approx(2.0) and r["bench_memory_vs_lora"] == pytest.approx(800 / 1500)
-    assert "2.00× LoRA's inference speed (2.00× FFT's), adapters merged [bench]" in entries["bert"]["sentence"]
+    assert "2.00× LoRA's inference speed (2.00× FFT's), adapters merged [bench, memory: cpu-peak-rss-delta]" in \
+        entries["bert"]["sentence"]
 
 
 def test_bench_only_family_gets_a_cost_line():

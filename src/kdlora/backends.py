@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class Backends:
     """Validate partial bench settings; return the full canonical settings."""
     bench: Callable[[dict, Path, bool], dict]
     """Run one bench (settings, out_dir, progress), write its outputs into out_dir, return the bench.json dict."""
+    train_key: Callable[[dict], str] | None = None
+    """The store key of a full train config (`TrainConfig.key()`); default: `config.run_key` of the dict."""
 
 
 def real_train_config(values: dict) -> dict:
@@ -39,11 +42,27 @@ def real_train_config(values: dict) -> dict:
     return TrainConfig.from_dict(values).to_dict()
 
 
+def real_train_key(config: dict) -> str:
+    from kdlora.config import TrainConfig
+
+    return TrainConfig.from_dict(config).key()
+
+
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
+    """Train; an interrupted attempt that left a checkpoint of this very config resumes from it."""
+    from kdlora.checkpoint import checkpoint_dir, has_checkpoint, resume_source
     from kdlora.config import TrainConfig
     from kdlora.train import run_training
 
-    return run_training(TrainConfig.from_dict(config), out_dir, progress=progress)
+    settings = TrainConfig.from_dict(config)
+    resume = has_checkpoint(out_dir)
+    if resume:
+        try:
+            resume_source(out_dir, settings.key())
+        except UserError:  # another config's checkpoint (the run folder was reused): start afresh
+            shutil.rmtree(checkpoint_dir(out_dir))
+            resume = False
+    return run_training(settings, out_dir, progress=progress, resume=resume).to_dict()
 
 
 def _bench_settings_class():
@@ -88,7 +107,7 @@ def _tuples(value: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
 
 
-REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench)
+REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench, real_train_key)
 
 
 def get_backends() -> Backends:

@@ -18,6 +18,10 @@ from typing import get_type_hints
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, get_method
+from kdlora.precision import PRECISIONS
+
+TRACKERS = ("tensorboard", "mlflow")
+"""Experiment trackers `report_to` may name (accelerate's trackers of those names)."""
 
 DEFAULT_LEARNING_RATES = {
     # GLUE-sized data (thousands of steps): the usual values for BERT-base FFT and for LoRA.
@@ -114,6 +118,21 @@ class TrainConfig:
     metric: str | None = None
     """Headline metric: accuracy, macro_f1, f1, mcc (classification) or pearson_spearman (regression); default
     accuracy (macro-F1 reported too) or pearson_spearman."""
+    precision: str = "fp32"
+    """fp32, or bf16 / fp16 mixed precision (accelerate's autocast; master weights, loss and KD softmax stay fp32).
+    fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX)."""
+    grad_accum: int = 1
+    """Accumulate gradients over this many batches per optimiser step: effective batch = batch x N x processes."""
+    eval_steps: int | None = None
+    """Also score dev every N optimiser steps (always at each epoch's end); patience counts these evaluations."""
+    save_checkpoints: bool = False
+    """At each evaluation save RUN_DIR/checkpoints/last (and best): trainable weights, optimiser, scheduler, RNG
+    states and the data position, so that `--resume` continues a killed run."""
+    report_to: str | None = None
+    """Trackers, comma-separated: tensorboard (RUN_DIR/tensorboard), mlflow ($MLFLOW_TRACKING_URI, else a file
+    store in RUN_DIR/mlruns): per-step loss and learning rate, every evaluation, the config as hyper-parameters."""
+    track_energy: bool = False
+    """Measure energy (kWh) and emissions (g CO2-eq) with codecarbon's offline tracker (extra `energy`)."""
 
     def __post_init__(self):
         self.validate()
@@ -145,6 +164,9 @@ class TrainConfig:
             "patience": self.patience is None or self.patience > 0, "temperature": self.temperature > 0,
             "kd_alpha": 0 <= self.kd_alpha <= 1, "student_init": self.student_init in ("trained", "pretrained"),
             "device": self.device in (None, "cpu", "cuda"),
+            "precision": self.precision in PRECISIONS, "grad_accum": self.grad_accum > 0,
+            "eval_steps": self.eval_steps is None or self.eval_steps > 0,
+            "report_to": all(name in TRACKERS for name in self.trackers),
         }
         for key, ok in checks.items():
             if not ok:
@@ -163,6 +185,11 @@ class TrainConfig:
 
         spec = self.file_spec()
         return get_task(self.task) if spec is None else file_task(self.task, spec)
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The tracker names of `report_to`, in order."""
+        return tuple(part.strip() for part in (self.report_to or "").split(",") if part.strip())
 
     @property
     def lr(self) -> float:
@@ -189,19 +216,23 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def identity(self) -> dict:
-        """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
-        (edited data is a new run; the same data elsewhere is not)."""
+    def key(self, num_processes: int = 1) -> str:
+        """The run's identity and its key in the results store: sha256 of the canonical JSON of the full config
+        (precision included) and of the number of training processes, which multiplies the effective batch. A task
+        from files adds the files' content hash: edited data is a new run, the same data under another path is not."""
         values = self.to_dict()
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
             values["data_sha256"] = spec.fingerprint()
-        return values
+        return run_key(values, num_processes)
 
-    def key(self) -> str:
-        """Stable sha256 of the canonical JSON of `identity()`: the run's key in the results store."""
-        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
+
+def run_key(values: dict, num_processes: int = 1) -> str:
+    """sha256 of the canonical JSON of a run's settings and its number of processes (see `TrainConfig.key`)."""
+    canonical = json.dumps({"kind": "train", "config": values, "num_processes": num_processes}, sort_keys=True,
+                           separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -353,14 +384,16 @@ def _comma_list(kind):
 
 
 def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: tuple[str, ...] = (),
-                           aliases: dict[str, list[str]] | None = None) -> None:
+                           aliases: dict[str, list[str]] | None = None,
+                           choices: dict[str, tuple] | None = None) -> None:
     """Add one `--flag` per field of the settings dataclass `cls`; each field's docstring is its help.
 
     keep_defaults: the parser's defaults are the dataclass's; when False every flag defaults to None, so settings
     from a file can fill what the command line left out (`kdlora train --config`). Booleans are `--flag` (and
-    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line.
+    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line; `choices`
+    limits a scalar field to the values given.
     """
-    docs, hints, aliases = field_docs(cls), get_type_hints(cls), aliases or {}
+    docs, hints, aliases, choices = field_docs(cls), get_type_hints(cls), aliases or {}, choices or {}
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
@@ -373,7 +406,7 @@ def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: t
             parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
             continue
         kind = int if "int" in hint else float if "float" in hint else str
-        options = {"type": kind}
+        options = {"type": kind, **({"choices": choices[f.name]} if f.name in choices else {})}
         if "tuple" in hint:
             options = {"type": _comma_list(kind), "metavar": "A,B"}
             shown = f" (default: {','.join(map(str, default))})" if default else ""

@@ -45,7 +45,7 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
                                  teacher=None if method == "fft" else str(teacher_dir), tiny=tiny)
             if progress:
                 print(f"[demo] seed {seed}: {method} ...", flush=True)
-            result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress)
+            result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress).to_dict()
             result["run_dir"] = str(out / "runs" / f"seed{seed}" / method)
             runs[method].append(result)
             if progress:

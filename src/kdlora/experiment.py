@@ -15,8 +15,9 @@ methods = ["fft", "lora", "kd-lora"]
 ranks = [8]            # LoRA methods only; FFT runs once per (task, family, seed)
 seeds = [42, 43]
 
-[train.params]         # any `kdlora train` setting, shared by every run
+[train.params]         # any `kdlora train` setting, shared by every run; a list is a grid axis
 epochs = 1
+learning_rate = [1e-4, 3e-4]   # two configurations per (task, family, method, rank, seed)
 
 [train.per_method.fft] # settings for one method only
 learning_rate = 1e-4
@@ -31,11 +32,17 @@ text_columns = "review"         # or "question,answer" for a pair task
 label_column = "verdict"
 ```
 
+A setting whose value is a list is an axis of the grid: the runs of a method are the product of its axes
+(`[train.params]` and its `[train.per_method]` together, the latter winning), each a configuration of its own in
+the store. A distilling method's teacher is the FFT run of the same task, family and seed at FFT's first
+configuration (list the teacher's values first).
+
 Loaded once, validated at the edge: an unknown key or a bad value is a UserError naming the file and the key.
 """
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -77,6 +84,18 @@ class TrainGrid:
     """Settings shared by every run (`TrainConfig` fields)."""
     per_method: dict = field(default_factory=dict)
     """Settings for one method only, by method name; they win over `params`."""
+
+    def configurations(self, method: str) -> list[dict]:
+        """The method's settings, one dict per configuration: the product of every list-valued setting."""
+        values = {**self.params, **self.per_method.get(method, {})}
+        axes = [name for name, value in values.items() if isinstance(value, list)]
+        return [{**values, **dict(zip(axes, point, strict=True))}
+                for point in itertools.product(*(values[name] for name in axes))]
+
+    def axes(self, method: str) -> tuple[str, ...]:
+        """The settings the method's configurations differ in."""
+        values = {**self.params, **self.per_method.get(method, {})}
+        return tuple(name for name, value in values.items() if isinstance(value, list) and len(value) > 1)
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,9 @@ def _train_grid(train, where: _Where) -> TrainGrid:
         for key in GRID_KEYS:
             if key in values:
                 raise UserError(f"{where.source}: [{section}] `{key}` is set by the grid, not here")
+        for key, value in values.items():
+            if isinstance(value, list) and not value:
+                raise UserError(f"{where.source}: [{section}] {key} = [] is an empty grid axis")
     return TrainGrid(
         tasks=tasks, families=families, methods=tuple(dict.fromkeys(methods)),
         ranks=where.integers(train, "ranks", "train", default=(8,), positive=True),

@@ -49,10 +49,17 @@ def task_score(task, metrics: dict) -> float:
 
 
 def glue_score(per_task_scores: dict) -> float:
-    """The paper's GLUE score: the plain average over tasks of each task's score.
+    """The paper's GLUE score: the plain mean of its Table I rows, MNLI-m and MNLI-mm apart (ten rows for GLUE).
 
-    A value may be a task's headline score or its metrics dict (then `task_score` averages its pair first).
+    A value may be a task's headline score or its metrics dict; MNLI's metrics dict gives two rows (matched and
+    mismatched accuracy), every other task one (`task_score`, e.g. MRPC's mean of accuracy and F1).
     """
     if not per_task_scores:
         raise ValueError("no task scores to average")
-    return fmean(task_score(t, v) if isinstance(v, dict) else float(v) for t, v in per_task_scores.items())
+    rows = []
+    for task, value in per_task_scores.items():
+        if isinstance(value, dict) and "matched_accuracy" in value and "mismatched_accuracy" in value:
+            rows += [value["matched_accuracy"], value["mismatched_accuracy"]]
+        else:
+            rows.append(task_score(task, value) if isinstance(value, dict) else float(value))
+    return fmean(rows)

@@ -16,11 +16,12 @@ class ParamCounts:
 
 
 def count_parameters(model) -> ParamCounts:
-    """Count `model`'s parameters; shared (tied) tensors are counted once."""
+    """Count `model`'s parameters; shared (tied) tensors are counted once, and a PEFT model's task head once (its
+    frozen original copy, kept beside the trained one for unloading, is not part of the model that runs)."""
     seen: set[int] = set()
     adapter = trainable = total = 0
     for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in seen:
+        if id(param) in seen or ".original_module." in name:  # PEFT keeps the untrained head beside the trained
             continue
         seen.add(id(param))
         n = param.numel()

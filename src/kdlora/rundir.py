@@ -114,20 +114,6 @@ def _labels(info: dict) -> dict:
     return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
-def peak_memory() -> dict:
-    """CUDA: max_memory_allocated since the run's reset. CPU: the process's peak RSS so far (every run in the
-    process counts, so run configurations in separate processes to compare them)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return {"peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
-                "memory_kind": "cuda-max-allocated"}
-    import resource
-
-    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "memory_kind": "cpu-peak-rss-process"}
-
-
 def environment(accelerator=None) -> dict:
     """Where the run trained: the bench's machine description plus the training processes and threads."""
     import accelerate

@@ -75,12 +75,16 @@ def teacher_config(ref: str):
     from transformers import AutoConfig
 
     if is_run_folder(ref):
-        from kdlora.files import read_json
+        from kdlora.files import unreadable_is_damage
+        from kdlora.rundir import check_run
 
-        info = read_json(ref, "run.json")
+        info = check_run(ref, verify_files=False)  # checked whole before training starts (train.check_before_work)
+        if info.get("kind") not in ("full", "adapter"):
+            raise UserError(f"--teacher {ref}: the run kept no model (run.json kind {info.get('kind')!r})")
         folder = Path(ref) / "model" if info["kind"] == "full" else (
-            Path(ref) / "base" if info["base"] == "base" else info["base"])
-        config = AutoConfig.from_pretrained(str(folder), num_labels=info["num_labels"])
+            Path(ref) / "base" if info.get("base") == "base" else info.get("base"))
+        with unreadable_is_damage(Path(folder), "teacher's model config"):
+            config = AutoConfig.from_pretrained(str(folder), num_labels=info["num_labels"])
         if info.get("id2label") and info["kind"] != "full":
             config.id2label = {int(i): n for i, n in info["id2label"].items()}
         return config

@@ -2,6 +2,11 @@
 
 Only the sweep driver writes (executors hand results back to it), each write is one transaction, and the file is
 in WAL mode so `kdlora runs` can read while a sweep writes. A locked or corrupt file is a UserError naming it.
+
+Schema versions: 2 added `flags` (e.g. `constant_predictions`: a done run whose dev predictions are one class).
+A version-1 store is upgraded when opened: the column is added, and runs that version 1 marked `collapsed` for
+constant dev predictions become `done` with that flag, which is what they are. A store from a newer kdlora is
+refused with a UserError.
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ BUSY_TIMEOUT_S = 5.0
 
 STATUSES = ("running", "done", "failed", "collapsed")
 KINDS = ("train", "bench")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+FLAGS = ("constant_predictions", "majority_class")
+"""What a done run may be flagged with: every dev prediction one class (or value); that class dev's majority."""
 
 # JSON columns: what each run result contributes to them (the whole result is kept in `result` as well).
-_JSON_COLUMNS = ("config", "metrics", "params", "memory", "timings", "environment", "result")
+_JSON_COLUMNS = ("config", "metrics", "params", "memory", "timings", "environment", "result", "flags")
+
+_CONSTANT_REASON = "constant predictions on dev"
+"""How schema version 1 named the runs it marked collapsed for constant predictions."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,7 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     out_dir TEXT,
     config TEXT NOT NULL, metrics TEXT, params TEXT, memory TEXT, timings TEXT, environment TEXT, result TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+    flags TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -90,6 +102,8 @@ class Run:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    flags: list | None = None
+    """Flags of a done run (`FLAGS`); empty when none."""
 
     def summary(self) -> dict:
         """The fields `kdlora runs` shows, flat."""
@@ -101,7 +115,7 @@ class Run:
             "trainable_params": (self.params or {}).get("trainable_params"),
             "peak_memory_mb": (self.memory or {}).get("peak_memory_mb"),
             "seconds": (self.timings or {}).get("wall_seconds"),
-            "finished_at": self.finished_at, "reason": self.reason,
+            "finished_at": self.finished_at, "reason": self.reason, "flags": ",".join(self.flags or []),
         }
 
 
@@ -118,6 +132,7 @@ def split_result(result: dict) -> dict:
         "timings": {k: result[k] for k in ("train_seconds", "wall_seconds") if k in result},
         "environment": result.get("environment"),
         "result": result,
+        "flags": [f for f in result.get("flags") or [] if f in FLAGS],
     }
 
 
@@ -148,6 +163,8 @@ class Store:
                                 self._conn.execute(statement)
                         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                                            (str(SCHEMA_VERSION),))
+                elif existing:
+                    self._upgrade()
         except BaseException:
             self._conn.close()  # leaves no -wal / -shm file beside a database it refused
             raise
@@ -188,19 +205,55 @@ class Store:
         return {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def _check_schema(self, tables: set[str]) -> None:
+        """A UserError for a file that is not a kdlora store, or a store of a schema this kdlora cannot read or
+        upgrade; checked before anything is written to it."""
         if "runs" not in tables:
             raise UserError(f"{self.path}: not a kdlora results database (no `runs` table)")
-        version = None
-        if "meta" in tables:
-            row = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-            version = row[0] if row else None
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path}: results database schema version {version} is newer than this kdlora's "
+                            f"({SCHEMA_VERSION}); upgrade kdlora to read it")
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
-        missing = sorted({f.name for f in dataclasses.fields(Run)} - columns)
-        if version != str(SCHEMA_VERSION) or missing:
-            found = f"schema version {version}" if version else "no schema version"
-            lacks = f", no column {missing[0]}" if missing else ""
-            raise UserError(f"{self.path}: a results database of another schema ({found}{lacks}; this kdlora "
-                            f"reads version {SCHEMA_VERSION}): pass another --db")
+        added_since = {"flags"} if version < 2 else set()  # what `_upgrade` adds to an older store
+        missing = sorted({f.name for f in dataclasses.fields(Run)} - columns - added_since)
+        if missing:
+            raise UserError(f"{self.path}: a results database of another schema (schema version {version}, no "
+                            f"column {missing[0]}; this kdlora reads version {SCHEMA_VERSION}): pass another --db")
+
+    def _version(self) -> int:
+        if "meta" not in self._tables():
+            return 1
+        row = self._conn.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 1
+        except ValueError:
+            raise UserError(f"{self.path}: a results database of another schema (schema version {row[0]!r}): pass "
+                            "another --db") from None
+
+    def _upgrade(self) -> None:
+        """Bring a store written by an older kdlora to SCHEMA_VERSION (see the module docstring)."""
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path}: results database schema version {version} is newer than this kdlora's "
+                            f"({SCHEMA_VERSION}); upgrade kdlora to read it")
+        if version == SCHEMA_VERSION:
+            return
+        try:
+            with self._transaction():
+                columns = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+                if "flags" not in columns:
+                    self._conn.execute("ALTER TABLE runs ADD COLUMN flags TEXT")
+                self._conn.execute(
+                    "UPDATE runs SET status = 'done', flags = ?, reason = NULL WHERE status = 'collapsed' AND "
+                    "reason LIKE ?", (_dump(["constant_predictions"]), _CONSTANT_REASON + "%"))
+                self._conn.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                                   (str(SCHEMA_VERSION),))
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise UserError(f"{self.path}: results database schema version {version} needs an upgrade to "
+                                f"{SCHEMA_VERSION}, and the file is read-only here") from None
+            raise
 
     # -- writes (the sweep driver only) --
 
@@ -275,4 +328,5 @@ def _decode(row: sqlite3.Row, path: Path) -> Run:
         except (TypeError, ValueError):
             raise UserError(f"{path}: run {str(values.get('key'))[:12]} has a damaged `{name}` column (not JSON); "
                             "the results database is damaged") from None
+    values["flags"] = values.get("flags") or []
     return Run(**{f.name: values.get(f.name) for f in dataclasses.fields(Run)})

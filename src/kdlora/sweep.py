@@ -5,7 +5,8 @@ seed) since ranks only apply to LoRA methods. A KD-LoRA config names its teacher
 its key does not depend on where run folders live; the path is filled in just before it runs.
 
 Only this driver writes the store: executors hand results back. A sweep killed mid-run leaves that run `running`;
-the next sweep of the same experiment reruns it and keeps every finished run as it is.
+the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
+finished run as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.backends import Backends
+from kdlora.checkpoint import CHECKPOINTS
+from kdlora.config import run_key
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
@@ -67,24 +70,14 @@ def _bench_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     return specs
 
 
-def train_identity(config: dict) -> dict:
-    """What identifies a train run in the store: its config, a task from files by its data's hash (see
-    `TrainConfig.identity`), not by where the files lie."""
-    if not config.get("train_file"):
-        return config
-    from kdlora.config import TrainConfig
-
-    return TrainConfig.from_dict(config).identity()
-
-
 def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     grid = experiment.train
     methods = [get_method(m) for m in grid.methods]
     specs = []
 
-    def make(task, family, method, seed, rank=None, teacher=None) -> RunSpec:
-        values = {**grid.params, **grid.per_method.get(method.name, {}), **experiment.tasks.get(task, {}),
-                  "task": task, "family": family, "method": method.name, "seed": seed}
+    def make(task, family, method, seed, settings, rank=None, teacher=None) -> RunSpec:
+        values = {**settings, **experiment.tasks.get(task, {}), "task": task, "family": family,
+                  "method": method.name, "seed": seed}
         if rank is not None:
             values["rank"] = rank
         try:
@@ -94,9 +87,10 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
         if teacher is not None:
             config = {**config, "teacher": TEACHER_REF + teacher.key}
-        key = config_key("train", train_identity(config))
+        key = (backends.train_key or run_key)(config)  # TrainConfig.key(): one local process per run
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
-        label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"])
+        label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"] +
+                         [f"{name}={settings[name]}" for name in grid.axes(method.name)])
         return RunSpec(key, "train", label, config, fields, teacher.key if teacher else None)
 
     fft = get_method("fft")
@@ -104,15 +98,17 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
         for family in grid.families:
             for seed in grid.seeds:
                 needs_teacher = any(m.distills for m in methods)
-                teacher = make(task, family, fft, seed) if (fft in methods or needs_teacher) else None
-                if teacher is not None:
-                    specs.append(teacher)
+                ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations("fft")]
+                teacher = ffts[0] if needs_teacher else None  # FFT's first configuration teaches
+                specs += ffts if fft in methods else [teacher] if teacher else []
                 for method in methods:
                     if method is fft:
                         continue
                     ranks = grid.ranks if method.uses_lora else (None,)
                     for rank in ranks:
-                        specs.append(make(task, family, method, seed, rank, teacher if method.distills else None))
+                        for settings in grid.configurations(method.name):
+                            specs.append(make(task, family, method, seed, settings, rank,
+                                              teacher if method.distills else None))
     return specs
 
 
@@ -177,8 +173,11 @@ class Driver:
                 return None, {"status": "failed", "reason": f"its FFT teacher run {spec.needs[:12]} is {status}"}
             config = {**config, "teacher": teacher.out_dir}
         out = self.out_dir(spec)
-        if out.exists():  # left by an interrupted attempt
-            shutil.rmtree(out)
+        if out.exists():  # left by an interrupted attempt: keep its checkpoints, so the run resumes from them
+            for entry in out.iterdir():
+                if entry.name == CHECKPOINTS and entry.is_dir():
+                    continue
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return config, None
 
     def finish(self, spec: RunSpec, result: dict) -> None:

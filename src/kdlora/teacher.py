@@ -1,20 +1,83 @@
 """The FFT teacher's logits for KD-LoRA, aligned to the student's batches by example id.
 
-By default the logits are computed once over the training examples and cached (safetensors: ids and logits)
-under a fingerprint of the teacher's weights and tokenizer, the task, the split and the max length; a cache with
-another fingerprint is stale and recomputed. `online=True` runs the teacher on every batch instead.
+By default the logits are computed once over the training examples and cached (safetensors: ids, logits and a
+digest of each example) under a fingerprint of the teacher's weights and tokenizer, the task, the split and the
+max length; a cache with another fingerprint is stale and recomputed. Each cached row is used only for an example
+whose digest (its id, texts, label and data source) matches: another data folder, an edited file or hub-vs-local
+data recompute the rows that changed. `online=True` runs the teacher on every batch instead.
+
+A teacher trained on another task, or with another number or naming of labels, is refused (`check_teacher`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
-from kdlora.sources import load_teacher, teacher_files
+from kdlora.errors import UserError
+from kdlora.files import read_json
+from kdlora.sources import is_run_folder, label_names, load_teacher, teacher_config, teacher_files
+
+
+def example_digests(examples) -> list[int]:
+    """A 63-bit digest per example of its id, texts, label and the data source (what its teacher logits depend on,
+    and what identifies the row)."""
+    digests = []
+    for i, texts, label in zip(examples.ids, examples.texts, examples.labels, strict=True):
+        text = json.dumps([examples.source, i, list(texts), float(label)], ensure_ascii=False)
+        digests.append(int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1)
+    return digests
+
+
+def examples_fingerprint(examples) -> str:
+    """sha256 over every example's digest, in order: the data the logits were computed on."""
+    return hashlib.sha256(json.dumps(example_digests(examples)).encode()).hexdigest()
+
+
+def check_teacher(teacher: str, teacher_task: str | None, teacher_labels: tuple, task) -> None:
+    """UserError, one line naming both, when a teacher's task, number of labels or label names are not the run's.
+
+    `teacher_labels` are the teacher's class names in label order (only their count matters when unnamed);
+    `teacher_task` may be None for a checkpoint that does not say which task it was trained on.
+    """
+    mine = tuple(task.label_names) or ("value",) * task.num_labels
+    problems = []
+    if teacher_task is not None and teacher_task != task.name:
+        problems.append(f"task {teacher_task}")
+    if len(teacher_labels) != len(mine):
+        problems.append(f"{len(teacher_labels)} labels")
+    elif any(not _generic(name) for name in teacher_labels) and tuple(teacher_labels) != mine and task.label_names:
+        problems.append(f"labels {', '.join(teacher_labels)}")
+    if problems:
+        raise UserError(f"--teacher {teacher}: teacher has {' and '.join(problems)}; this run is task {task.name} "
+                        f"with {task.num_labels} labels ({', '.join(mine)})")
+
+
+def _generic(name: str) -> bool:
+    return name.upper().startswith("LABEL_") or name == "value"
+
+
+def teacher_identity(ref: str) -> tuple[str | None, tuple[str, ...]]:
+    """(task, label names) of a teacher: a kdlora run folder's task from its metrics.json (None for any other
+    checkpoint), and its class names from its config (`LABEL_i` where unnamed; a run folder's task names them)."""
+    from kdlora.data.tasks import get_task
+
+    config = teacher_config(ref)
+    names = label_names(config) or tuple(f"LABEL_{i}" for i in range(config.num_labels))
+    task_name = read_json(ref, "metrics.json").get("task") if is_run_folder(ref) else None
+    if task_name is not None and label_names(config) is None:
+        try:
+            known = get_task(task_name).label_names
+        except UserError:  # a task from files: its names are in the config when it had any
+            known = ()
+        if len(known) == len(names):
+            names = tuple(known)
+    return task_name, names
 
 
 def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
@@ -27,18 +90,31 @@ def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: i
 
 
 class LogitTable:
-    """Logits by example id: `lookup(idx)` returns the rows of a batch's ids, in the batch's order."""
+    """Logits by example id: `lookup(idx)` returns the rows of a batch's ids, in the batch's order.
 
-    def __init__(self, ids, logits):
+    `source` says where they came from (`cache` or `computed`), `fingerprint` what they were computed from.
+    """
+
+    def __init__(self, ids, logits, digests=None, source: str = "computed", fingerprint: str = ""):
         import torch
 
         self.ids = torch.as_tensor(ids, dtype=torch.long)
         self.logits = logits
+        self.digests = None if digests is None else torch.as_tensor(digests, dtype=torch.long)
+        self.source, self.fingerprint = source, fingerprint
         self.position = torch.full((int(self.ids.max()) + 1 if len(self.ids) else 1,), -1, dtype=torch.long)
         self.position[self.ids] = torch.arange(len(self.ids))
 
     def has(self, ids) -> bool:
         return all(0 <= i < len(self.position) and self.position[i] >= 0 for i in ids)
+
+    def current(self, ids, digests) -> list[bool]:
+        """For each id: whether the table holds its row, computed from the example with this digest."""
+        found = []
+        for i, digest in zip(ids, digests, strict=True):
+            at = int(self.position[i]) if 0 <= i < len(self.position) else -1
+            found.append(at >= 0 and self.digests is not None and int(self.digests[at]) == digest)
+        return found
 
     def lookup(self, idx):
         import torch
@@ -69,40 +145,50 @@ def predict_logits(model, features: list[dict], tokenizer, batch_size: int = 64,
 
 def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: int, batch_size: int = 64,
                           device=None, progress: bool = True) -> LogitTable:
-    """The teacher run's logits for `examples`, from the cache when its fingerprint matches, else computed."""
+    """The teacher run's logits for `examples`: cached rows whose example digest matches, the rest computed (and
+    added to the cache). The table's `source` is `cache` when nothing had to be computed."""
     import torch
     from safetensors.torch import save_file
 
     tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
     fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
+    digests = example_digests(examples)
+    used = hashlib.sha256(f"{fingerprint}:{examples_fingerprint(examples)}".encode()).hexdigest()
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
     path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
     table = _read_cache(path, fingerprint, progress) if path.is_file() else None
-    if table is not None and table.has(examples.ids):
-        return table
-    missing = [row for row, i in enumerate(examples.ids) if table is None or not table.has([i])]
+    current = table.current(examples.ids, digests) if table is not None else [False] * len(examples)
+    if all(current):
+        return LogitTable(table.ids, table.logits, table.digests, source="cache", fingerprint=used)
+    missing = [row for row, ok in enumerate(current) if not ok]
     subset = type(examples)([examples.ids[r] for r in missing], [examples.texts[r] for r in missing],
                             [examples.labels[r] for r in missing], examples.source)
     model = load_teacher(run_dir)[0]
     if device is not None:
         model.to(device)
     logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
+    del model
     ids = torch.tensor(subset.ids, dtype=torch.long)
-    if table is not None:
-        ids, logits = torch.cat([table.ids, ids]), torch.cat([table.logits, logits])
+    new_digests = torch.tensor([digests[r] for r in missing], dtype=torch.long)
+    if table is not None:  # keep the other cached rows (other subsets), replace the stale ones
+        keep = ~torch.isin(table.ids, ids)
+        ids = torch.cat([table.ids[keep], ids])
+        logits = torch.cat([table.logits[keep], logits])
+        new_digests = torch.cat([table.digests[keep], new_digests])
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")  # several accelerate processes may write at once
     logits = logits.contiguous()
-    save_file({"ids": ids, "logits": logits}, str(partial),
-              metadata={"fingerprint": fingerprint, "content_sha256": _content_digest(ids, logits)})
+    save_file({"ids": ids, "logits": logits, "digests": new_digests}, str(partial),
+              metadata={"fingerprint": fingerprint, "content_sha256": _content_digest(ids, logits, new_digests)})
     partial.replace(path)
-    return LogitTable(ids, logits)
+    return LogitTable(ids, logits, new_digests, source="computed", fingerprint=used)
 
 
-def _content_digest(ids, logits) -> str:
+def _content_digest(ids, logits, digests) -> str:
     """sha256 of the cached tensors' bytes: safetensors itself would load garbled numbers without a word."""
     digest = hashlib.sha256(ids.numpy().tobytes())
     digest.update(logits.float().numpy().tobytes())
+    digest.update(digests.numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -117,9 +203,10 @@ def _read_cache(path: Path, fingerprint: str, progress: bool) -> LogitTable | No
             metadata = handle.metadata() or {}
         if metadata.get("fingerprint") == fingerprint and "content_sha256" in metadata:  # else older: stale
             data = load_file(str(path))
-            if metadata["content_sha256"] != _content_digest(data["ids"], data["logits"]):
-                raise ValueError("its ids and logits are not those written")
-            return LogitTable(data["ids"], data["logits"])
+            if "digests" in data:  # else written before caches kept each example's digest: stale
+                if metadata["content_sha256"] != _content_digest(data["ids"], data["logits"], data["digests"]):
+                    raise ValueError("its ids and logits are not those written")
+                return LogitTable(data["ids"], data["logits"], data["digests"])
     except Exception as exc:  # a truncated, emptied or garbled file: whatever safetensors or torch makes of it
         print(f"teacher-logit cache {path} is damaged ({type(exc).__name__}: {str(exc)[:80]}): recomputing",
               file=sys.stderr)
@@ -139,6 +226,10 @@ class OnlineTeacher:
             self.model.to(device)
         self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}
         self.collate = Collator(self.tokenizer, regression=True)
+        self.source = "online"
+        self.fingerprint = hashlib.sha256(
+            f"{teacher_fingerprint(run_dir, self.tokenizer, 'online', 'train', max_length)}:"
+            f"{examples_fingerprint(examples)}".encode()).hexdigest()
 
     def lookup(self, idx):
         import torch

@@ -1,23 +1,32 @@
 """One training run: FFT, LoRA or KD-LoRA, driven by an accelerate loop that asks the Method what to do.
 
-    setup (data, model, teacher)  ->  fit (epochs, evaluation, best checkpoint, collapse)  ->  save (staged)
+    setup (data, teacher logits, model)  ->  fit (epochs, evaluation, best checkpoint, collapse)  ->  save (staged)
 
 The loop never looks at the method's name: `method.prepare` decides what trains, `method.distills` whether the
 teacher's logits are needed, `method.loss` the loss. Plain accelerate rather than the HF Trainer: the KD loss
 needs each batch's example ids to fetch teacher logits, and early stopping, collapse detection and the warm-up
 are a few readable lines here instead of Trainer callbacks; `accelerate launch -m kdlora train ...` runs it on
-several GPUs unchanged.
+several GPUs unchanged: a non-finite loss on any process stops every process, and the teacher's logits are
+computed by the main process while the others wait, then read from the cache.
+
+Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
+training it, less the process's memory before: taken after the teacher's logits exist, so no student's figure
+includes its teacher, with the best checkpoint's copy kept in CPU memory, never on the accelerator.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kdlora import checkpoint, tracking
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
+
+DEV_SUBSET_SEED = 0
+"""Seed of the dev subset (`max_eval_samples`): the same examples for every run, so seeds differ in training only."""
 
 
 @dataclass
@@ -25,6 +34,76 @@ class Evaluation:
     metrics: dict
     score: float
     predictions: list
+
+
+@dataclass
+class TrainResult:
+    """What one training run measured: written as metrics.json and stored by a sweep (`to_dict`)."""
+
+    status: str
+    """`done`, or `collapsed` when the loss went non-finite."""
+    reason: str | None
+    flags: list = field(default_factory=list)
+    """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority)."""
+    task: str = ""
+    family: str = ""
+    method: str = ""
+    rank: int | None = None
+    seed: int | None = None
+    metrics: dict = field(default_factory=dict)
+    """Dev metrics at the best epoch (the saved model's)."""
+    score: float | None = None
+    last_metrics: dict = field(default_factory=dict)
+    """Dev metrics after the last epoch (what the official code reports)."""
+    last_score: float | None = None
+    last_flags: list = field(default_factory=list)
+    trainable_params: int | None = None
+    total_params: int | None = None
+    adapter_params: int | None = None
+    train_seconds: float | None = None
+    teacher_logit_seconds: float | None = None
+    peak_memory_mb: float | None = None
+    """Peak memory of building and training the model, MB (see the module docstring)."""
+    memory_kind: str | None = None
+    """`cpu-peak-rss-delta` or `cuda-max-memory-allocated`, as a bench row's."""
+    best_epoch: int | None = None
+    best_step: int | None = None
+    steps: int = 0
+    warmup_steps: int = 0
+    history: list = field(default_factory=list)
+    learning_rate: float | None = None
+    train_examples: int = 0
+    precision: str = "fp32"
+    effective_batch_size: int | None = None
+    """batch size x gradient accumulation x processes."""
+    resumed_at_step: int | None = None
+    """The optimiser step a resumed run continued from."""
+    energy_kwh: float | None = None
+    """`--track-energy`: codecarbon's estimate of the training's energy."""
+    emissions_g_co2eq: float | None = None
+    energy_method: str | None = None
+    energy_country: str | None = None
+    model: str = ""
+    """What the run started from (hub name, folder, tiny build or derived student)."""
+    label_names: list = field(default_factory=list)
+    test_metrics: dict | None = None
+    """A task from files with --test-file: the best checkpoint's metrics on it, scored once after training."""
+    lora_targets: list | None = None
+    """LoRA methods: the modules the adapters sit on."""
+    trained_modules: list | None = None
+    """LoRA methods: the modules trained in full beside the adapters (the task head)."""
+    teacher_logits: dict | None = None
+    """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
+    run_key: str = ""
+    config: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __getitem__(self, name: str):
+        """Read a field by name, as from the metrics.json dict."""
+        return getattr(self, name)
 
 
 def forward_loss(model, method, batch, teacher, config, regression: bool):
@@ -36,18 +115,21 @@ def forward_loss(model, method, batch, teacher, config, regression: bool):
                        alpha=config.kd_alpha)
 
 
-def collapse_reason(predictions, labels, regression: bool) -> str | None:
-    """Why dev predictions show a collapsed model (all one class, or one constant value), else None."""
+def prediction_flags(predictions, labels, regression: bool) -> list[str]:
+    """`constant_predictions` when every dev prediction is the same (one class, or one value), plus
+    `majority_class` when that class is dev's most frequent label (WNLI's expected outcome); else []."""
     import numpy as np
 
     predictions, labels = np.asarray(predictions, dtype=float), np.asarray(labels, dtype=float)
-    if len(predictions) < 2 or len(np.unique(labels)) < 2:
-        return None
-    if regression and np.ptp(predictions) < 1e-6:
-        return f"constant predictions on dev (every example scored {predictions[0]:.4g})"
-    if not regression and len(np.unique(predictions)) == 1:
-        return f"constant predictions on dev (every example labelled {int(predictions[0])})"
-    return None
+    if len(predictions) < 2:
+        return []
+    if regression:
+        return ["constant_predictions"] if np.ptp(predictions) < 1e-6 else []
+    if len(np.unique(predictions)) > 1:
+        return []
+    values, counts = np.unique(labels, return_counts=True)
+    majority = values[counts == counts.max()]
+    return ["constant_predictions"] + (["majority_class"] if predictions[0] in majority else [])
 
 
 def evaluate(model, loaders: dict, task, accelerator) -> Evaluation:
@@ -91,55 +173,130 @@ def _optimizer(model, config):
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool) -> dict:
-    """Train for `config.epochs`, scoring dev after each; keeps the best state. Returns the fit's outcome."""
+def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
+        run_dir: Path, resume: bool = False) -> dict:
+    """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
+    best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
+    sampler = train_loader.sampler
     optimizer = _optimizer(model, config)
     model, optimizer, train_loader, *loaders = accelerator.prepare(model, optimizer, train_loader,
                                                                    *dev_loaders.values())
     dev_loaders = dict(zip(dev_loaders, loaders, strict=True))
-    total_steps = len(train_loader) * config.epochs  # real optimiser steps of this process
+    total_steps = math.ceil(len(train_loader) / config.grad_accum) * config.epochs  # optimiser steps, this process
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    best, best_state, best_epoch, stale, step, history = None, None, None, 0, 0, []
-    bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_main_process), leave=False,
-               desc=f"{config.method} {config.task}")
+    at = checkpoint.Position(run_key=config.key())
+    accelerator.register_for_checkpointing(schedule, at)
+    accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
+    best_state = None
+    if resume:
+        accelerator.load_state(str(checkpoint.resume_source(run_dir, at.run_key)), strict=False)
+        if at.best is not None:
+            saved = checkpoint.best_weights(run_dir)
+            best_state = [saved[name].to("cpu", param.dtype) for name, param in trainable]
+    resumed_at = at.step
+    tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
+
+    last = None
+
+    def evaluate_and_keep(epoch: int) -> bool:
+        """Score dev, keep the best, checkpoint; True when patience has run out."""
+        nonlocal best_state, last
+        result = last = evaluate(model, dev_loaders, task, accelerator)
+        at.history.append({"epoch": epoch, "step": at.step, "score": result.score})
+        tracking.log_evaluation(accelerator, result.metrics, result.score, at.step)
+        is_best = at.best is None or result.score > at.best["score"]
+        if is_best:
+            at.best = {"metrics": result.metrics, "score": result.score, "predictions": result.predictions}
+            at.best_epoch, at.best_step, at.stale = epoch, at.step, 0
+            # in CPU memory: a copy on the accelerator would be one more model in its peak (FFT: a whole one)
+            best_state = [p.detach().to("cpu", copy=True) for _, p in trainable]
+        elif at.step > warmup_steps:  # no stopping while the learning rate is still warming up
+            at.stale += 1
+        if config.save_checkpoints:
+            checkpoint.save_checkpoint(accelerator, run_dir, is_best)
+        return bool(config.patience and at.stale >= config.patience)
+
+    def outcome(reason: str | None, with_model: bool) -> dict:
+        best = Evaluation(**at.best) if at.best else None
+        return {"reason": reason, "best": best, "last": last, "best_epoch": at.best_epoch, "best_step": at.best_step,
+                "steps": at.step, "warmup_steps": warmup_steps, "history": at.history, "resumed_at_step": resumed_at,
+                "model": accelerator.unwrap_model(model) if with_model else None}
+
+    bar = tqdm(total=total_steps, initial=at.step, disable=not (progress and accelerator.is_main_process),
+               leave=False, desc=f"{config.method} {config.task}")
     model.train()
-    for epoch in range(1, config.epochs + 1):
-        for batch in train_loader:
-            loss = forward_loss(model, method, batch, teacher, config, task.regression)
-            if not torch.isfinite(loss):
-                bar.close()
-                return {"reason": f"non-finite loss ({loss.item()}) at step {step + 1}", "best": best,
-                        "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps, "history": history}
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
+    stop = bool(config.patience and at.stale >= config.patience)
+    while at.epoch <= config.epochs and not stop:
+        epoch = at.epoch
+        sampler.set_epoch(epoch)
+        losses = []
+        for batch in accelerator.skip_first_batches(train_loader, at.batch) if at.batch else train_loader:
+            with accelerator.accumulate(model):
+                loss = forward_loss(model, method, batch, teacher, config, task.regression)
+                # every process must stop together, or the others wait for this one's gradients forever
+                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
+                bad_processes = int(accelerator.reduce(bad, reduction="sum").item())
+                if bad_processes:
+                    bar.close()
+                    where = (f" ({loss.item()})" if accelerator.num_processes == 1 and not torch.isfinite(loss)
+                             else f" on {bad_processes} of {accelerator.num_processes} processes")
+                    return outcome(f"non-finite loss{where} at step {at.step + 1}", with_model=False)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    schedule.step()
+                optimizer.zero_grad()
+            at.batch += 1
+            losses.append(loss.item())
+            if not accelerator.sync_gradients:
+                continue
+            at.step += 1
+            accelerator.log({"train/loss": sum(losses) / len(losses), "train/lr": schedule.get_last_lr()[0]},
+                            step=at.step)
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        result = evaluate(model, dev_loaders, task, accelerator)
-        history.append({"epoch": epoch, "step": step, "score": result.score})
-        if best is None or result.score > best.score:
-            best, best_epoch, stale = result, epoch, 0
-            best_state = [p.detach().clone() for _, p in trainable]
-        elif step > warmup_steps:  # no stopping while the learning rate is still warming up
-            stale += 1
-        if config.patience and stale >= config.patience:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+            losses = []
+            if config.eval_steps and at.step % config.eval_steps == 0 and at.batch < len(train_loader):
+                stop = evaluate_and_keep(epoch)
+                if stop:
+                    break
+        if stop:
             break
+        at.epoch, at.batch = epoch + 1, 0
+        stop = evaluate_and_keep(epoch)
     bar.close()
     with torch.no_grad():
         for (_, param), saved in zip(trainable, best_state, strict=True):
-            param.copy_(saved)
-    reason = collapse_reason(*best.predictions, task.regression)
-    return {"reason": reason, "best": best, "best_epoch": best_epoch, "steps": step, "warmup_steps": warmup_steps,
-            "history": history, "model": accelerator.unwrap_model(model)}
+            param.copy_(saved.to(param.device))
+    return outcome(None, with_model=True)
+
+
+class EpochShuffle:
+    """The training examples in a random order that depends only on (seed, epoch), so a resumed run, which skips
+    the batches it already trained, sees the same order as an uninterrupted one."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
 
 
 def _loaders(config, task, tokenizer, data):
@@ -149,9 +306,10 @@ def _loaders(config, task, tokenizer, data):
     from kdlora.data.encode import Collator, encode
 
     collate = Collator(tokenizer, task.regression)
-    generator = torch.Generator().manual_seed(config.seed)
-    train = DataLoader(encode(data["train"], tokenizer, config.max_length), batch_size=config.batch_size,
-                       shuffle=True, generator=generator, collate_fn=collate)
+    features = encode(data["train"], tokenizer, config.max_length)
+    # the loader's own generator (its worker seed draws) keeps the global RNG, which dropout uses, untouched
+    train = DataLoader(features, batch_size=config.batch_size, sampler=EpochShuffle(len(features), config.seed),
+                       generator=torch.Generator().manual_seed(config.seed), collate_fn=collate)
     devs = {split: DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                               collate_fn=collate)
             for split, examples in data.items() if split not in ("train", "test")}
@@ -175,7 +333,7 @@ def load_data(config, task) -> dict:
 
     data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
     for split in task.dev_splits:
-        data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, config.seed)
+        data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
     if task.files is not None and task.files.test_file:
         data["test"] = load_split(task, "test")  # read now: a bad test file fails before training, not after
     return data
@@ -183,10 +341,9 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
-    from kdlora.sources import check_teacher_labels, teacher_config
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits
+    from kdlora.teacher import OnlineTeacher, cached_teacher_logits, check_teacher, teacher_identity
 
-    check_teacher_labels(teacher_config(config.teacher), task, config.teacher)
+    check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
@@ -213,28 +370,53 @@ def check_before_work(config: TrainConfig, out_dir: str | Path, method, architec
         architecture.weights_path()  # a UserError naming the extra when its package is missing
 
 
-def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True) -> dict:
-    """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
-
-    Returns the metrics dict; a collapsed run (non-finite loss, constant dev predictions) has status "collapsed"
-    and a reason instead of raising. Bad settings raise UserError; a damaged teacher folder too (unless not
-    `verify`: then only what cannot be loaded).
-    """
+def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None:
+    """UserErrors before any work: precision the hardware lacks, a missing extra, checkpoints in the way."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
-    from kdlora.families import get_family
-    from kdlora.methods import LoraSettings, get_method
-    from kdlora.modeling import adaptation, name_labels, quiet_peft_deprecation
-    from kdlora.params import count_parameters
-    from kdlora.rundir import environment, peak_memory, save_run
-    from kdlora.sources import starting_model
+    from kdlora.bench.trackers import require_energy
+    from kdlora.modeling import quiet_peft_deprecation
+    from kdlora.precision import check_precision
 
     config.validate()
     quiet_peft_deprecation()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")
+    check_precision(config.precision, config.device)
+    tracking.require_trackers(config.trackers)
+    if config.track_energy:
+        require_energy()
+    if resume:
+        checkpoint.resume_source(out_dir, config.key())
+    elif config.save_checkpoints and checkpoint.has_checkpoint(out_dir):
+        raise UserError(f"{checkpoint.checkpoint_dir(out_dir)} holds a checkpoint: pass --resume to continue that "
+                        f"run, or choose a fresh --out")
+
+
+def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True,
+                 resume: bool = False) -> TrainResult:
+    """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
+
+    A run whose loss went non-finite has status "collapsed" and a reason instead of raising; constant dev
+    predictions are `flags` of a done run. Bad settings raise UserError; a damaged teacher folder too (unless not
+    `verify`: then only what cannot be loaded). `resume` continues from the run's checkpoint in
+    `out_dir/checkpoints` (written with `save_checkpoints`).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import set_seed
+
+    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory
+    from kdlora.families import get_family
+    from kdlora.methods import LoraSettings, get_method
+    from kdlora.modeling import adaptation, name_labels
+    from kdlora.params import count_parameters
+    from kdlora.precision import ACCELERATE_MIXED_PRECISION
+    from kdlora.rundir import environment, save_run
+    from kdlora.sources import starting_model
+
+    out_dir = Path(out_dir)
+    check_run_settings(config, out_dir, resume)
     if not progress:
         from transformers.utils import logging as hf_logging
 
@@ -242,43 +424,69 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     task, method = config.task_spec(), get_method(config.method)
     family = get_family(config.family) if config.model is None else None
     check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify)
-    accelerator = Accelerator(cpu=config.device == "cpu")
+    # accelerate keeps its precision and accumulation settings in process-wide singletons; a process that trains
+    # several runs (demo, a local sweep) gives each its own (the distributed PartialState is kept)
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=config.device == "cpu", mixed_precision=ACCELERATE_MIXED_PRECISION[config.precision],
+                              gradient_accumulation_steps=config.grad_accum,
+                              **tracking.accelerator_options(config.trackers, out_dir))
     set_seed(config.seed)
     data = load_data(config, task)
-    start = starting_model(config, task, family, method)
-    model, tokenizer, base = start.model, start.tokenizer, start.base
-    name_labels(model, task.label_names)
-    lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
-    where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
-    model = method.prepare(model, where, lora)
-    counts = count_parameters(model)
     teacher_started = time.perf_counter()
-    teacher = make_teacher(config, task, data["train"], accelerator.device, progress) if method.distills else None
+    teacher = None
+    if method.distills:
+        with accelerator.main_process_first():  # the others then read what the main process cached
+            teacher = make_teacher(config, task, data["train"], accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
-    train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress)
-    seconds = time.perf_counter() - started
-    best = outcome["best"]
+    release_freed_memory()
+    with track_memory(str(accelerator.device)) as memory:
+        start = starting_model(config, task, family, method)
+        model, tokenizer, base = start.model, start.tokenizer, start.base
+        name_labels(model, task.label_names)  # saved models name their classes (teacher checks read them)
+        lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
+        where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
+        model = method.prepare(model, where, lora)
+        restart_peak(str(accelerator.device))  # a derived student's teacher was loaded to cut it: not its cost
+        counts = count_parameters(model)
+        train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
+        started = time.perf_counter()
+        try:
+            with track_energy(config.track_energy) as energy:
+                outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress,
+                              out_dir, resume)
+        finally:
+            accelerator.end_training()
+        seconds = time.perf_counter() - started
+    best, last = outcome["best"], outcome["last"]
     test = None
     if "test" in data and outcome.get("model") is not None:
         test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
-    metrics = {
-        "status": "collapsed" if outcome["reason"] else "done", "reason": outcome["reason"],
-        "task": task.name, "family": config.family, "method": method.name, "rank": config.rank, "seed": config.seed,
-        "metrics": best.metrics if best else {}, "score": best.score if best else None,
-        "trainable_params": counts.trainable, "total_params": counts.total, "adapter_params": counts.adapter,
-        "train_seconds": round(seconds, 3), "teacher_logit_seconds": round(teacher_seconds, 3),
-        **peak_memory(), "best_epoch": outcome["best_epoch"], "steps": outcome["steps"],
-        "warmup_steps": outcome["warmup_steps"], "history": outcome["history"], "learning_rate": config.lr,
-        "train_examples": len(data["train"]), "model": start.description, "label_names": list(task.label_names),
-        "test_metrics": test, "lora_targets": list(where.lora_targets) if where else None,
-        "trained_modules": list(where.head_modules) if where else None,
-        "run_key": config.key(), "config": config.to_dict(), "environment": environment(accelerator),
-    }
+    result = TrainResult(
+        status="collapsed" if outcome["reason"] else "done", reason=outcome["reason"],
+        flags=prediction_flags(*best.predictions, task.regression) if best else [],
+        task=task.name, family=config.family, method=method.name, rank=config.rank, seed=config.seed,
+        metrics=best.metrics if best else {}, score=best.score if best else None,
+        last_metrics=last.metrics if last else {}, last_score=last.score if last else None,
+        last_flags=prediction_flags(*last.predictions, task.regression) if last else [],
+        trainable_params=counts.trainable, total_params=counts.total, adapter_params=counts.adapter,
+        train_seconds=round(seconds, 3), teacher_logit_seconds=round(teacher_seconds, 3),
+        peak_memory_mb=round(memory.peak_mb, 1), memory_kind=memory.kind,
+        best_epoch=outcome["best_epoch"], best_step=outcome["best_step"], steps=outcome["steps"],
+        warmup_steps=outcome["warmup_steps"], history=outcome["history"], learning_rate=config.lr,
+        train_examples=len(data["train"]), precision=config.precision,
+        effective_batch_size=config.batch_size * config.grad_accum * accelerator.num_processes,
+        resumed_at_step=outcome["resumed_at_step"] if resume else None,
+        energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
+        energy_country=energy.country or None,
+        model=start.description, label_names=list(task.label_names), test_metrics=test,
+        lora_targets=list(where.lora_targets) if where else None,
+        trained_modules=list(where.head_modules) if where else None,
+        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
+        run_key=config.key(accelerator.num_processes), config=config.to_dict(),
+        environment={**environment(accelerator), "precision": config.precision,
+                     "mixed_precision": accelerator.mixed_precision})
     if accelerator.is_main_process:
-        save_run(out_dir, metrics, outcome.get("model"), tokenizer, base, task.num_labels)
+        save_run(out_dir, result.to_dict(), outcome.get("model"), tokenizer, base, task.num_labels)
     accelerator.wait_for_everyone()
-    return metrics
+    return result

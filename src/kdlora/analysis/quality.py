@@ -1,14 +1,21 @@
-"""Quality across seeds: per (task, family, method, rank) the median and mean ± std of the score, and Table I.
+"""Quality across seeds: per configuration of a (task, family, method, rank) cell the median and mean ± std of the
+score, and Table I.
 
 Reads run records (plain dicts, as `records_from_runs` makes them from the store); never imports training code.
-Collapsed and failed runs are excluded from every figure and counted beside it.
+A configuration is every setting of a run but its seed (and its teacher, which differs with the seed), so a grid
+of learning rates gives one aggregate per rate: none hides another. Collapsed (non-finite loss) and failed runs
+are excluded from every figure and counted beside it; done runs with constant dev predictions count, flagged
+(`exclude_flagged` leaves them out, counted too). Which configuration a Table I cell shows: `kdlora.analysis.select`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from kdlora.data.tasks import TASKS
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS
 
@@ -30,19 +37,38 @@ GLUE_ROWS = (
     ("WNLI", "Accuracy", "wnli", "accuracy"),
 )
 SCORE_ROW = "Score"
+METRIC_LABELS = {"accuracy": "Accuracy", "mcc": "Matthews corr.", "accuracy_f1": "Mean of accuracy and F1",
+                 "pearson_spearman": "Mean of Pearson and Spearman"}
+EPOCHS = ("best", "last")
+"""Which epoch's dev score a run contributes: the best (the saved model's; default) or the last (official code)."""
+_NOT_CONFIGURATION = ("seed", "teacher")
 
 
-def records_from_runs(runs) -> list[dict]:
-    """Flat records of the store's train runs (`kdlora.store.Run`), one per run."""
+def configuration_of(config: dict) -> str:
+    """A short id of a run's configuration: every setting but the seed and the teacher (which follows the seed)."""
+    rest = {k: v for k, v in (config or {}).items() if k not in _NOT_CONFIGURATION}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def records_from_runs(runs, epoch: str = "best") -> list[dict]:
+    """Flat records of the store's train runs (`kdlora.store.Run`), one per run, scored at `epoch` (`EPOCHS`)."""
     records = []
     for run in runs:
-        if run.kind != "train":
+        if run.kind != "train" or run.status == "running":
             continue
         metrics = dict(run.metrics or {})
+        score = metrics.pop("score", None)
+        metrics.pop("best_epoch", None)
+        flags = list(run.flags or [])
+        result = run.result or {}
+        if epoch == "last":  # runs stored before the last epoch was recorded have no last score: not counted
+            score, metrics = result.get("last_score"), dict(result.get("last_metrics") or {})
+            flags = list(result.get("last_flags") or [])
         records.append({
             "key": run.key, "task": run.task, "family": run.family, "method": run.method,
             "rank": run.rank if run.method in LORA_METHODS else None, "seed": run.seed, "status": run.status,
-            "reason": run.reason, "score": metrics.pop("score", None), "metrics": metrics,
+            "reason": run.reason, "score": score, "metrics": metrics, "flags": flags,
+            "configuration": configuration_of(run.config), "config": run.config or {},
             "trainable_params": (run.params or {}).get("trainable_params"),
             "peak_memory_mb": (run.memory or {}).get("peak_memory_mb"),
             "memory_kind": (run.memory or {}).get("memory_kind"),
@@ -52,27 +78,14 @@ def records_from_runs(runs) -> list[dict]:
     return records
 
 
-def latest_per_seed(records: list[dict]) -> tuple[list[dict], int]:
-    """The most recently finished record per (task, family, method, rank, seed), and how many older ones it hid.
-
-    A store may hold runs of the same cell under different hyper-parameters; only the latest of each counts.
-    """
-    latest = {}
-    for record in sorted(records, key=lambda r: r["finished_at"]):
-        if record["status"] == "running":
-            continue
-        latest[_cell(record) + (record["seed"],)] = record
-    kept = list(latest.values())
-    return kept, sum(r["status"] != "running" for r in records) - len(kept)
-
-
 def _cell(record: dict) -> tuple:
     return record["task"], record["family"], record["method"], record["rank"]
 
 
 @dataclass
 class Aggregate:
-    """One (task, family, method, rank) over its seeds: done runs only; collapsed and failed counted apart."""
+    """One configuration of a (task, family, method, rank) over its seeds (or, once selected, the cell's figure):
+    done runs only; collapsed and failed counted apart."""
 
     task: str
     family: str
@@ -82,6 +95,22 @@ class Aggregate:
     scores: list = field(default_factory=list)
     collapsed: int = 0
     failed: int = 0
+    configuration: str = ""
+    """`configuration_of` its runs' config ("" when the records do not say)."""
+    params: dict = field(default_factory=dict)
+    """The settings in which this configuration differs from the others of its cell."""
+    runs: int = 0
+    """Done runs the figure counts (over every selected configuration)."""
+    constant: int = 0
+    """Counted runs flagged `constant_predictions`."""
+    majority: int = 0
+    """Of those, how many predicted dev's majority class."""
+    left_out: int = 0
+    """Flagged runs left out (`exclude_flagged`)."""
+    configurations: int = 1
+    """Configurations of the cell; once selected, how many the cell had."""
+    selected: int = 1
+    """Configurations the figure is the median of (top-k selection), else 1."""
     median: float | None = None
     mean: float | None = None
     std: float | None = None
@@ -97,6 +126,15 @@ class Aggregate:
     def n(self) -> int:
         return len(self.scores)
 
+    def flag_note(self) -> str:
+        """`2/3 constant` (runs flagged / runs counted), `` when none is; says how many were left out."""
+        parts = []
+        if self.constant:
+            parts.append(f"{self.constant}/{self.runs} constant")
+        if self.left_out:
+            parts.append(f"{self.left_out} flagged left out")
+        return ", ".join(parts)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "n": self.n}
 
@@ -106,18 +144,25 @@ def _median(values):
     return statistics.median(values) if values else None
 
 
-def aggregate(records: list[dict]) -> list[Aggregate]:
-    """Per (task, family, method, rank): median and mean ± std of the done runs' scores (and median costs)."""
+def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggregate]:
+    """Per configuration of each (task, family, method, rank): median and mean ± std of the done runs' scores (and
+    median costs). Runs flagged `constant_predictions` count unless `exclude_flagged`."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
-        groups.setdefault(_cell(record), []).append(record)
+        groups.setdefault((*_cell(record), record.get("configuration", "")), []).append(record)
     found = []
-    for cell, members in sorted(groups.items(), key=lambda kv: _order(kv[0])):
-        done = sorted((r for r in members if r["status"] == "done" and r["score"] is not None),
-                      key=lambda r: r["seed"])
+    for (*cell, configuration), members in sorted(groups.items(), key=lambda kv: (_order(tuple(kv[0][:4])),
+                                                                                   kv[0][4])):
+        done = [r for r in members if r["status"] == "done" and r["score"] is not None]
+        left_out = [r for r in done if exclude_flagged and "constant_predictions" in r.get("flags", [])]
+        done = sorted((r for r in done if r not in left_out), key=lambda r: r["seed"])
         agg = Aggregate(*cell, seeds=[r["seed"] for r in done], scores=[r["score"] for r in done],
                         collapsed=sum(r["status"] == "collapsed" for r in members),
-                        failed=sum(r["status"] == "failed" for r in members))
+                        failed=sum(r["status"] == "failed" for r in members), configuration=configuration,
+                        runs=len(done),
+                        constant=sum("constant_predictions" in r.get("flags", []) for r in done),
+                        majority=sum("majority_class" in r.get("flags", []) for r in done), left_out=len(left_out))
+        agg.params = dict(members[0].get("config") or {})
         if done:
             agg.median = statistics.median(agg.scores)
             agg.mean = statistics.fmean(agg.scores)
@@ -128,7 +173,26 @@ def aggregate(records: list[dict]) -> list[Aggregate]:
                 setattr(agg, cost, _median(r[cost] for r in done))
             agg.memory_kind = done[0]["memory_kind"]
         found.append(agg)
-    return found
+    _keep_differing_params(found)
+    return sorted(found, key=lambda a: (_order((a.task, a.family, a.method, a.rank)), _params_key(a.params)))
+
+
+def _params_key(params: dict) -> tuple:
+    """Configurations in the order of their settings (numbers by value)."""
+    return tuple((k, (0, v, "") if isinstance(v, int | float) else (1, 0, str(v))) for k, v in params.items())
+
+
+def _keep_differing_params(aggregates: list[Aggregate]) -> None:
+    """Each aggregate's `params`: only the settings that differ between the configurations of its cell."""
+    cells: dict[tuple, list[Aggregate]] = {}
+    for agg in aggregates:
+        cells.setdefault((agg.task, agg.family, agg.method, agg.rank), []).append(agg)
+    for members in cells.values():
+        names = {k for a in members for k in a.params if k not in _NOT_CONFIGURATION}
+        differ = sorted(k for k in names if len({json.dumps(a.params.get(k), default=str) for a in members}) > 1)
+        for agg in members:
+            agg.params = {k: agg.params.get(k) for k in differ}
+            agg.configurations = len(members)
 
 
 def _order(cell: tuple) -> tuple:
@@ -152,18 +216,21 @@ def table_rank(aggregates: list[Aggregate]) -> int | None:
 
 @dataclass
 class TableI:
-    """Table I in the paper's layout: rows of (row, metric label, {column: value in %}), then the Score row."""
+    """Table I in the paper's layout: rows of (row, metric label, {column: value in %}), then the Score row;
+    `notes` holds each flagged cell's `2/3 constant` by (row, column)."""
 
     columns: list[str]
     rows: list[tuple[str, str, dict]]
     rank: int | None
+    notes: dict = field(default_factory=dict)
 
     def score(self) -> dict:
         return next((cells for name, _, cells in self.rows if name == SCORE_ROW), {})
 
     def to_dict(self) -> dict:
         return {"columns": self.columns, "rank": self.rank,
-                "rows": [{"Task": name, "Metric": label, **cells} for name, label, cells in self.rows]}
+                "rows": [{"Task": name, "Metric": label, **cells} for name, label, cells in self.rows],
+                "notes": [{"row": r, "column": c, "note": n} for (r, c), n in self.notes.items()]}
 
 
 def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
@@ -177,14 +244,21 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
     by_task: dict[str, list[Aggregate]] = {}
     for agg in shown:
         by_task.setdefault(agg.task, []).append(agg)
-    rows = []
+    rows, notes = [], {}
     for row, label, task, metric in GLUE_ROWS:
         if task in by_task:
             rows.append((row, label, {column_name(a.family, a.method): 100 * a.metrics.get(metric, a.median)
                                       for a in by_task[task]}))
     glue = {task for _, _, task, _ in GLUE_ROWS}
     for task in sorted(set(by_task) - glue):
-        rows.append((task, "Score", {column_name(a.family, a.method): 100 * a.median for a in by_task[task]}))
+        label = METRIC_LABELS.get(TASKS[task].metric, TASKS[task].metric) if task in TASKS else "Score"
+        rows.append((task, label, {column_name(a.family, a.method): 100 * a.median for a in by_task[task]}))
+    names = {task: [r for r, _, t, _ in GLUE_ROWS if t == task] or [task] for task in by_task}
+    for task, members in by_task.items():
+        for agg in members:
+            if agg.flag_note():
+                for row in names[task]:
+                    notes[(row, column_name(agg.family, agg.method))] = agg.flag_note()
     score = {}
     for column in columns:
         values = [cells[column] for _, _, cells in rows if column in cells]
@@ -192,7 +266,7 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
             score[column] = statistics.fmean(values)
     if rows:
         rows.append((SCORE_ROW, "Average", score))
-    return TableI(columns, rows, rank)
+    return TableI(columns, rows, rank, notes)
 
 
 def reported_vs_measured(table: TableI, reference: dict[tuple[str, str], float]) -> list[dict]:

@@ -8,12 +8,14 @@ when the store holds bench runs `bench/` (bench.json, table-ii.csv from `kdlora.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kdlora.analysis import quality, tradeoff
+from kdlora.analysis import deployment, quality, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
+from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
 from kdlora.files import staged_output
 from kdlora.store import Run, Store
@@ -24,34 +26,62 @@ def merged_bench_result(runs: list[Run]) -> dict | None:
     results = [r.result for r in runs if r.kind == "bench" and r.status == "done" and r.result]
     if not results:
         return None
-    rows = [row for result in results for row in result.get("rows", [])]
+    rows = [_renamed(row) for result in results for row in result.get("rows", [])]
     return {"rows": rows, "config": results[0].get("config", {}), "environment": results[0].get("environment", {})}
 
 
-def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results") -> dict:
+def _renamed(row: dict) -> dict:
+    """A bench row as it is written now: stores from before BenchRow call peak memory `peak_train_memory_mb`."""
+    if "peak_train_memory_mb" in row:
+        row = {**row, "peak_memory_mb": row.get("peak_memory_mb", row["peak_train_memory_mb"])}
+        del row["peak_train_memory_mb"]
+    return row
+
+
+def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results",
+                       selection: Selection | None = None) -> dict:
     """Write the report of the store's runs (only `keys` when given) into `out_dir`; returns results.json's dict."""
+    selection = (selection or Selection()).validate()
     runs = store.runs(keys=keys)
-    records, superseded = quality.latest_per_seed(quality.records_from_runs(runs))
-    aggregates = quality.aggregate(records)
+    records = quality.records_from_runs(runs, epoch=selection.select_epoch)
+    configurations = quality.aggregate(records, exclude_flagged=selection.exclude_flagged)
+    aggregates = select(configurations, selection.select, selection.k)
     table = quality.table_i(aggregates)
     bench = merged_bench_result(runs)
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
+    deploy = deployment.deployment_table(trades, bench_rows)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
-        "runs": _counts(runs), "superseded": superseded, "aggregates": [a.to_dict() for a in aggregates],
-        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades,
+        "runs": _counts(runs), "flags": _flag_counts(records, selection),
+        "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
+        "aggregates": [a.to_dict() for a in aggregates],
+        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
     }
     with staged_output(out_dir) as stage:
         plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
+        deploy_plot = "plots/deployment.png" if deployment.deployment_plot(deploy, stage / "plots" /
+                                                                             "deployment.png") else None
         efficiency = _efficiency(bench, stage) if bench else None
         results["efficiency"] = efficiency
-        lines = _markdown(title, results, runs, aggregates, table, compared, trades, plots, efficiency)
+        lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
+                          selection)
+        lines += ["", "## Deployment: the student in each form against the teacher", "",
+                  *deployment.markdown(deploy, deploy_plot)]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (stage / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     return results
+
+
+def _flag_counts(records: list[dict], selection: Selection) -> dict:
+    """How many counted train runs are flagged, and whether the report left them out."""
+    done = [r for r in records if r["status"] == "done"]
+    return {"train_runs": len(records), "done": len(done),
+            "constant_predictions": sum("constant_predictions" in r["flags"] for r in done),
+            "majority_class": sum("majority_class" in r["flags"] for r in done),
+            "excluded": selection.exclude_flagged}
 
 
 def _counts(runs: list[Run]) -> dict:
@@ -109,7 +139,16 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
             *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
 
 
-def _markdown(title, results, runs, aggregates, table, compared, trades, plots, efficiency) -> list[str]:
+def _cell(table, name, column, value) -> str:
+    note = table.notes.get((name, column))
+    return _fmt(value) + (f" ({note})" if note and value is not None else "")
+
+
+def _params(agg) -> str:
+    return ", ".join(f"{k}={v}" for k, v in agg.params.items()) or "–"
+
+
+def _markdown(title, results, runs, aggregates, table, compared, trades, plots, efficiency, selection) -> list[str]:
     lines = [f"# {title}", "", f"Generated {results['generated']} from `{results['store']}`.", ""]
     lines += ["## Runs", ""]
     lines += _table(["kind", "status", "runs"], [[k, s, n] for k, by in results["runs"].items() for s, n in by.items()])
@@ -117,23 +156,27 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     if problems:
         lines += ["", "Not averaged in:", ""]
         lines += [f"- {r.label}: {r.status} — {r.reason or 'no reason given'}" for r in problems]
-    if results["superseded"]:
-        lines += ["", f"{results['superseded']} older runs of the same cells (other hyper-parameters) are ignored: "
-                  "only the latest run per (task, family, method, rank, seed) counts."]
+    flags = results["flags"]
+    lines += ["", f"{flags['constant_predictions']} of {flags['done']} train runs predict one constant class or "
+              f"value on dev (flag `constant_predictions`; {flags['majority_class']} of them the majority class, "
+              "WNLI's expected outcome): " + ("left out of every figure (--exclude-flagged)." if flags["excluded"]
+                                              else "counted in every figure, their share shown in Table I's cells "
+                                              "(`2/3 constant`).")]
     lines += ["", "## Quality: Table I (measured)", ""]
     if table.rows:
-        lines += [f"Median over seeds, in %; LoRA and KD-LoRA at rank {table.rank}; Score = mean of the rows "
-                  "(as the paper averages its rows). Collapsed and failed runs excluded.", ""]
+        lines += [f"In %; LoRA and KD-LoRA at rank {table.rank}; Score = mean of the rows (as the paper averages "
+                  f"its ten rows, MNLI-m and MNLI-mm apart). {selection.describe()} Collapsed and failed runs "
+                  "excluded.", ""]
         lines += _table(["Task", "Metric", *table.columns],
-                        [[name, label, *(_fmt(cells.get(c)) for c in table.columns)]
+                        [[name, label, *(_cell(table, name, c, cells.get(c)) for c in table.columns)]
                          for name, label, cells in table.rows])
-        lines += ["", "### Per task, family, method and rank", ""]
-        lines += _table(["task", "family", "method", "rank", "median %", "mean ± std %", "seeds", "collapsed",
-                         "failed"],
+        lines += ["", "### Every configuration (median over seeds)", ""]
+        lines += _table(["task", "family", "method", "rank", "configuration", "median %", "mean ± std %", "seeds",
+                         "constant", "collapsed", "failed"],
                         [[a.task, a.family, quality.METHOD_LABELS.get(a.method, a.method), a.rank or "–",
-                          _fmt(_percent(a.median), 2),
+                          _params(a), _fmt(_percent(a.median), 2),
                           f"{_fmt(_percent(a.mean), 2)} ± {_fmt(_percent(a.std), 2)}" if a.n else "–",
-                          a.n, a.collapsed, a.failed] for a in aggregates])
+                          a.n, a.constant + a.left_out, a.collapsed, a.failed] for a in aggregates])
         lines += ["", "### Reported vs measured (Table I)", ""]
         if compared:
             lines += _table(["row", "column", "paper %", "measured %", "difference (points)"],

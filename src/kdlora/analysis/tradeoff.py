@@ -3,7 +3,9 @@
 Quality comes from train runs (medians over seeds, averaged over the tasks every method has). Costs come from two
 places, always labelled: the train runs' own measurements (trainable parameters, peak training memory, training
 time) and `kdlora bench` rows of the same family (peak training memory in a fixed step, inference time with merged
-adapters). A family that was benched but not trained gets a cost-only line. Never imports training code.
+adapters). Memory figures are compared only when they are of one kind (`memory_kind`, e.g. `cpu-peak-rss-delta`),
+and the sentence names it. A family that was benched but not trained gets a cost-only line. Never imports
+training code.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from kdlora.analysis.quality import METHOD_LABELS, Aggregate, column_name, table_rank
 
 METHODS = ("fft", "lora", "kd-lora")
+PAPER_FORM = ("pytorch", "fp32", "none")
+"""The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 
 
 def _pick(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> list[Aggregate]:
@@ -26,22 +30,35 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
+def bench_form(row: dict) -> tuple[str, str, str]:
+    """A bench row's (backend, precision, quantize); rows from before the bench had these axes are PyTorch fp32."""
+    return (row.get("backend") or "pytorch", row.get("precision") or "fp32", row.get("quantize") or "none")
+
+
 def _bench_figures(rows: list[dict], family: str, method: str, rank: int | None) -> dict | None:
-    """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank."""
+    """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank;
+    in the paper's form (PAPER_FORM) when the bench measured it."""
     mine = [r for r in rows if r.get("family") == family and r.get("method") == method]
-    measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None]
+    measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
+    measured = [r for r in measured if bench_form(r) == PAPER_FORM] or measured
     at_rank = [r for r in measured if method == "fft" or r.get("rank") == rank] or measured
     params = [r for r in mine if method == "fft" or r.get("rank") == rank]
     if not at_rank and not params:
         return None
     best = at_rank[0] if at_rank else {}
-    return {"peak_train_memory_mb": best.get("peak_train_memory_mb"), "eval_seconds": best.get("eval_seconds"),
+    return {"peak_memory_mb": best.get("peak_memory_mb"), "eval_seconds": best.get("eval_seconds"),
             "memory_kind": best.get("memory_kind"), "measured_rank": best.get("rank"),
             "trainable_params": params[0].get("trainable_params") if params else None}
 
 
 def _ratio(numerator, denominator):
     return numerator / denominator if numerator is not None and denominator else None
+
+
+def _same_kind(figures: dict, base: str) -> bool:
+    """Whether KD-LoRA's and `base`'s memory figures are of one kind (and so comparable)."""
+    return figures["kd-lora"]["memory_kind"] is not None and \
+        figures["kd-lora"]["memory_kind"] == figures[base]["memory_kind"]
 
 
 def family_tradeoffs(aggregates: list[Aggregate], bench_rows: list[dict], rank: int | None = None) -> list[dict]:
@@ -85,13 +102,15 @@ def _ratios(entry: dict) -> dict:
             train = entry["train"]
             ratios[f"score_vs_{base}"] = _ratio(entry["score"]["kd-lora"], entry["score"][base])
             ratios[f"train_memory_vs_{base}"] = _ratio(train["kd-lora"]["peak_memory_mb"],
-                                                       train[base]["peak_memory_mb"])
+                                                       train[base]["peak_memory_mb"]) if _same_kind(train, base) \
+                else None
             ratios[f"train_speed_vs_{base}"] = _ratio(train[base]["train_seconds"], train["kd-lora"]["train_seconds"])
             ratios[f"params_vs_{base}"] = _ratio(train["kd-lora"]["trainable_params"], train[base]["trainable_params"])
         if entry["bench"]:
             bench = entry["bench"]
-            ratios[f"bench_memory_vs_{base}"] = _ratio(bench["kd-lora"]["peak_train_memory_mb"],
-                                                       bench[base]["peak_train_memory_mb"])
+            ratios[f"bench_memory_vs_{base}"] = _ratio(bench["kd-lora"]["peak_memory_mb"],
+                                                       bench[base]["peak_memory_mb"]) if _same_kind(bench, base) \
+                else None
             ratios[f"inference_speed_vs_{base}"] = _ratio(bench[base]["eval_seconds"], bench["kd-lora"]["eval_seconds"])
     return ratios
 
@@ -104,6 +123,14 @@ def _times(value) -> str:
     return "n/a" if value is None else f"{value:.2f}×"
 
 
+def _kind(figures: dict | None) -> str:
+    """`, memory: cpu-peak-rss-delta` when every method's memory is of that one kind; else says they differ."""
+    kinds = {f["memory_kind"] for f in (figures or {}).values()}
+    if kinds == {None}:
+        return ""
+    return f", memory: {kinds.pop()}" if len(kinds) == 1 else ", memory kinds differ, not compared"
+
+
 def sentence(entry: dict) -> str:
     """The trade-off in one sentence, every figure computed and its source named."""
     r = entry["ratios"]
@@ -114,13 +141,14 @@ def sentence(entry: dict) -> str:
                 f"score and {_pct(r['score_vs_fft'])} of FFT's at {_pct(r['train_memory_vs_lora'])} of LoRA's peak "
                 f"training memory ({_pct(r['train_memory_vs_fft'])} of FFT's) and {_times(r['train_speed_vs_lora'])} "
                 f"LoRA's training speed ({_times(r['train_speed_vs_fft'])} FFT's), with "
-                f"{_pct(r['params_vs_lora'])} of LoRA's trainable parameters [train runs]")
+                f"{_pct(r['params_vs_lora'])} of LoRA's trainable parameters [train runs{_kind(entry['train'])}]")
     else:
         text = f"{name} (bench only, no train runs; {rank})"
     if entry["bench"]:
         text += (f"; benched: {_pct(r['bench_memory_vs_lora'])} of LoRA's peak training memory "
                  f"({_pct(r['bench_memory_vs_fft'])} of FFT's) and {_times(r['inference_speed_vs_lora'])} LoRA's "
-                 f"inference speed ({_times(r['inference_speed_vs_fft'])} FFT's), adapters merged [bench]")
+                 f"inference speed ({_times(r['inference_speed_vs_fft'])} FFT's), adapters merged "
+                 f"[bench{_kind(entry['bench'])}]")
     return text + "."
 
 
@@ -156,18 +184,21 @@ def pareto_points(aggregates: list[Aggregate], bench_rows: list[dict], axis: str
     return points
 
 
-def pareto_front(points: list[dict]) -> list[dict]:
-    """The points no other point beats on both axes (lower cost and higher score), by cost."""
+def pareto_front(points: list[dict], higher_is_better: bool = False) -> list[dict]:
+    """The points no other point beats on both axes (lower cost, or higher when `higher_is_better` as for a
+    speedup, and higher score), best cost first."""
     front, best = [], float("-inf")
-    for point in sorted(points, key=lambda p: (p["cost"], -p["score"])):
+    for point in sorted(points, key=lambda p: (-p["cost"] if higher_is_better else p["cost"], -p["score"])):
         if point["score"] > best:
             front.append(point)
             best = point["score"]
     return front
 
 
-def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
-    """Scatter of score against cost, the Pareto front joined by a line."""
+def pareto_plot(points: list[dict], axis: str, path: str | Path, xlabel: str | None = None,
+                higher_is_better: bool = False) -> Path:
+    """Scatter of score against cost, the Pareto front joined by a line; `xlabel` for an axis not in
+    PARETO_AXES."""
     from kdlora.analysis.plots import COLOURS, new_figure, save
 
     figure = new_figure(7, 4.5)
@@ -181,10 +212,10 @@ def pareto_plot(points: list[dict], axis: str, path: str | Path) -> Path:
     for p in points:
         ax.annotate(p["label"], (p["cost"], 100 * p["score"]), fontsize=7, xytext=(4, 3),
                     textcoords="offset points")
-    front = pareto_front(points)
+    front = pareto_front(points, higher_is_better)
     ax.plot([p["cost"] for p in front], [100 * p["score"] for p in front], color="grey", linestyle="--",
             zorder=2, label="Pareto front")
-    xlabel, _ = PARETO_AXES[axis]
+    xlabel = xlabel or PARETO_AXES[axis][0]
     if axis == "params":
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

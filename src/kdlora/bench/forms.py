@@ -85,6 +85,8 @@ def inference_runner(model, form: tuple[str, str, str], sample: dict, threads: i
             path = Path(folder) / "model-int8.onnx"
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        # no busy-waiting between runs: spinning threads would take the cores from whatever runs next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         size = path.stat().st_size
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from kdlora import modeling
 from kdlora.bench.forms import DEFAULT_FORM
@@ -25,6 +25,47 @@ Launcher = Callable[[dict], dict]
 
 
 @dataclass
+class BenchRow:
+    """One row of bench.json: a (family, method, rank), its exact counts and, when measured, its figures."""
+
+    family: str
+    model: str
+    """Hub name of the architecture the method trains."""
+    method: str
+    rank: int | None
+    backend: str
+    """Inference backend of the measured form (kdlora.bench.forms)."""
+    precision: str
+    quantize: str
+    adapter_params: int
+    trainable_params: int
+    total_params: int
+    peak_memory_mb: float | None = None
+    """Peak memory of the training step, MB; what it is says `memory_kind` (same names as a train run's)."""
+    memory_kind: str | None = None
+    """`cpu-peak-rss-delta` or `cuda-max-memory-allocated` (kdlora.bench.trackers)."""
+    train_step_seconds: float | None = None
+    eval_seconds: float | None = None
+    """The evaluation set's time, adapters merged."""
+    eval_seconds_unmerged: float | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    throughput_per_s: float | None = None
+    size_mb: float | None = None
+    """Size of the measured inference form's weights, MB."""
+    error: str | None = None
+    """Why the measurement failed, or None."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MEASURED = ("peak_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
+"""The fields of a BenchRow a worker fills in."""
+
+
+@dataclass
 class Job:
     """One row of bench.json: a (family, method, rank); `measure` says whether a worker measures it."""
 
@@ -34,7 +75,7 @@ class Job:
     measure: bool
     form: tuple[str, str, str] = DEFAULT_FORM
     """(backend, precision, quantize) of the inference measured."""
-    row: dict = field(default_factory=dict)
+    row: BenchRow | None = None
 
     @property
     def name(self) -> str:
@@ -81,10 +122,6 @@ def run_worker(job: dict) -> dict:
         return {"error": f"worker exited with code {proc.returncode}: {tail[:300]}"}
 
 
-MEASURED = ("peak_train_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
-
-
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
     """Relative work of a job (forward FLOPs), so the progress bar's remaining time is an estimate."""
     family, method = get_family(job.family), get_method(job.method)
@@ -114,9 +151,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     for job in jobs:
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
-        job.row = {"family": job.family, "model": family.architecture(method.role).hub_name, "method": job.method,
-                   "rank": job.rank, **dict(zip(("backend", "precision", "quantize"), job.form, strict=True)),
-                   **asdict(counts), **dict.fromkeys(MEASURED), "error": None}
+        job.row = BenchRow(job.family, family.architecture(method.role).hub_name, job.method, job.rank,
+                           *job.form, **asdict(counts))
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)
@@ -133,15 +169,16 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
             start = time.perf_counter()
             result = launch(worker_job(settings, job))
             stage_seconds[job.name] = round(time.perf_counter() - start, 2)
-            job.row["error"] = result.get("error")
-            job.row.update({k: result.get(k) for k in MEASURED})
+            job.row.error = result.get("error")
+            for name in MEASURED:
+                setattr(job.row, name, result.get(name))
             bar.update(costs[job.name])
     environment["load_average_end"] = load_average()
     config = {**asdict(settings), "families": list(settings.family_names()),
               "measured_ranks": sorted({j.rank for j in measured if j.rank}),
               "dtype": "float32", "optimizer": "AdamW",
-              "memory_kind": next((j.row["memory_kind"] for j in measured if j.row["memory_kind"]), None),
+              "memory_kind": next((j.row.memory_kind for j in measured if j.row.memory_kind), None),
               "eval_lengths": {**evalset.LengthDistribution().describe(), "seed": settings.seed},
               "eval_padded_tokens": eval_tokens, "eval_batches": len(eval_batches),
               "stage_seconds": stage_seconds, "wall_seconds": round(time.perf_counter() - started, 2)}
-    return {"rows": [job.row for job in jobs], "config": config, "environment": environment}
+    return {"rows": [job.row.to_dict() for job in jobs], "config": config, "environment": environment}

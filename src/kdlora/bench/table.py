@@ -34,7 +34,7 @@ def _by_family_method(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
 def _measured(rows: list[dict]) -> dict | None:
     """The row whose memory and time stand for the method in Table II: the first measured rank, in the paper's
     form (PyTorch fp32, not quantised) when it was measured, else the first form measured."""
-    measured = [r for r in rows if r.get("eval_seconds") is not None or r.get("peak_train_memory_mb") is not None]
+    measured = [r for r in rows if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
     paper = [r for r in measured if (r.get("backend"), r.get("precision"), r.get("quantize")) in
              (DEFAULT_FORM, (None, None, None))]
     return (paper or measured or [None])[0]
@@ -54,7 +54,7 @@ def table_ii_rows(result: dict) -> list[dict]:
             line[f"Rank {rank}"] = "" if row is None or row.get("trainable_params") is None \
                 else millions(row["trainable_params"])
         measured = _measured(rows) or {}
-        memory, seconds = measured.get("peak_train_memory_mb"), measured.get("eval_seconds")
+        memory, seconds = measured.get("peak_memory_mb"), measured.get("eval_seconds")
         line["Memory Usage"] = "" if memory is None else f"{memory:.1f}MB"
         line["Inference Time"] = "" if seconds is None else f"{seconds:.2f}s" if seconds >= 0.1 else f"{seconds:.3g}s"
         line["Model Family"] = family_name

@@ -5,11 +5,15 @@ Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the proc
 freed by one configuration may stay in the allocator and hide the next one's growth, which is why every
 configuration runs in its own worker process.
 Latency: wall time per batch (CUDA events on a GPU), reported as total, p50, p90 and throughput.
+Energy: codecarbon's offline tracker (extra `energy`; no network): kWh and g CO2-eq of the block. Without RAPL or
+NVML it estimates CPU power from the CPU's TDP and load and RAM power from its size, and says so in `method`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import resource
 import statistics
 import sys
@@ -49,6 +53,32 @@ def _peak_rss_bytes() -> int:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+def restart_peak(device: str = "cpu") -> None:
+    """Forget the peak so far inside a `track_memory` block: the figure becomes the larger of what is held now and
+    what the rest of the block reaches, still less the block's starting point (e.g. a derived student's teacher,
+    loaded only to cut the student from, is not the student's cost)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak_rss()
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc's malloc_trim), so a baseline taken next
+    is not inflated by memory that a later allocation would reuse unseen."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager
@@ -157,3 +187,59 @@ def track_latency(device: str = "cpu") -> Iterator[LatencyTimer]:
     timer = LatencyTimer(device)
     yield timer
     timer.finish()
+
+
+ENERGY_COUNTRY_ENV = "KDLORA_ENERGY_COUNTRY"
+"""Environment variable naming the ISO 3166 alpha-3 country whose grid converts kWh into CO2-eq (default USA)."""
+
+
+@dataclass
+class EnergyResult:
+    kwh: float | None = None
+    """Energy the machine used during the block (CPU, RAM and GPU), kWh."""
+    g_co2eq: float | None = None
+    """Emissions of that energy on the country's grid, grams CO2-equivalent."""
+    method: str = ""
+    """How codecarbon measured the CPU: `measured (RAPL)`, or `estimated (TDP x load)` where it cannot read power."""
+    country: str = ""
+    """The grid's country (ISO 3166 alpha-3)."""
+
+
+def require_energy() -> None:
+    """UserError (one line) unless codecarbon, the `energy` extra, is installed."""
+    import importlib.util
+
+    from kdlora.errors import UserError
+
+    if importlib.util.find_spec("codecarbon") is None:
+        raise UserError("--track-energy needs the `energy` extra: pip install 'kdlora[energy]'")
+
+
+@contextlib.contextmanager
+def track_energy(enabled: bool = True) -> Iterator[EnergyResult]:
+    """Measure the energy and emissions of the block (codecarbon offline); a disabled tracker yields an empty
+    result and imports nothing."""
+    result = EnergyResult()
+    if not enabled:
+        yield result
+        return
+    require_energy()
+    from codecarbon import OfflineEmissionsTracker
+
+    logging.getLogger("codecarbon").setLevel(logging.ERROR)  # after the import, which sets its own level
+
+    result.country = os.environ.get(ENERGY_COUNTRY_ENV, "USA")
+    tracker = OfflineEmissionsTracker(country_iso_code=result.country, output_methods=[], log_level="error",
+                                      measure_power_secs=5)
+    tracker.start()
+    try:
+        yield result
+    finally:
+        kg = tracker.stop()
+        data = tracker.final_emissions_data
+        result.kwh = float(data.energy_consumed)
+        result.g_co2eq = float(kg) * 1000
+        modes = {type(h).__name__: getattr(h, "_mode", "") for h in getattr(tracker, "_hardware", [])}
+        cpu_mode = modes.get("CPU", "")
+        result.method = ("measured (" + cpu_mode + ")" if cpu_mode in ("intel_rapl", "intel_power_gadget")
+                         else f"estimated (CPU: {cpu_mode or 'TDP'}, RAM: size-based)")

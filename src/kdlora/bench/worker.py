@@ -134,7 +134,7 @@ def measure(job: dict) -> dict:
     lengths = evalset.eval_lengths(job["eval_size"], job["seed"])
     batches = evalset.eval_batches(lengths, job["eval_batch_size"], vocab, job["pad_to"], job["group_by_length"],
                                    job["seed"])
-    result = {"peak_train_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
+    result = {"peak_memory_mb": round(memory.peak_mb, 1), "memory_kind": memory.kind,
               "train_step_seconds": round(min(step_seconds), 4), "threads": torch.get_num_threads(),
               "eval_tokens": evalset.padded_tokens(batches), "eval_seconds_unmerged": None}
     if method.uses_lora and form[0] == "pytorch":

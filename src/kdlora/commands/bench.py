@@ -12,6 +12,9 @@ examples:
   kdlora bench --params-only                 exact counts of the three paper families (seconds)
   kdlora bench --out bench-results           the full table on this machine
   kdlora bench --families minilm --pad-to 512
+  kdlora bench --families bert --methods fft,kd-lora --backend pytorch,onnxruntime --quantize none,int8
+                                             the teacher and the student in each deployed form (rows in
+                                             bench.json with backend, precision, quantize, size_mb)
 """
 
 from __future__ import annotations

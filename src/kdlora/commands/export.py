@@ -9,24 +9,19 @@ the run's PyTorch fp32 model (the figures go into OUT/export.json):
 
 from __future__ import annotations
 
-import dataclasses
-
 HELP = "merge a run's adapters and save a deployable model (safetensors or ONNX, fp32/bf16/int8), scored on dev"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.config import field_docs
+    from kdlora.config import add_settings_arguments
     from kdlora.export import EXPORT_PRECISIONS, FORMATS, QUANTIZATIONS, ExportSettings
     from kdlora.files import add_no_verify_argument
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
     add_no_verify_argument(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the model, tokenizer and export.json")
-    docs, choices = field_docs(ExportSettings), {"format": FORMATS, "precision": EXPORT_PRECISIONS,
-                                                 "quantize": QUANTIZATIONS}
-    for f in dataclasses.fields(ExportSettings):
-        parser.add_argument(f"--{f.name}", choices=choices[f.name], default=f.default,
-                            help=f"{docs[f.name]} (default: %(default)s)")
+    add_settings_arguments(parser, ExportSettings,
+                           choices={"format": FORMATS, "precision": EXPORT_PRECISIONS, "quantize": QUANTIZATIONS})
     parser.add_argument("--no-score", action="store_true", help="skip scoring the export on the run's dev split")
 
 

@@ -4,6 +4,7 @@ what share of LoRA's and FFT's score KD-LoRA keeps at what memory and speed — 
 
   kdlora report --out reports/
   kdlora report --experiment my-grid.toml     # only that experiment's runs
+  kdlora report --select top-k-median --k 6   # the paper's protocol over a grid of configurations
 """
 
 HELP = "write the quality / efficiency / trade-off report of the results store"
@@ -16,6 +17,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports/)")
     parser.add_argument("--experiment", metavar="EXP",
                         help="report only the runs of this experiment (file or bundled name); default: every run")
+    add_selection_arguments(parser)
+
+
+def add_selection_arguments(parser) -> None:
+    """--select, --k, --select-epoch, --exclude-flagged: the `Selection` fields, their docstrings the help."""
+    from kdlora.analysis.select import Selection
+    from kdlora.config import add_settings_arguments
+
+    add_settings_arguments(parser, Selection)
+
+
+def selection_from_args(args):
+    from kdlora.analysis.select import Selection
+    from kdlora.config import settings_from_args
+
+    return Selection(**settings_from_args(Selection, args)).validate()
 
 
 def run(args) -> int:
@@ -32,6 +49,6 @@ def run(args) -> int:
             experiment = load_experiment(args.experiment)
             keys = [s.key for s in expand(experiment, get_backends())]
             title = f"KD-LoRA results: experiment {experiment.name}"
-        write_study_report(store, args.out, keys=keys, title=title)
+        write_study_report(store, args.out, keys=keys, title=title, selection=selection_from_args(args))
     print(f"report: {args.out}/report.md")
     return 0

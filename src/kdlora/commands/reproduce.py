@@ -16,22 +16,27 @@ HELP = "run an experiment (default: the bundled offline one) and write its repor
 
 def add_arguments(parser) -> None:
     from kdlora.commands._sweep_options import add_sweep_arguments
+    from kdlora.commands.report import add_selection_arguments
 
     parser.add_argument("experiment", metavar="EXP", nargs="?", default="default",
                         help="experiment TOML file or bundled name (default, paper); default: default")
     parser.add_argument("--out", default="reports", metavar="DIR", help="report folder (default: reports/)")
     add_sweep_arguments(parser)
+    add_selection_arguments(parser)
 
 
 def run(args) -> int:
     from kdlora.analysis.store_report import write_study_report
     from kdlora.commands._sweep_options import sweep_from_args
+    from kdlora.commands.report import selection_from_args
     from kdlora.experiment import load_experiment
     from kdlora.store import Store
 
     experiment = load_experiment(args.experiment)
+    selection = selection_from_args(args)
     with Store(args.db) as store:
         summary = sweep_from_args(args, experiment, store)
-        write_study_report(store, args.out, keys=summary.keys, title=f"KD-LoRA reproduction: {experiment.name}")
+        write_study_report(store, args.out, keys=summary.keys, title=f"KD-LoRA reproduction: {experiment.name}",
+                           selection=selection)
     print(f"report: {args.out}/report.md")
     return 0 if summary.ok else 1

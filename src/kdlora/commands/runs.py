@@ -61,7 +61,7 @@ def run(args) -> int:
 
 
 _EMPTY = ("key", "kind", "status", "task", "family", "method", "rank", "seed", "score", "trainable_params",
-          "peak_memory_mb", "seconds", "finished_at", "reason")
+          "peak_memory_mb", "seconds", "finished_at", "reason", "flags")
 
 
 def _short(value):

@@ -9,6 +9,9 @@
 Every setting can also come from --config FILE (JSON or YAML; flags win). Exit status 0 when the run is done,
 1 when it collapsed (non-finite loss or constant dev predictions: the reason is printed and recorded).
 Multi-GPU: `accelerate launch -m kdlora train ...`.
+
+Like people train: `--precision bf16` (mixed precision), `--grad-accum 4`, `--eval-steps 50 --save-checkpoints`
+(then `--resume` after a kill), `--report-to tensorboard,mlflow`, `--track-energy`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the killed run in --out from its last checkpoint (same settings)")
     add_no_verify_argument(parser)
     add_settings_arguments(parser, TrainConfig, keep_defaults=False)
 
@@ -75,7 +80,8 @@ def run(args) -> int:
     for key in _FIXED:
         if key not in values:
             raise UserError(f"--{key} is required")
-    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet, verify=args.verify)
+    result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet, verify=args.verify,
+                          resume=args.resume)
     metric_text = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
@@ -83,6 +89,9 @@ def run(args) -> int:
     if result.get("lora_targets"):
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")
+    if result["energy_kwh"] is not None:
+        print(f"energy: {result['energy_kwh'] * 1000:.3f} Wh, {result['emissions_g_co2eq']:.3f} g CO2-eq "
+              f"({result['energy_method']}, grid {result['energy_country']})")
     if result["reason"]:
         print(f"reason: {result['reason']}")
     return 0 if result["status"] == "done" else 1

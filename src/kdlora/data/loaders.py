@@ -87,9 +87,10 @@ def _label_value(task: Task, raw: str, path: Path, row: int) -> float:
 
 
 def _read_tsv(task: Task, path: Path) -> Examples:
-    """An original GLUE TSV file (no quoting; CoLA has no header row and positional columns)."""
+    """An original GLUE TSV file (no quoting; CoLA has no header row and positional columns; MRPC's files begin
+    with a byte-order mark, hence utf-8-sig)."""
     spec = task.tsv
-    with path.open(encoding="utf-8", newline="") as handle:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if spec["header"]:
         header, rows = rows[0], rows[1:]

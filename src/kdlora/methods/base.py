@@ -29,11 +29,13 @@ class LoraSettings:
 
 
 def task_loss(logits, labels, regression: bool):
-    """Cross-entropy, or MSE for a regression head."""
+    """Cross-entropy, or MSE for a regression head; in float32 whatever the logits' dtype (mixed precision)."""
+    import torch
     import torch.nn.functional as F
 
+    logits = logits.to(torch.float32)
     if regression:
-        return F.mse_loss(logits.view(-1), labels.view(-1).to(logits.dtype))
+        return F.mse_loss(logits.view(-1), labels.view(-1).to(torch.float32))
     return F.cross_entropy(logits, labels.view(-1))
 
 

@@ -1,0 +1,115 @@
+"""Step evaluation, checkpoints and resume: a run killed with SIGKILL after a checkpoint, resumed, ends exactly as
+an uninterrupted run with the same seed (metrics, history and trained weights)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdlora.backends import real_train
+from kdlora.checkpoint import has_checkpoint, resume_source
+from kdlora.cli import main
+from kdlora.errors import UserError
+from kdlora.store import Store
+from kdlora.sweep import Driver, RunSpec
+from kdlora.train import run_training
+from train_helpers import DATA, tiny_config
+
+# 24 sst2 examples, batch 2, two batches per optimiser step: 6 steps an epoch, 12 in all; dev every 2 steps
+FLAGS = ["--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu", "--epochs", "2",
+         "--batch-size", "2", "--grad-accum", "2", "--eval-steps", "2", "--learning-rate", "0.01",
+         "--data-dir", str(DATA / "sst2"), "--save-checkpoints", "--quiet"]
+
+# Runs `kdlora train` in this process but SIGKILLs itself right after the N-th checkpoint is on disk.
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import kdlora.checkpoint
+    from kdlora.cli import main
+    original, saved = kdlora.checkpoint.save_checkpoint, []
+    def save_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == int(os.environ["KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    kdlora.checkpoint.save_checkpoint = save_then_die
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def _train(args, kill_after=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AFTER": str(kill_after or 0)}
+    code = KILLER if kill_after else "import sys; from kdlora.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "train", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    whole = _train([*FLAGS, "--out", str(tmp_path / "whole")])
+    assert whole.returncode in (0, 1), whole.stderr
+    killed = _train([*FLAGS, "--out", str(tmp_path / "killed")], kill_after=3)  # mid-epoch 2, after step 6's eval
+    assert killed.returncode == -9
+    assert not (tmp_path / "killed" / "metrics.json").exists() and has_checkpoint(tmp_path / "killed")
+    resumed = _train([*FLAGS, "--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.returncode == whole.returncode, resumed.stderr
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert b["resumed_at_step"] == 6 and a["resumed_at_step"] is None
+    assert a["steps"] == b["steps"] == 12
+    assert [h["step"] for h in a["history"]] == [2, 4, 6, 8, 10, 12]
+    for key in ("metrics", "score", "history", "best_step", "status"):
+        assert a[key] == b[key], key
+    weights_a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+    # a sweep reruns an interrupted run through its backend, which resumes from the checkpoint it finds
+    killed = _train([*FLAGS, "--out", str(tmp_path / "swept")], kill_after=2)  # after step 4's evaluation
+    assert killed.returncode == -9
+    torch.set_num_threads(1)
+    swept = real_train(a["config"], tmp_path / "swept", False)
+    assert swept["resumed_at_step"] == 4
+    for key in ("metrics", "score", "history", "best_step", "status"):
+        assert swept[key] == a[key], key
+
+
+def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        spec = RunSpec("k" * 64, "train", "train sst2 bert fft s1", {"task": "sst2"})
+        driver = Driver(store, [spec], tmp_path / "runs")
+        out = driver.out_dir(spec)
+        (out / "checkpoints" / "last").mkdir(parents=True)
+        (out / "checkpoints" / "last" / "optimizer.bin").write_bytes(b"state")
+        (out / "tracking").mkdir()
+        (out / "metrics.json").write_text("{")
+        driver.prepare(spec)
+        assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
+        assert (out / "checkpoints" / "last" / "optimizer.bin").read_bytes() == b"state"
+
+
+def test_checkpoints_hold_trainable_weights_only_and_the_best_is_kept(tmp_path):
+    config = tiny_config(method="lora", epochs=1, eval_steps=3, save_checkpoints=True)
+    result = run_training(config, tmp_path, progress=False)
+    assert [h["step"] for h in result["history"]] == [3, 6]  # 24 examples / batch 4 = 6 steps
+    last = load_file(tmp_path / "checkpoints" / "last" / "model.safetensors")
+    assert last and all("lora_" in name or "classifier" in name for name in last)
+    assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert resume_source(tmp_path, config.key()) == tmp_path / "checkpoints" / "last"
+
+
+def test_resume_errors_are_one_line(tmp_path, capsys):
+    args = ["train", "--task", "sst2", "--family", "bert", "--method", "fft", "--tiny", "--device", "cpu",
+            "--data-dir", str(DATA / "sst2"), "--out", str(tmp_path), "--quiet"]
+    assert main([*args, "--resume"]) == 2
+    assert "--resume: no checkpoint in" in capsys.readouterr().err
+    run_training(tiny_config(epochs=1, save_checkpoints=True), tmp_path, progress=False)
+    assert main([*args, "--save-checkpoints", "--seed", "7", "--epochs", "1"]) == 2
+    assert "holds a checkpoint: pass --resume" in capsys.readouterr().err
+    with pytest.raises(UserError, match="written by another config"):
+        resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())

@@ -1,0 +1,111 @@
+"""Training like people train: precision, gradient accumulation, trackers read back, energy."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import kdlora.tracking
+from kdlora.cli import main
+from kdlora.distill import kd_loss
+from kdlora.train import run_training
+from train_helpers import DATA, tiny_config
+
+torch.set_num_threads(1)
+CLI = ["train", "--task", "sst2", "--family", "bert", "--method", "fft", "--tiny", "--device", "cpu",
+       "--data-dir", str(DATA / "sst2"), "--quiet", "--epochs", "1"]
+
+
+def test_kd_loss_is_float32_from_bf16_logits():
+    student = torch.tensor([[1.0, -2.0, 0.5], [0.25, 0.75, -1.0]])
+    teacher = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.5, -0.5]])
+    labels = torch.tensor([0, 1])
+    low = kd_loss(student.bfloat16(), teacher.bfloat16(), labels)
+    assert low.dtype == torch.float32
+    # these values are exact in bf16, so the loss must equal the float32 one
+    assert torch.equal(low, kd_loss(student, teacher, labels))
+
+
+@pytest.mark.parametrize("method", ["fft", "lora"])
+def test_bf16_training_where_the_cpu_supports_it(monkeypatch, tmp_path, method):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    result = run_training(tiny_config(method=method, precision="bf16"), tmp_path, progress=False)
+    assert result["precision"] == "bf16" and result["environment"]["mixed_precision"] == "bf16"
+    assert result["config"]["precision"] == "bf16"
+    assert result["run_key"] != tiny_config(method=method).key()
+    assert result["steps"] == 6 and 0.0 <= result["score"] <= 1.0
+    weights = next((tmp_path / ("model" if method == "fft" else "adapter")).glob("*.safetensors"))
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(weights).values()} == {torch.float32}  # master weights stay fp32
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--precision", "fp16"], "--precision fp16 needs a CUDA device"),
+    (["--precision", "bf16"], "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support"),
+    (["--precision", "int8"], "config: bad value for precision: 'int8'"),
+    (["--grad-accum", "0"], "config: bad value for grad_accum: 0"),
+    (["--report-to", "wandb"], "config: bad value for report_to: 'wandb'"),
+])
+def test_bad_training_options_are_one_line(monkeypatch, tmp_path, capsys, argv, message):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert main([*CLI, "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])
+def test_a_missing_tracker_extra_is_one_line(monkeypatch, tmp_path, capsys, tracker):
+    real = kdlora.tracking.importlib.util.find_spec
+    monkeypatch.setattr(kdlora.tracking.importlib.util, "find_spec", lambda name: None if name == tracker
+                        else real(name))
+    assert main([*CLI, "--out", str(tmp_path), "--report-to", tracker]) == 2
+    assert f"--report-to {tracker} needs the `{tracker}` extra: pip install 'kdlora[{tracker}]'" in \
+        capsys.readouterr().err
+
+
+def test_grad_accum_takes_one_step_per_n_batches(tmp_path):
+    result = run_training(tiny_config(batch_size=2, grad_accum=3), tmp_path, progress=False)
+    assert result["steps"] == 4  # 24 examples / batch 2 = 12 batches, 3 per optimiser step
+    assert result["effective_batch_size"] == 2 * 3 * 1
+    assert result["config"]["grad_accum"] == 3 and result["run_key"] != tiny_config(batch_size=2).key()
+
+
+def test_trackers_log_loss_lr_evaluations_and_config(monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = tiny_config(eval_steps=3, report_to="tensorboard,mlflow")  # 6 steps; 1 warm-up step (ceil 0.6)
+    result = run_training(config, tmp_path, progress=False)
+    # linear decay after one warm-up step: lr after step s is 1e-3 * (6 - s) / 5
+    expected_lr = [1e-3 * (6 - s) / 5 for s in range(1, 7)]
+    expected_eval = [(h["step"], h["score"]) for h in result["history"]]
+    assert [step for step, _ in expected_eval] == [3, 6]
+
+    events = EventAccumulator(str(tmp_path / "tracking" / "kdlora"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx(expected_lr)
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("eval/accuracy")] == expected_eval
+    hparams = yaml.safe_load(next((tmp_path / "tracking" / "kdlora").glob("*/hparams.yml")).read_text())
+    assert hparams["precision"] == "fp32" and hparams["batch_size"] == 4 and hparams["pretrained"] == "none"
+
+    client = MlflowClient((tmp_path / "tracking" / "mlruns").as_uri())
+    [experiment] = [e for e in client.search_experiments() if e.name == "kdlora"]
+    [run] = client.search_runs([experiment.experiment_id])
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/lr")] == pytest.approx(expected_lr)
+    history = client.get_metric_history(run.info.run_id, "eval/accuracy")
+    assert [(m.step, pytest.approx(m.value)) for m in history] == expected_eval
+    assert run.data.params["grad_accum"] == "1" and run.data.params["task"] == "sst2"
+
+
+def test_energy_is_stored_with_the_run(tmp_path):
+    result = run_training(tiny_config(track_energy=True), tmp_path, progress=False)
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored["energy_kwh"] == result["energy_kwh"] > 0
+    assert stored["emissions_g_co2eq"] == result["emissions_g_co2eq"] > 0
+    assert stored["energy_country"] == "USA" and stored["energy_method"]
