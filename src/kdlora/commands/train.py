@@ -86,7 +86,7 @@ def run(args) -> int:
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
           f"params train -> {args.out}/metrics.json")
-    if result.get("lora_targets"):
+    if result["lora_targets"]:
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")
     if result["energy_kwh"] is not None:
