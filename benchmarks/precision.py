@@ -64,8 +64,8 @@ def step_speedup(family: str, method: str, batch_size: int, seq_len: int, pairs:
     import torch
 
     fam, meth = FAMILIES[family], METHODS[method]
-    arch, base = modeling.build_base(fam, meth, tiny=tiny)
-    model = modeling.prepare(base, arch, meth, 8 if meth.uses_lora else None)
+    _, base = modeling.build_base(fam, meth, tiny=tiny)
+    model = modeling.prepare(base, meth, 8 if meth.uses_lora else None)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = train_batch(batch_size, seq_len, model.config.vocab_size, 2, 0, "cpu")
@@ -86,8 +86,8 @@ def eval_speedup(family: str, method: str, size: int, batch_size: int, tiny: boo
     import torch
 
     fam, meth = FAMILIES[family], METHODS[method]
-    arch, base = modeling.build_base(fam, meth, tiny=tiny)
-    model = modeling.prepare(base, arch, meth, 8 if meth.uses_lora else None)
+    _, base = modeling.build_base(fam, meth, tiny=tiny)
+    model = modeling.prepare(base, meth, 8 if meth.uses_lora else None)
     if meth.uses_lora:
         model = modeling.merged(model)
     low = copy.deepcopy(model).to(torch.bfloat16)

@@ -69,8 +69,8 @@ def inference_seconds(family: str, size: int = 1043, tiny: bool = False) -> dict
     fam = FAMILIES[family]
     variants = {}
     for method in ("fft", "lora", "kd-lora"):
-        arch, base = models.build_base(fam, METHODS[method], tiny=tiny)
-        model = models.prepare(base, arch, METHODS[method], 8)
+        _, base = models.build_base(fam, METHODS[method], tiny=tiny)
+        model = models.prepare(base, METHODS[method], 8)
         if METHODS[method].uses_lora:
             variants[f"{method}_unmerged"] = model
             model = models.merged(copy.deepcopy(model))
@@ -103,8 +103,8 @@ def kd_step_overhead(family: str, batch_size: int = 16, seq_len: int = 128, pair
     import torch
 
     fam, kd, lora = FAMILIES[family], METHODS["kd-lora"], METHODS["lora"]
-    arch, base = models.build_base(fam, kd, tiny=tiny)
-    model = models.prepare(base, arch, kd, 8)
+    _, base = models.build_base(fam, kd, tiny=tiny)
+    model = models.prepare(base, kd, 8)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     batch = train_batch(batch_size, seq_len, model.config.vocab_size, 2, 0, "cpu")

@@ -3,9 +3,10 @@ an uninterrupted run with the same seed (metrics, history and trained weights)."
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,26 +21,13 @@ from kdlora.sweep import Driver, RunSpec
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from gpu_check import KILLER  # noqa: E402  (the GPU check's kill-after-N-checkpoints `kdlora train`)
+
 # 24 sst2 examples, batch 2, two batches per optimiser step: 6 steps an epoch, 12 in all; dev every 2 steps
 FLAGS = ["--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu", "--epochs", "2",
          "--batch-size", "2", "--grad-accum", "2", "--eval-steps", "2", "--learning-rate", "0.01",
          "--data-dir", str(DATA / "sst2"), "--save-checkpoints", "--quiet"]
-
-# Runs `kdlora train` in this process but SIGKILLs itself right after the N-th checkpoint is on disk.
-KILLER = textwrap.dedent("""
-    import os, signal, sys
-    import kdlora.checkpoint
-    from kdlora.cli import main
-    original, saved = kdlora.checkpoint.save_checkpoint, []
-    def save_then_die(*args, **kwargs):
-        original(*args, **kwargs)
-        saved.append(1)
-        if len(saved) == int(os.environ["KILL_AFTER"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-    kdlora.checkpoint.save_checkpoint = save_then_die
-    sys.exit(main(sys.argv[1:]))
-""")
-
 
 def _train(args, kill_after=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_AFTER": str(kill_after or 0)}
@@ -55,6 +43,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     killed = _train([*FLAGS, "--out", str(tmp_path / "killed")], kill_after=3)  # mid-epoch 2, after step 6's eval
     assert killed.returncode == -9
     assert not (tmp_path / "killed" / "metrics.json").exists() and has_checkpoint(tmp_path / "killed")
+    shutil.copytree(tmp_path / "killed", tmp_path / "swept")  # the same interrupted run, for a sweep to finish
     resumed = _train([*FLAGS, "--out", str(tmp_path / "killed"), "--resume"])
     assert resumed.returncode == whole.returncode, resumed.stderr
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -70,11 +59,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
     # a sweep reruns an interrupted run through its backend, which resumes from the checkpoint it finds
-    killed = _train([*FLAGS, "--out", str(tmp_path / "swept")], kill_after=2)  # after step 4's evaluation
-    assert killed.returncode == -9
     torch.set_num_threads(1)
     swept = real_train(a["config"], tmp_path / "swept", False)
-    assert swept["resumed_at_step"] == 4
+    assert swept["resumed_at_step"] == 6
     for key in ("metrics", "score", "history", "best_step", "status"):
         assert swept[key] == a[key], key
 
@@ -113,3 +100,4 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert "holds a checkpoint: pass --resume" in capsys.readouterr().err
     with pytest.raises(UserError, match="written by another config"):
         resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())
+

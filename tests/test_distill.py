@@ -154,7 +154,7 @@ def test_a_teacher_of_another_task_is_refused_in_one_line(teacher_run, tmp_path,
 
 def test_check_teacher_names_the_number_of_labels():
     from kdlora.errors import UserError
-    from kdlora.teacher import check_teacher
+    from kdlora.sources import check_teacher
 
     check_teacher("t", "sst2", ("LABEL_0", "LABEL_1"), get_task("sst2"))  # unnamed classes: the count decides
     with pytest.raises(UserError, match=r"^--teacher t: teacher has 2 labels; this run is task mnli with 3 labels "

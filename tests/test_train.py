@@ -194,3 +194,14 @@ def test_the_saved_best_model_reproduces_the_recorded_dev_score_exactly(tmp_path
     metrics = compute_metrics(task, logits.argmax(-1).tolist(), dev.labels)
     assert metrics == result.metrics and task_score(task, metrics) == result.score
     assert result.score == max(h["score"] for h in result.history)
+
+
+def test_the_dev_subset_does_not_change_with_the_seed():
+    """Finding: seeds drew different dev subsets, so they differed in what they were scored on, not only training."""
+    from kdlora.data.tasks import get_task
+    from kdlora.train import load_data
+
+    one, two = (load_data(tiny_config(seed=s, max_train_samples=12, max_eval_samples=5), get_task("sst2"))
+                for s in (1, 2))
+    assert one["validation"].ids == two["validation"].ids and len(one["validation"]) == 5
+    assert one["train"].ids != two["train"].ids  # training still follows the seed

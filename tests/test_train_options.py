@@ -109,3 +109,39 @@ def test_energy_is_stored_with_the_run(tmp_path):
     assert stored["energy_kwh"] == result["energy_kwh"] > 0
     assert stored["emissions_g_co2eq"] == result["emissions_g_co2eq"] > 0
     assert stored["energy_country"] == "USA" and stored["energy_method"]
+
+
+def test_the_report_shows_energy_beside_time_and_memory(tmp_path):
+    from kdlora.analysis.store_report import write_study_report
+    from kdlora.store import Store
+
+    with Store(tmp_path / "r.db") as store:
+        for seed, kwh in ((1, 0.001), (2, 0.003)):  # median 0.002 kWh = 2.000 Wh
+            fields = {"task": "sst2", "family": "bert", "method": "fft", "rank": None, "seed": seed}
+            store.start(f"k{seed}", "train", f"train sst2 bert fft s{seed}", {"seed": seed}, str(tmp_path), fields)
+            store.finish(f"k{seed}", {**fields, "status": "done", "reason": None, "metrics": {"accuracy": 0.9},
+                                      "score": 0.9, "train_seconds": 10.0 * seed, "peak_memory_mb": 100.0,
+                                      "memory_kind": "cpu-peak-rss-process", "energy_kwh": kwh,
+                                      "emissions_g_co2eq": 400 * kwh, "energy_method": "estimated (CPU: cpu_load)"})
+        write_study_report(store, tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    # train s: median of 10, 20; g CO2-eq: median of 0.4, 1.2
+    assert ("| sst2 | bert | FFT | – | – | 90.00 | 90.00 ± 0.00 | 2 | 0 | 0 | 0 | 15.0 | 100.0 | 2.000 | 0.800 |"
+            in report)
+    assert "Energy and emissions: codecarbon, offline (estimated (CPU: cpu_load))" in report
+
+
+def test_bench_tracks_the_energy_of_each_evaluation():
+    from kdlora.bench.runner import plan, worker_job
+    from kdlora.bench.worker import measure
+    from kdlora.config import BenchSettings
+
+    settings = BenchSettings(families=("bert",), methods=("kd-lora",), ranks=(8,), tiny=True, eval_size=40,
+                             batch_size=2, train_seq_len=8, track_energy=True).validate()
+    [job] = [j for j in plan(settings) if j.measure]
+    row = measure(worker_job(settings, job))  # in this process: the worker's measurement without its start-up
+    assert row["eval_energy_kwh"] > 0 and row["eval_g_co2eq"] > 0
+    # 40 predictions: per 1,000 is 25 times the run's figure (kWh -> Wh: x 1,000)
+    assert row["eval_wh_per_1000"] == pytest.approx(row["eval_energy_kwh"] * 1000 * 25)
+    assert row["eval_g_co2eq_per_1000"] == pytest.approx(row["eval_g_co2eq"] * 25)
+    assert row["energy_method"]

@@ -101,7 +101,7 @@ def test_teacher_with_other_labels_names_both_sets(user, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert (f"--teacher {tmp_path / 'other'}: teacher has labels no, yes; this run is task custom with 2 labels "
-            "(thumbs down, thumbs up)" in err)
+            "(thumbs down, thumbs up)") in err
 
 
 def test_model_without_attention_through_the_cli(user, tmp_path, capsys):

@@ -216,16 +216,20 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def key(self, num_processes: int = 1) -> str:
-        """The run's identity and its key in the results store: sha256 of the canonical JSON of the full config
-        (precision included) and of the number of training processes, which multiplies the effective batch. A task
-        from files adds the files' content hash: edited data is a new run, the same data under another path is not."""
+    def identity(self) -> dict:
+        """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
+        (edited data is a new run; the same data elsewhere is not)."""
         values = self.to_dict()
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
             values["data_sha256"] = spec.fingerprint()
-        return run_key(values, num_processes)
+        return values
+
+    def key(self, num_processes: int = 1) -> str:
+        """The run's identity and its key in the results store: sha256 of the canonical JSON of `identity()`
+        (precision included) and of the number of training processes, which multiplies the effective batch."""
+        return run_key(self.identity(), num_processes)
 
 
 def run_key(values: dict, num_processes: int = 1) -> str:
@@ -287,6 +291,9 @@ class BenchSettings:
     """Any encoder instead of --families: a hub name, a folder or a config.json (counts need no weights)."""
     student: str | None = None
     """With --model: the KD-LoRA student, a hub name, folder or config.json, or derive:N / derive:I,J,K."""
+    track_energy: bool = False
+    """Energy (Wh) and emissions (g CO2-eq) of each evaluation, also per 1,000 predictions (codecarbon, offline;
+    extra `energy`)."""
 
     def family_names(self) -> tuple[str, ...]:
         """The families measured: --families, or the one pair --model/--student name (registered here)."""
@@ -300,6 +307,10 @@ class BenchSettings:
         """Check every field once; UserError naming the field and value. Returns self."""
         if self.student is not None and self.model is None:
             raise UserError("--student needs --model")
+        if self.track_energy:
+            from kdlora.bench.trackers import require_energy
+
+            require_energy()
         for name in self.family_names():
             get_family(name)
         for name in self.methods:

@@ -20,11 +20,12 @@ PAPER_SHARE_OF_LORA = 0.98
 
 def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000, epochs: int = 2,
              max_length: int = 64, batch_size: int = 32, progress: bool = True, tiny: bool = False,
-             task: str = "movie-snippets") -> dict:
+             task: str = "movie-snippets", precision: str = "fp32") -> dict:
     """Train the three methods per seed into `out_dir/runs/`, write `demo.json` and `demo.md`; return the dict.
 
     `demo.json` = {"fft": {"accuracy", "train_seconds", "trainable_params", ...}, "lora": {...}, "kd-lora": {...}},
-    accuracy and seconds averaged over seeds. `tiny` swaps in random tiny models (tests).
+    accuracy and seconds averaged over seeds. `tiny` swaps in random tiny models (tests). `precision` is every
+    run's (`kdlora.precision`; fp32 by default: bf16's accuracy on the demo is not yet measured on a bf16 CPU).
     """
     from kdlora.config import TrainConfig
     from kdlora.families import get_family
@@ -42,7 +43,8 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
         for method in METHOD_ORDER:
             config = TrainConfig(task=task, family="minilm", method=method, seed=seed, epochs=epochs,
                                  max_train_samples=train_samples, max_length=max_length, batch_size=batch_size,
-                                 teacher=None if method == "fft" else str(teacher_dir), tiny=tiny)
+                                 teacher=None if method == "fft" else str(teacher_dir), tiny=tiny,
+                                 precision=precision)
             if progress:
                 print(f"[demo] seed {seed}: {method} ...", flush=True)
             result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress).to_dict()

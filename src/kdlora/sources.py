@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.files import read_json
 from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
 from kdlora.rundir import load_model, load_tokenizer
 
@@ -66,7 +67,7 @@ def load_teacher(ref: str, task=None, tokenizer_only: bool = False):
             raise UserError(f"--teacher {ref}: neither a kdlora run folder nor a loadable sequence-classification "
                             f"checkpoint ({str(exc).splitlines()[0]})") from None
     if model is not None and task is not None:
-        check_teacher_labels(model.config, task, ref)
+        check_teacher(ref, *teacher_identity(ref), task)
     return model, tokenizer
 
 
@@ -95,14 +96,45 @@ def teacher_config(ref: str):
                         f"({str(exc).splitlines()[0]})") from None
 
 
-def check_teacher_labels(model_config, task, ref: str) -> None:
-    """A UserError naming both label sets when the teacher's labels are not the task's."""
-    names, count = label_names(model_config), model_config.num_labels
-    wanted = task.label_names or None
-    if count != task.num_labels or (names and wanted and names != tuple(wanted)):
-        theirs = ", ".join(names) if names else f"{count} unnamed"
-        ours = ", ".join(wanted) if wanted else f"{task.num_labels} unnamed"
-        raise UserError(f"--teacher {ref}: its labels ({theirs}) are not task {task.name}'s ({ours})")
+def check_teacher(teacher: str, teacher_task: str | None, teacher_labels: tuple, task) -> None:
+    """UserError, one line naming both, when a teacher's task, number of labels or label names are not the run's.
+
+    `teacher_labels` are the teacher's class names in label order (only their count matters when unnamed);
+    `teacher_task` may be None for a checkpoint that does not say which task it was trained on.
+    """
+    mine = tuple(task.label_names) or ("value",) * task.num_labels
+    problems = []
+    if teacher_task is not None and teacher_task != task.name:
+        problems.append(f"task {teacher_task}")
+    if len(teacher_labels) != len(mine):
+        problems.append(f"{len(teacher_labels)} labels")
+    elif any(not _generic(name) for name in teacher_labels) and tuple(teacher_labels) != mine and task.label_names:
+        problems.append(f"labels {', '.join(teacher_labels)}")
+    if problems:
+        raise UserError(f"--teacher {teacher}: teacher has {' and '.join(problems)}; this run is task {task.name} "
+                        f"with {task.num_labels} labels ({', '.join(mine)})")
+
+
+def _generic(name: str) -> bool:
+    return name.upper().startswith("LABEL_") or name == "value"
+
+
+def teacher_identity(ref: str) -> tuple[str | None, tuple[str, ...]]:
+    """(task, label names) of a teacher: a kdlora run folder's task from its metrics.json (None for any other
+    checkpoint), and its class names from its config (`LABEL_i` where unnamed; a run folder's task names them)."""
+    from kdlora.data.tasks import get_task
+
+    config = teacher_config(ref)
+    names = label_names(config) or tuple(f"LABEL_{i}" for i in range(config.num_labels))
+    task_name = read_json(ref, "metrics.json").get("task") if is_run_folder(ref) else None
+    if task_name is not None and label_names(config) is None:
+        try:
+            known = get_task(task_name).label_names
+        except UserError:  # a task from files: its names are in the config when it had any
+            known = ()
+        if len(known) == len(names):
+            names = tuple(known)
+    return task_name, names
 
 
 def teacher_files(ref: str) -> list[Path]:

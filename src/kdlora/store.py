@@ -129,7 +129,9 @@ def split_result(result: dict) -> dict:
         "metrics": metrics,
         "params": {k: result[k] for k in ("trainable_params", "total_params", "adapter_params") if k in result},
         "memory": {k: result[k] for k in ("peak_memory_mb", "memory_kind") if k in result},
-        "timings": {k: result[k] for k in ("train_seconds", "wall_seconds") if k in result},
+        # energy sits with the time it was spent in (kWh, g CO2-eq; None unless the run tracked it)
+        "timings": {k: result[k] for k in ("train_seconds", "wall_seconds", "energy_kwh", "emissions_g_co2eq",
+                                           "energy_method") if k in result},
         "environment": result.get("environment"),
         "result": result,
         "flags": [f for f in result.get("flags") or [] if f in FLAGS],

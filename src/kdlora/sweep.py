@@ -70,14 +70,24 @@ def _bench_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     return specs
 
 
+def train_identity(config: dict) -> dict:
+    """What identifies a train run in the store: its config, a task from files by its data's hash (see
+    `TrainConfig.identity`), not by where the files lie."""
+    if not config.get("train_file"):
+        return config
+    from kdlora.config import TrainConfig
+
+    return TrainConfig.from_dict(config).identity()
+
+
 def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     grid = experiment.train
     methods = [get_method(m) for m in grid.methods]
     specs = []
 
     def make(task, family, method, seed, settings, rank=None, teacher=None) -> RunSpec:
-        values = {**settings, **experiment.tasks.get(task, {}), "task": task, "family": family,
-                  "method": method.name, "seed": seed}
+        values = {**settings, **experiment.tasks.get(task, {}), "task": task, "family": family, "method": method.name,
+                  "seed": seed}
         if rank is not None:
             values["rank"] = rank
         try:
@@ -87,7 +97,8 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
         if teacher is not None:
             config = {**config, "teacher": TEACHER_REF + teacher.key}
-        key = (backends.train_key or run_key)(config)  # TrainConfig.key(): one local process per run
+        # TrainConfig.key(): one local process per run (fake backends: the same hash without building the config)
+        key = backends.train_key(config) if backends.train_key else run_key(train_identity(config))
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
         label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"] +
                          [f"{name}={settings[name]}" for name in grid.axes(method.name)])

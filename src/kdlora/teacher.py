@@ -19,9 +19,7 @@ from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
-from kdlora.errors import UserError
-from kdlora.files import read_json
-from kdlora.sources import is_run_folder, label_names, load_teacher, teacher_config, teacher_files
+from kdlora.sources import load_teacher, teacher_files
 
 
 def example_digests(examples) -> list[int]:
@@ -37,47 +35,6 @@ def example_digests(examples) -> list[int]:
 def examples_fingerprint(examples) -> str:
     """sha256 over every example's digest, in order: the data the logits were computed on."""
     return hashlib.sha256(json.dumps(example_digests(examples)).encode()).hexdigest()
-
-
-def check_teacher(teacher: str, teacher_task: str | None, teacher_labels: tuple, task) -> None:
-    """UserError, one line naming both, when a teacher's task, number of labels or label names are not the run's.
-
-    `teacher_labels` are the teacher's class names in label order (only their count matters when unnamed);
-    `teacher_task` may be None for a checkpoint that does not say which task it was trained on.
-    """
-    mine = tuple(task.label_names) or ("value",) * task.num_labels
-    problems = []
-    if teacher_task is not None and teacher_task != task.name:
-        problems.append(f"task {teacher_task}")
-    if len(teacher_labels) != len(mine):
-        problems.append(f"{len(teacher_labels)} labels")
-    elif any(not _generic(name) for name in teacher_labels) and tuple(teacher_labels) != mine and task.label_names:
-        problems.append(f"labels {', '.join(teacher_labels)}")
-    if problems:
-        raise UserError(f"--teacher {teacher}: teacher has {' and '.join(problems)}; this run is task {task.name} "
-                        f"with {task.num_labels} labels ({', '.join(mine)})")
-
-
-def _generic(name: str) -> bool:
-    return name.upper().startswith("LABEL_") or name == "value"
-
-
-def teacher_identity(ref: str) -> tuple[str | None, tuple[str, ...]]:
-    """(task, label names) of a teacher: a kdlora run folder's task from its metrics.json (None for any other
-    checkpoint), and its class names from its config (`LABEL_i` where unnamed; a run folder's task names them)."""
-    from kdlora.data.tasks import get_task
-
-    config = teacher_config(ref)
-    names = label_names(config) or tuple(f"LABEL_{i}" for i in range(config.num_labels))
-    task_name = read_json(ref, "metrics.json").get("task") if is_run_folder(ref) else None
-    if task_name is not None and label_names(config) is None:
-        try:
-            known = get_task(task_name).label_names
-        except UserError:  # a task from files: its names are in the config when it had any
-            known = ()
-        if len(known) == len(names):
-            names = tuple(known)
-    return task_name, names
 
 
 def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:

@@ -87,7 +87,7 @@ class TrainResult:
     """What the run started from (hub name, folder, tiny build or derived student)."""
     label_names: list = field(default_factory=list)
     test_metrics: dict | None = None
-    """A task from files with --test-file: the best checkpoint's metrics on it, scored once after training."""
+    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
     lora_targets: list | None = None
     """LoRA methods: the modules the adapters sit on."""
     trained_modules: list | None = None
@@ -341,7 +341,8 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits, check_teacher, teacher_identity
+    from kdlora.sources import check_teacher, teacher_identity
+    from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
@@ -406,7 +407,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
-    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory
+    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory, warm_up_runtime
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
     from kdlora.modeling import adaptation, name_labels
@@ -439,6 +440,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         with accelerator.main_process_first():  # the others then read what the main process cached
             teacher = make_teacher(config, task, data["train"], accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
+    if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
+        warm_up_runtime(family.architecture(method.role), str(accelerator.device))
     release_freed_memory()
     with track_memory(str(accelerator.device)) as memory:
         start = starting_model(config, task, family, method)
@@ -447,7 +450,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
         where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
         model = method.prepare(model, where, lora)
-        restart_peak(str(accelerator.device))  # a derived student's teacher was loaded to cut it: not its cost
+        # what loading left behind (a derived student's teacher, cut from and dropped) is not the run's cost
+        release_freed_memory()
+        restart_peak(str(accelerator.device))
         counts = count_parameters(model)
         train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
         started = time.perf_counter()

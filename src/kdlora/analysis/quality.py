@@ -73,6 +73,9 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             "peak_memory_mb": (run.memory or {}).get("peak_memory_mb"),
             "memory_kind": (run.memory or {}).get("memory_kind"),
             "train_seconds": (run.timings or {}).get("train_seconds"),
+            "energy_kwh": (run.timings or {}).get("energy_kwh"),
+            "emissions_g_co2eq": (run.timings or {}).get("emissions_g_co2eq"),
+            "energy_method": (run.timings or {}).get("energy_method"),
             "finished_at": run.finished_at or "",
         })
     return records
@@ -121,6 +124,11 @@ class Aggregate:
     peak_memory_mb: float | None = None
     memory_kind: str | None = None
     train_seconds: float | None = None
+    energy_kwh: float | None = None
+    """Median energy of a run (codecarbon), kWh; None unless the runs tracked it."""
+    emissions_g_co2eq: float | None = None
+    energy_method: str | None = None
+    """`measured (...)` or `estimated (...)`: how codecarbon got the CPU's power."""
 
     @property
     def n(self) -> int:
@@ -169,9 +177,9 @@ def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggreg
             agg.std = statistics.stdev(agg.scores) if len(agg.scores) > 1 else 0.0
             names = sorted({k for r in done for k, v in r["metrics"].items() if isinstance(v, int | float)})
             agg.metrics = {k: _median(r["metrics"].get(k) for r in done) for k in names}
-            for cost in ("trainable_params", "peak_memory_mb", "train_seconds"):
-                setattr(agg, cost, _median(r[cost] for r in done))
-            agg.memory_kind = done[0]["memory_kind"]
+            for cost in ("trainable_params", "peak_memory_mb", "train_seconds", "energy_kwh", "emissions_g_co2eq"):
+                setattr(agg, cost, _median(r.get(cost) for r in done))
+            agg.memory_kind, agg.energy_method = done[0]["memory_kind"], done[0].get("energy_method")
         found.append(agg)
     _keep_differing_params(found)
     return sorted(found, key=lambda a: (_order((a.task, a.family, a.method, a.rank)), _params_key(a.params)))

@@ -172,11 +172,17 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
                          for name, label, cells in table.rows])
         lines += ["", "### Every configuration (median over seeds)", ""]
         lines += _table(["task", "family", "method", "rank", "configuration", "median %", "mean ± std %", "seeds",
-                         "constant", "collapsed", "failed"],
+                         "constant", "collapsed", "failed", "train s", "peak MB", "energy Wh", "g CO2-eq"],
                         [[a.task, a.family, quality.METHOD_LABELS.get(a.method, a.method), a.rank or "–",
                           _params(a), _fmt(_percent(a.median), 2),
                           f"{_fmt(_percent(a.mean), 2)} ± {_fmt(_percent(a.std), 2)}" if a.n else "–",
-                          a.n, a.constant + a.left_out, a.collapsed, a.failed] for a in aggregates])
+                          a.n, a.constant + a.left_out, a.collapsed, a.failed, _fmt(a.train_seconds),
+                          _fmt(a.peak_memory_mb), _fmt(a.energy_kwh * 1000 if a.energy_kwh is not None else None, 3),
+                          _fmt(a.emissions_g_co2eq, 3)] for a in aggregates])
+        methods = sorted({a.energy_method for a in aggregates if a.energy_method})
+        if methods:
+            lines += ["", f"Energy and emissions: codecarbon, offline ({'; '.join(methods)}): an estimate where it "
+                      "could not read the hardware's power, not a meter reading."]
         lines += ["", "### Reported vs measured (Table I)", ""]
         if compared:
             lines += _table(["row", "column", "paper %", "measured %", "difference (points)"],

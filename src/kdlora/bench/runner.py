@@ -53,6 +53,13 @@ class BenchRow:
     throughput_per_s: float | None = None
     size_mb: float | None = None
     """Size of the measured inference form's weights, MB."""
+    eval_energy_kwh: float | None = None
+    """With track_energy: the merged evaluation's energy (codecarbon), kWh; also per 1,000 predictions, in Wh."""
+    eval_g_co2eq: float | None = None
+    eval_wh_per_1000: float | None = None
+    eval_g_co2eq_per_1000: float | None = None
+    energy_method: str | None = None
+    """`measured (...)` or `estimated (...)`: how codecarbon got the power."""
     error: str | None = None
     """Why the measurement failed, or None."""
 
@@ -61,7 +68,8 @@ class BenchRow:
 
 
 MEASURED = ("peak_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
-            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb")
+            "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb", "eval_energy_kwh", "eval_g_co2eq",
+            "eval_wh_per_1000", "eval_g_co2eq_per_1000", "energy_method")
 """The fields of a BenchRow a worker fills in."""
 
 
@@ -101,7 +109,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
-            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student")
+            "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student", "track_energy")
     backend, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
             "backend": backend, "precision": precision, "quantize": quantize}

@@ -55,6 +55,25 @@ def _peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
+def warm_up_runtime(arch, device: str) -> None:
+    """Import the model's code and start PyTorch's kernels, autograd and AdamW on a toy layer, so that the memory
+    baseline taken next already holds the libraries: the peak delta is then the configuration's own (the bench's
+    workers and a training run both call it before `track_memory`)."""
+    import peft  # noqa: F401 - imported for its memory, before the baseline
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    AutoModelForSequenceClassification  # noqa: B018 - the lazy module loads on first use
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(arch.config(tiny=True))]
+    cuda = [torch.cuda.current_device()] if device.startswith("cuda") else []
+    with torch.random.fork_rng(devices=cuda):  # the seeded run that follows must not see this draw
+        layer = torch.nn.Linear(8, 2).to(device)
+        optimizer = torch.optim.AdamW(layer.parameters())
+        layer(torch.randn(4, 8, device=device)).softmax(-1).sum().backward()
+        optimizer.step()
+
+
 def restart_peak(device: str = "cpu") -> None:
     """Forget the peak so far inside a `track_memory` block: the figure becomes the larger of what is held now and
     what the rest of the block reaches, still less the block's starting point (e.g. a derived student's teacher,

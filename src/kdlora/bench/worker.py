@@ -4,7 +4,8 @@ A fresh process per configuration is what makes a CPU peak RSS the configuration
 model, runs the method's real training step (AdamW; KD-LoRA's KD loss against cached teacher logits, the teacher
 not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods, PyTorch backend)
 and merged, in the job's inference form (`kdlora.bench.forms`: backend, precision, quantisation; a bf16 job also
-trains under bf16 autocast). It prints one JSON line: the measurements, or `{"error": ...}` when the
+trains under bf16 autocast; with `track_energy` codecarbon measures the merged evaluation's energy, also per 1,000
+predictions). It prints one JSON line: the measurements, or `{"error": ...}` when the
 configuration failed.
 """
 
@@ -17,7 +18,7 @@ import time
 from kdlora import modeling
 from kdlora.bench import evalset
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
-from kdlora.bench.trackers import LatencyResult, track_latency, track_memory
+from kdlora.bench.trackers import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.families import get_family, model_pair
 from kdlora.methods import get_method
 
@@ -87,22 +88,6 @@ def time_calls(call, inputs: list, device: str, warmup: int = 1) -> LatencyResul
     return timer.result
 
 
-def warm_up_runtime(arch, device: str) -> None:
-    """Import the model's code and start PyTorch's kernels, autograd and AdamW on a toy layer, so that the memory
-    baseline taken next already holds the libraries: the peak delta is then the configuration's own."""
-    import peft  # noqa: F401 - imported for its memory, before the baseline
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
-
-    AutoModelForSequenceClassification  # noqa: B018 - the lazy module loads on first use
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(arch.config(tiny=True))]
-    layer = torch.nn.Linear(8, 2).to(device)
-    optimizer = torch.optim.AdamW(layer.parameters())
-    layer(torch.randn(4, 8, device=device)).softmax(-1).sum().backward()
-    optimizer.step()
-
-
 def measure(job: dict) -> dict:
     """Every measurement of one (family, method, rank) configuration."""
     import torch
@@ -144,7 +129,13 @@ def measure(job: dict) -> dict:
         model = modeling.merged(model)
     model.eval()
     run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
-    latency = time_calls(run, [prepare({k: v.to(device) for k, v in b.items()}) for b in batches], device)
+    inputs = [prepare({k: v.to(device) for k, v in b.items()}) for b in batches]
+    with track_energy(bool(job.get("track_energy"))) as energy:
+        latency = time_calls(run, inputs, device)
+    if energy.kwh is not None:
+        per_1000 = 1000 / len(lengths)
+        result.update(eval_energy_kwh=energy.kwh, eval_g_co2eq=energy.g_co2eq, energy_method=energy.method,
+                      eval_wh_per_1000=energy.kwh * 1000 * per_1000, eval_g_co2eq_per_1000=energy.g_co2eq * per_1000)
     result.update(size_mb=round(size / 1e6, 2), eval_seconds=round(latency.total_seconds, 4),
                   latency_ms_p50=round(latency.p50_ms, 2),
                   latency_ms_p90=round(latency.p90_ms, 2), throughput_per_s=round(latency.throughput_per_s, 2))

