@@ -96,7 +96,8 @@ def test_teacher_with_other_labels_names_both_sets(user, tmp_path, capsys):
     tiny_tokenizer().save_pretrained(tmp_path / "other")
     code = main(["train", "--train-file", str(user / "train.csv"), "--validation-file", str(user / "dev.csv"),
                  "--text-columns", "review", "--label-column", "verdict", "--method", "kd-lora", "--model",
-                 str(user / "my-encoder"), "--teacher", str(tmp_path / "other"), "--out", str(tmp_path / "kd")])
+                 str(user / "my-encoder"), "--teacher", str(tmp_path / "other"), "--quiet", "--out",
+                 str(tmp_path / "kd")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert (f"--teacher {tmp_path / 'other'}: teacher has labels no, yes; this run is task custom with 2 labels "
@@ -111,7 +112,7 @@ def test_model_without_attention_through_the_cli(user, tmp_path, capsys):
     tiny_tokenizer().save_pretrained(tmp_path / "fnet")
     code = main(["train", "--train-file", str(user / "train.csv"), "--validation-file", str(user / "dev.csv"),
                  "--text-columns", "review", "--label-column", "verdict", "--method", "lora", "--model",
-                 str(tmp_path / "fnet"), "--out", str(tmp_path / "run")])
+                 str(tmp_path / "fnet"), "--quiet", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "fnet: no attention query/value Linear layers found" in err
     assert "pass --lora-targets" in err

@@ -14,10 +14,11 @@ from pathlib import Path
 
 
 def train_run(out_dir: str | Path, method: str = "fft", *, task: str | None = None, family: str | None = None,
-          model: str | Path | None = None, train_file: str | Path | None = None,
-          validation_file: str | Path | None = None, text_columns: str | Sequence[str] | None = None,
-          label_column: str | None = None, progress: bool = False, **settings) -> dict:
-    """Train one run (FFT, LoRA or KD-LoRA) into `out_dir` and return its metrics (as `metrics.json`).
+              model: str | Path | None = None, train_file: str | Path | None = None,
+              validation_file: str | Path | None = None, text_columns: str | Sequence[str] | None = None,
+              label_column: str | None = None, progress: bool = False, **settings):
+    """Train one run (FFT, LoRA or KD-LoRA) into `out_dir`; returns its `TrainResult` (the fields of
+    `metrics.json`, readable as `result.score` or `result["score"]`).
 
     Name a built-in `task` and `family`, or bring your own: `model` (hub name or folder) and a task from files
     (`train_file`, `validation_file`, `text_columns`, `label_column`). Any other `kdlora train` setting goes in
