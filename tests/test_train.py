@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import kdlora.fit
 import kdlora.train
 from kdlora.families import FAMILIES
 from kdlora.train import prediction_flags, run_training
@@ -73,7 +74,7 @@ def test_regression_task_and_online_teacher(teachers, tmp_path):
 
 
 def test_non_finite_loss_is_a_collapsed_run_not_an_exception(tmp_path, monkeypatch):
-    monkeypatch.setattr(kdlora.train, "forward_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setattr(kdlora.fit, "forward_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
     result = run_training(tiny_config(), tmp_path, progress=False)
     assert result["status"] == "collapsed" and result["reason"] == "non-finite loss (nan) at step 1"
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "collapsed"

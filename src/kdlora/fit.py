@@ -1,0 +1,217 @@
+"""The training loop of one run: batches, the method's loss, evaluation, the best state, checkpoints.
+
+    fit(model, loaders, task, method, teacher, config, accelerator, ...)  ->  outcome dict (best, last, history)
+
+It never looks at the method's name (`method.loss` is the loss). Every process stops together on a non-finite loss;
+the best state is copied to CPU memory (a copy on the accelerator would be one more model in its peak). With
+`save_checkpoints` each evaluation saves what `resume` needs (see `kdlora.checkpoint`); the shuffle order depends
+only on (seed, epoch), so a resumed run sees the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdlora import checkpoint, tracking
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    score: float
+    predictions: list
+
+
+def forward_loss(model, method, batch, teacher, config, regression: bool):
+    """One batch's training loss (the test for collapse detection replaces this)."""
+    idx, labels = batch.pop("idx"), batch.pop("labels")
+    logits = model(**batch).logits
+    teacher_logits = teacher.lookup(idx) if method.distills else None
+    return method.loss(logits, labels, teacher_logits, regression=regression, temperature=config.temperature,
+                       alpha=config.kd_alpha)
+
+
+def prediction_flags(predictions, labels, regression: bool) -> list[str]:
+    """`constant_predictions` when every dev prediction is the same (one class, or one value), plus
+    `majority_class` when that class is dev's most frequent label (WNLI's expected outcome); else []."""
+    import numpy as np
+
+    predictions, labels = np.asarray(predictions, dtype=float), np.asarray(labels, dtype=float)
+    if len(predictions) < 2:
+        return []
+    if regression:
+        return ["constant_predictions"] if np.ptp(predictions) < 1e-6 else []
+    if len(np.unique(predictions)) > 1:
+        return []
+    values, counts = np.unique(labels, return_counts=True)
+    majority = values[counts == counts.max()]
+    return ["constant_predictions"] + (["majority_class"] if predictions[0] in majority else [])
+
+
+def evaluate(model, loaders: dict, task, accelerator) -> Evaluation:
+    """Task metrics on every dev split; MNLI's are prefixed `matched_` / `mismatched_`."""
+    import torch
+
+    from kdlora.metrics import compute_metrics, task_score
+
+    model.eval()
+    metrics, first_predictions = {}, None
+    for split, loader in loaders.items():
+        predictions, labels = [], []
+        with torch.no_grad():
+            for batch in loader:
+                batch.pop("idx")
+                gold = batch.pop("labels")
+                logits = model(**batch).logits
+                guess = logits.view(-1) if task.regression else logits.argmax(-1)
+                guess, gold = accelerator.gather_for_metrics((guess, gold))
+                predictions += guess.float().cpu().tolist()
+                labels += gold.float().cpu().tolist()
+        split_metrics = compute_metrics(task, predictions, labels)
+        prefix = f"{split.removeprefix('validation_')}_" if len(loaders) > 1 else ""
+        metrics.update({prefix + k: v for k, v in split_metrics.items()})
+        if first_predictions is None:
+            first_predictions, first_labels = predictions, labels
+    if len(loaders) > 1:
+        metrics["accuracy"] = metrics[f"{next(iter(loaders)).removeprefix('validation_')}_accuracy"]
+    model.train()
+    return Evaluation(metrics, task_score(task, metrics), [first_predictions, first_labels])
+
+
+def _optimizer(model, config):
+    import torch
+
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
+        run_dir: Path, resume: bool = False) -> dict:
+    """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
+    best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    sampler = train_loader.sampler
+    optimizer = _optimizer(model, config)
+    model, optimizer, train_loader, *loaders = accelerator.prepare(model, optimizer, train_loader,
+                                                                   *dev_loaders.values())
+    dev_loaders = dict(zip(dev_loaders, loaders, strict=True))
+    total_steps = math.ceil(len(train_loader) / config.grad_accum) * config.epochs  # optimiser steps, this process
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+    schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    at = checkpoint.Position(run_key=config.key())
+    accelerator.register_for_checkpointing(schedule, at)
+    accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
+    best_state = None
+    if resume:
+        accelerator.load_state(str(checkpoint.resume_source(run_dir, at.run_key)), strict=False)
+        if at.best is not None:
+            saved = checkpoint.best_weights(run_dir)
+            best_state = [saved[name].to("cpu", param.dtype) for name, param in trainable]
+    resumed_at = at.step
+    tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
+
+    last = None
+
+    def evaluate_and_keep(epoch: int) -> bool:
+        """Score dev, keep the best, checkpoint; True when patience has run out."""
+        nonlocal best_state, last
+        result = last = evaluate(model, dev_loaders, task, accelerator)
+        at.history.append({"epoch": epoch, "step": at.step, "score": result.score})
+        tracking.log_evaluation(accelerator, result.metrics, result.score, at.step)
+        is_best = at.best is None or result.score > at.best["score"]
+        if is_best:
+            at.best = {"metrics": result.metrics, "score": result.score, "predictions": result.predictions}
+            at.best_epoch, at.best_step, at.stale = epoch, at.step, 0
+            # in CPU memory: a copy on the accelerator would be one more model in its peak (FFT: a whole one)
+            best_state = [p.detach().to("cpu", copy=True) for _, p in trainable]
+        elif at.step > warmup_steps:  # no stopping while the learning rate is still warming up
+            at.stale += 1
+        if config.save_checkpoints:
+            checkpoint.save_checkpoint(accelerator, run_dir, is_best)
+        return bool(config.patience and at.stale >= config.patience)
+
+    def outcome(reason: str | None, with_model: bool) -> dict:
+        best = Evaluation(**at.best) if at.best else None
+        return {"reason": reason, "best": best, "last": last, "best_epoch": at.best_epoch, "best_step": at.best_step,
+                "steps": at.step, "warmup_steps": warmup_steps, "history": at.history, "resumed_at_step": resumed_at,
+                "model": accelerator.unwrap_model(model) if with_model else None}
+
+    bar = tqdm(total=total_steps, initial=at.step, disable=not (progress and accelerator.is_main_process),
+               leave=False, desc=f"{config.method} {config.task}")
+    model.train()
+    stop = bool(config.patience and at.stale >= config.patience)
+    while at.epoch <= config.epochs and not stop:
+        epoch = at.epoch
+        sampler.set_epoch(epoch)
+        losses = []
+        for batch in accelerator.skip_first_batches(train_loader, at.batch) if at.batch else train_loader:
+            with accelerator.accumulate(model):
+                loss = forward_loss(model, method, batch, teacher, config, task.regression)
+                # every process must stop together, or the others wait for this one's gradients forever
+                bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
+                bad_processes = int(accelerator.reduce(bad, reduction="sum").item())
+                if bad_processes:
+                    bar.close()
+                    where = (f" ({loss.item()})" if accelerator.num_processes == 1 and not torch.isfinite(loss)
+                             else f" on {bad_processes} of {accelerator.num_processes} processes")
+                    return outcome(f"non-finite loss{where} at step {at.step + 1}", with_model=False)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
+                optimizer.step()
+                if accelerator.sync_gradients:
+                    schedule.step()
+                optimizer.zero_grad()
+            at.batch += 1
+            losses.append(loss.item())
+            if not accelerator.sync_gradients:
+                continue
+            at.step += 1
+            accelerator.log({"train/loss": sum(losses) / len(losses), "train/lr": schedule.get_last_lr()[0]},
+                            step=at.step)
+            bar.update()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+            losses = []
+            if config.eval_steps and at.step % config.eval_steps == 0 and at.batch < len(train_loader):
+                stop = evaluate_and_keep(epoch)
+                if stop:
+                    break
+        if stop:
+            break
+        at.epoch, at.batch = epoch + 1, 0
+        stop = evaluate_and_keep(epoch)
+    bar.close()
+    with torch.no_grad():
+        for (_, param), saved in zip(trainable, best_state, strict=True):
+            param.copy_(saved.to(param.device))
+    return outcome(None, with_model=True)
+
+
+class EpochShuffle:
+    """The training examples in a random order that depends only on (seed, epoch), so a resumed run, which skips
+    the batches it already trained, sees the same order as an uninterrupted one."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import torch
+
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
