@@ -151,33 +151,19 @@ def make_teacher(config, task, train_examples, device, progress: bool):
                                  device=device, progress=progress)
 
 
-def check_before_work(config: TrainConfig, out_dir: str | Path, method, architecture, verify: bool = True) -> None:
-    """What can be checked before data or models load: the output folder, the teacher (given and whole), the
-    weights package. Each failure is one UserError."""
-    from kdlora.files import check_writable
-    from kdlora.rundir import check_run
-    from kdlora.sources import is_run_folder
-
-    check_writable(out_dir)
-    derived = architecture is not None and architecture.derived  # None: any encoder given by --model
-    needs_teacher = method.distills or (derived and config.student_init == "trained")
-    if needs_teacher and not config.teacher:
-        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
-    if needs_teacher and is_run_folder(config.teacher):  # a checkpoint teacher is checked when it loads
-        check_run(config.teacher, verify)
-    if architecture is None:
-        return
-    if not config.tiny and not config.pretrained and architecture.weights_package and not architecture.derived:
-        architecture.weights_path()  # a UserError naming the extra when its package is missing
-
-
-def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None:
-    """UserErrors before any work: precision the hardware lacks, a missing extra, checkpoints in the way."""
+def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, verify: bool = True,
+                      resume: bool = False) -> None:
+    """Everything that can be checked before data or models load, each failure one UserError: the settings the
+    hardware and the installed extras can run, checkpoints in the way (or missing for `resume`), the output folder,
+    the teacher (given and whole) and the weights package."""
     import torch
 
     from kdlora.bench.trackers import require_energy
+    from kdlora.files import check_writable
     from kdlora.modeling import quiet_peft_deprecation
     from kdlora.precision import check_precision
+    from kdlora.rundir import check_run
+    from kdlora.sources import is_run_folder
 
     config.validate()
     quiet_peft_deprecation()
@@ -192,6 +178,17 @@ def check_run_settings(config: TrainConfig, out_dir: Path, resume: bool) -> None
     elif config.save_checkpoints and checkpoint.has_checkpoint(out_dir):
         raise UserError(f"{checkpoint.checkpoint_dir(out_dir)} holds a checkpoint: pass --resume to continue that "
                         f"run, or choose a fresh --out")
+    check_writable(out_dir)
+    derived = architecture is not None and architecture.derived  # None: any encoder given by --model
+    needs_teacher = method.distills or (derived and config.student_init == "trained")
+    if needs_teacher and not config.teacher:
+        raise UserError(f"method {config.method} distils from a trained FFT teacher: pass --teacher RUN_DIR")
+    if needs_teacher and is_run_folder(config.teacher):  # a checkpoint teacher is checked when it loads
+        check_run(config.teacher, verify)
+    if architecture is None:
+        return
+    if not config.tiny and not config.pretrained and architecture.weights_package and not architecture.derived:
+        architecture.weights_path()  # a UserError naming the extra when its package is missing
 
 
 def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True,
@@ -217,14 +214,14 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.sources import starting_model
 
     out_dir = Path(out_dir)
-    check_run_settings(config, out_dir, resume)
+    method = get_method(config.method)
+    family = get_family(config.family) if config.model is None else None
+    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify, resume)
     if not progress:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    task, method = config.task_spec(), get_method(config.method)
-    family = get_family(config.family) if config.model is None else None
-    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify)
+    task = config.task_spec()
     # accelerate keeps its precision and accumulation settings in process-wide singletons; a process that trains
     # several runs (demo, a local sweep) gives each its own (the distributed PartialState is kept)
     AcceleratorState._reset_state()
