@@ -18,6 +18,7 @@ from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
 from kdlora.files import staged_output
+from kdlora.methods import baseline, labels
 from kdlora.store import Run, Store
 
 
@@ -173,7 +174,7 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         lines += ["", "### Every configuration (median over seeds)", ""]
         lines += _table(["task", "family", "method", "rank", "configuration", "median %", "mean ± std %", "seeds",
                          "constant", "collapsed", "failed", "train s", "peak MB", "energy Wh", "g CO2-eq"],
-                        [[a.task, a.family, quality.METHOD_LABELS.get(a.method, a.method), a.rank or "–",
+                        [[a.task, a.family, labels().get(a.method, a.method), a.rank or "–",
                           _params(a), _fmt(_percent(a.median), 2),
                           f"{_fmt(_percent(a.mean), 2)} ± {_fmt(_percent(a.std), 2)}" if a.n else "–",
                           a.n, a.constant + a.left_out, a.collapsed, a.failed, _fmt(a.train_seconds),
@@ -210,8 +211,10 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         speed = efficiency.get("average_speedup") or {}
         memory = efficiency.get("average_memory_reduction") or {}
         if speed or memory:
-            lines += ["", *(f"- {m}: average memory reduction vs FFT {_fmt(_percent(memory.get(m)))} %, "
-                            f"average inference speedup vs FFT {_fmt(speed.get(m), 2)}×" for m in ("LoRA", "KD-LoRA"))]
+            base = baseline().label
+            shown = [m for m in labels().values() if m != base and (m in speed or m in memory)]
+            lines += ["", *(f"- {m}: average memory reduction vs {base} {_fmt(_percent(memory.get(m)))} %, "
+                            f"average inference speedup vs {base} {_fmt(speed.get(m), 2)}×" for m in shown)]
     else:
         lines += ["No bench runs in the store."]
     lines += ["", "## Trade-off: score next to cost", ""]

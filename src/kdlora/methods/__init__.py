@@ -81,6 +81,17 @@ def comparisons() -> list[tuple[Method, Method, Method | None]]:
     return found
 
 
+def labels() -> dict[str, str]:
+    """Each method's table label by name, in registration order (FFT, LoRA, KD-LoRA first)."""
+    return {m.name: m.label for m in METHODS.values()}
+
+
+def colour_of(label: str) -> str | None:
+    """The plot colour of the method a table or plot names `label` (None for a name no method has)."""
+    method = by_label(label)
+    return method.colour if method else None
+
+
 def settings_classes() -> tuple[type, ...]:
     """Every registered method's settings dataclasses, each once, in registration order (TrainConfig's bases)."""
     return tuple(dict.fromkeys(cls for m in METHODS.values() for cls in m.settings))
@@ -101,4 +112,4 @@ def method_settings_fields() -> set[str]:
 
 
 __all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraSettings", "Method", "baseline", "by_label",
-           "comparisons", "get_method", "paper_methods", "register", "settings_classes", "twin"]
+           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "register", "settings_classes", "twin"]
