@@ -63,7 +63,7 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             flags = list(result.get("last_flags") or [])
         records.append({
             "key": run.key, "task": run.task, "family": run.family, "method": run.method,
-            "rank": run.rank if run.method in METHODS and METHODS[run.method].uses_lora else None, "seed": run.seed, "status": run.status,
+            "rank": run.rank if _adapts(run.method) else None, "seed": run.seed, "status": run.status,
             "reason": run.reason, "score": score, "metrics": metrics, "flags": flags,
             "configuration": configuration_of(run.config), "config": run.config or {},
             "trainable_params": (run.params or {}).get("trainable_params"),
@@ -76,6 +76,11 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             "finished_at": run.finished_at or "",
         })
     return records
+
+
+def _adapts(method: str) -> bool:
+    """Whether `method` is a registered adapter method (its runs have a rank)."""
+    return method in METHODS and METHODS[method].uses_lora
 
 
 def _cell(record: dict) -> tuple:

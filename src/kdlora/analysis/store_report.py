@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kdlora.analysis import deployment, quality, tradeoff
+from kdlora.analysis import ablation, deployment, quality, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
@@ -52,6 +52,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
     deploy = deployment.deployment_table(trades, bench_rows)
+    ablations = ablation.ablations(aggregates, table.rank)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
@@ -59,7 +60,8 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         "runs": _counts(runs), "flags": _flag_counts(records, selection),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
-        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
+        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "ablation": ablations,
+        "deployment": deploy,
     }
     with staged_output(out_dir) as stage:
         plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
@@ -69,6 +71,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         results["efficiency"] = efficiency
         lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
                           selection)
+        lines += ablation.markdown(ablations, aggregates)
         lines += ["", "## Deployment: the student in each form against the teacher", "",
                   *deployment.markdown(deploy, deploy_plot)]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
