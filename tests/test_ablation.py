@@ -16,7 +16,8 @@ SCORES = {("sst2", "lora"): (0.90, 0.88), ("sst2", "kd-lora"): (0.86, 0.86), ("s
 
 
 def _aggregates(scores=SCORES):
-    return aggregate([_record(t, m, seed, s) for (t, m), pair in scores.items() for seed, s in zip((42, 43), pair)])
+    return aggregate([_record(t, m, seed, s) for (t, m), pair in scores.items()
+                      for seed, s in zip((42, 43), pair, strict=True)])
 
 
 def test_kd_gain_and_size_cost_are_differences_of_the_cell_medians_in_points():

@@ -33,6 +33,16 @@ def _best_by_task(aggregates: list[Aggregate], family: str, method: str, rank: i
     return best
 
 
+def _points(mine: dict, other: dict, tasks: list[str]) -> float:
+    """100 x the mean over `tasks` of `mine`'s cell median less `other`'s."""
+    return 100 * statistics.fmean(mine[t].median - other[t].median for t in tasks)
+
+
+def _points_per_seed(mine: dict, other: dict, tasks: list[str], seeds: list) -> list[float]:
+    """The same difference seed by seed."""
+    return [100 * statistics.fmean(_per_seed(mine[t])[s] - _per_seed(other[t])[s] for t in tasks) for s in seeds]
+
+
 def _spread(values: list[float]) -> str:
     if len(values) < 2:
         return "one seed, no spread"
@@ -54,19 +64,11 @@ def ablations(aggregates: list[Aggregate], rank: int | None) -> list[dict]:
             if not tasks:
                 continue
             teacher, kd, student = (cells[m] for m in methods)
-
-            def points(mine, other):
-                return 100 * statistics.fmean(mine[t].median - other[t].median for t in tasks)
-
             seeds = sorted(set.intersection(*(set(_per_seed(c[t])) for c in cells.values() for t in tasks)))
-
-            def per_seed(mine, other):
-                return [100 * statistics.fmean(_per_seed(mine[t])[s] - _per_seed(other[t])[s] for t in tasks)
-                        for s in seeds]
-
             entry = {"family": family, "methods": list(methods), "rank": rank, "tasks": tasks, "seeds": seeds,
-                     "kd_gain_points": points(kd, student), "size_cost_points": points(teacher, student),
-                     "kd_gain_per_seed": per_seed(kd, student), "size_cost_per_seed": per_seed(teacher, student)}
+                     "kd_gain_points": _points(kd, student, tasks), "size_cost_points": _points(teacher, student, tasks),
+                     "kd_gain_per_seed": _points_per_seed(kd, student, tasks, seeds),
+                     "size_cost_per_seed": _points_per_seed(teacher, student, tasks, seeds)}
             entry["sentence"] = sentence(entry, on_teacher.label, distiller.label, on_student.label)
             found.append(entry)
     return found

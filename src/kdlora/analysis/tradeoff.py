@@ -17,6 +17,7 @@ from pathlib import Path
 
 from kdlora.analysis.quality import Aggregate, column_name, table_rank
 from kdlora.methods import METHODS, baseline, colour_of, comparisons, labels
+
 PAPER_FORM = ("pytorch", "fp32", "none")
 """The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 

@@ -3,9 +3,17 @@
 A new method is one module here (a `Method`, see `base.py`) and one line in `REGISTERED`. Everything else (the CLI's
 choices, `TrainConfig`'s fields, the sweep, bench, tables, plots and reports) reads this registry. Light: importing
 it never imports torch, transformers or peft.
+
+A method outside the package is a module that calls `register(METHOD)`, named in `$KDLORA_METHODS` (comma-separated
+module names), imported here after the built-in ones, so that every process (a sweep's child runs, the bench's
+workers) knows it. Its settings must be fields some registered method already has (TrainConfig's fields are fixed
+when it is first imported).
 """
 
 from __future__ import annotations
+
+import importlib
+import os
 
 from kdlora.errors import UserError
 from kdlora.methods.adalora import ADALORA, KD_ADALORA, AdaLoraSettings
@@ -29,6 +37,9 @@ def register(method: Method) -> Method:
 
 for _method in REGISTERED:
     register(_method)
+
+PLUGINS_ENV = "KDLORA_METHODS"
+"""Modules to import after the built-in methods, comma-separated; each registers its own method(s)."""
 
 
 def _key(name: str) -> str:
@@ -62,6 +73,15 @@ def baseline() -> Method:
 def paper_methods() -> tuple[str, ...]:
     """The paper's methods (FFT, LoRA, KD-LoRA): `kdlora bench`'s default and Table II's rows."""
     return tuple(m.name for m in METHODS.values() if m.in_paper)
+
+
+def paper_trio() -> tuple[Method, Method, Method]:
+    """The paper's three methods as (full fine-tuning, the adapter on the teacher, the adapter on the student with
+    KD): FFT, LoRA, KD-LoRA."""
+    base = baseline()
+    on_teacher, distiller = (next(m for m in METHODS.values() if m.in_paper and m is not base and m.distills == d)
+                             for d in (False, True))
+    return base, on_teacher, distiller
 
 
 def twin(method: Method, role: str, distills: bool) -> Method | None:
@@ -112,4 +132,9 @@ def method_settings_fields() -> set[str]:
 
 
 __all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraSettings", "Method", "baseline", "by_label",
-           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "register", "settings_classes", "twin"]
+           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio", "register",
+           "settings_classes", "twin"]
+
+
+for _module in filter(None, (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(","))):
+    importlib.import_module(_module)  # after every helper above exists: the plug-in calls `register`
