@@ -47,7 +47,7 @@ def test_defaults_and_normalised_names():
     (GRID.replace('["bert"]', '["gpt"]'), "[train.families] unknown family 'gpt'"),
     (GRID + 'methods = ["qlora"]\n', "[train.methods] unknown method 'qlora'"),
     (GRID + "[train.params]\nseed = 3\n", "[train.params] `seed` is set by the grid"),
-    (GRID + "[train.per_method.dora]\nrank = 3\n", "[train.per_method] unknown method 'dora'"),
+    (GRID + "[train.per_method.qlora]\nrank = 3\n", "[train.per_method] unknown method 'qlora'"),
     (GRID + "[resources]\nnum_gpus = -1\n", "[resources] num_gpus = -1"),
     (GRID + "[resources]\ncpus = 1\n", "unknown key '[resources] cpus'"),
     (GRID + "params = 3\n", "[train] params = 3 is not a table"),

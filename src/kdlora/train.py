@@ -7,8 +7,9 @@ The loop never looks at the method's name: `method.prepare` decides what trains,
 teacher's logits are needed, `method.loss` the loss, `method.after_step` what follows each optimiser step. Plain
 accelerate rather than the HF Trainer: the KD loss needs each batch's example ids to fetch teacher logits, and
 early stopping, collapse detection and the warm-up are a few readable lines here instead of Trainer callbacks;
-`accelerate launch -m kdlora train ...` runs it on several GPUs unchanged: a non-finite loss on any process stops every process, and the teacher's logits are
-computed by the main process while the others wait, then read from the cache.
+`accelerate launch -m kdlora train ...` runs it on several GPUs unchanged: a non-finite loss on any process stops
+every process, and the teacher's logits are computed by the main process while the others wait, then read from the
+cache.
 
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
 training it, less the process's memory before: taken after the teacher's logits exist, so no student's figure

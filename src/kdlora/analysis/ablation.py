@@ -66,7 +66,8 @@ def ablations(aggregates: list[Aggregate], rank: int | None) -> list[dict]:
             teacher, kd, student = (cells[m] for m in methods)
             seeds = sorted(set.intersection(*(set(_per_seed(c[t])) for c in cells.values() for t in tasks)))
             entry = {"family": family, "methods": list(methods), "rank": rank, "tasks": tasks, "seeds": seeds,
-                     "kd_gain_points": _points(kd, student, tasks), "size_cost_points": _points(teacher, student, tasks),
+                     "kd_gain_points": _points(kd, student, tasks),
+                     "size_cost_points": _points(teacher, student, tasks),
                      "kd_gain_per_seed": _points_per_seed(kd, student, tasks, seeds),
                      "size_cost_per_seed": _points_per_seed(teacher, student, tasks, seeds)}
             entry["sentence"] = sentence(entry, on_teacher.label, distiller.label, on_student.label)
