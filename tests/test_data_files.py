@@ -8,6 +8,7 @@ import pytest
 from kdlora.cli import main
 from kdlora.config import TrainConfig
 from kdlora.data.files import FileTaskSpec, file_task, load_file_split
+from kdlora.data.loaders import load_split
 from kdlora.errors import UserError
 
 ROWS = [("a good film", "pos"), ("a bad film", "neg"), ("it is not good", "neutral"), ("very good", "pos")]
@@ -120,3 +121,14 @@ def test_incomplete_file_settings(tmp_path, capsys):
     code = main(["train", "--task", "sst2", "--label-column", "y", "--family", "bert", "--method", "fft",
                  "--out", str(tmp_path / "run")])
     assert code == 2 and "--label-column needs --train-file" in capsys.readouterr().err
+
+
+def test_a_tsv_text_that_starts_with_a_quote_stays_one_row(tmp_path):
+    # a TSV has no quoting (GLUE's neither): with CSV quoting rows 1-3 merged into one text, with no error
+    rows = [('"great" is the word', "pos"), ("a bad film", "neg"), ('"so-so', "neutral"), ('very "good"', "pos")]
+    train = tmp_path / "train.tsv"
+    train.write_text("review\tsentiment\n" + "".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    task = file_task("quotes", FileTaskSpec(str(train), str(train), ("review",), "sentiment"))
+    examples = load_split(task, "train")
+    assert examples.texts == [(text,) for text, _ in rows]
+    assert examples.labels == [2.0, 0.0, 1.0, 2.0]

@@ -9,6 +9,7 @@ file never saw, a regression label that is not a number.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -106,8 +107,10 @@ def read_table(path: str | Path):
         elif kind == "JSONL":
             frame = pd.DataFrame.from_records(_json_lines(path))
         else:
+            # a TSV has no quoting (as GLUE's): a text that starts with `"` is text, not a quoted field that
+            # swallows the rows up to the next `"`
             frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
-                                encoding="utf-8-sig")
+                                encoding="utf-8-sig", quoting=csv.QUOTE_NONE if kind == "TSV" else csv.QUOTE_MINIMAL)
     except UserError:
         raise
     except Exception as exc:  # pandas raises many types; the message names the line where it has one
