@@ -79,6 +79,8 @@ class TrainResult:
     model: str = ""
     """What the run started from (hub name, folder, tiny build or derived student)."""
     label_names: list = field(default_factory=list)
+    positive_label: str | None = None
+    """Tasks scored by binary F1: the class F1 counts as positive."""
     test_metrics: dict | None = None
     """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
     lora_targets: list | None = None
@@ -282,6 +284,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
         model=start.description, label_names=list(task.label_names), test_metrics=test,
+        positive_label=task.positive_label,
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
