@@ -108,12 +108,13 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    at = checkpoint.Position(run_key=config.key())
+    at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     accelerator.register_for_checkpointing(schedule, at)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = None
     if resume:
-        accelerator.load_state(str(checkpoint.resume_source(run_dir, at.run_key)), strict=False)
+        source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
+        accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
             best_state = [saved[name].to("cpu", param.dtype) for name, param in trainable]
