@@ -26,8 +26,9 @@ def add_arguments(parser) -> None:
     from kdlora.files import add_no_verify_argument
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
-    parser.add_argument("--config", metavar="FILE", help="TOML (.toml), JSON or YAML file with any of the settings below, by their names "
-                        "(learning_rate = 3e-4): the keys of an experiment's [train.params]")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML (.toml), JSON or YAML file with any of the settings below, by their names "
+                             "(learning_rate = 3e-4): the keys of an experiment's [train.params]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
