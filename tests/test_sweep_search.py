@@ -148,3 +148,24 @@ def test_search_ranges_are_checked_where_they_are_written():
         with pytest.raises(UserError, match=message) as caught:
             parse_experiment(text, "grid.toml")
         assert str(caught.value).startswith("grid.toml: [search] ")
+
+
+@pytest.mark.slow
+def test_a_search_runs_its_trials_on_ray_workers(tmp_path, monkeypatch):
+    import ray
+
+    from kdlora.executors import RayExecutor
+
+    tests = os.path.dirname(fake_backends.__file__)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with Store(tmp_path / "r.db") as store:
+            summary = run_search(parse_experiment(FAKE), store, RayExecutor(), fake_backends.BACKENDS, 2, seed=3,
+                                 progress=False)
+            runs = store.runs()
+    finally:
+        ray.shutdown()
+    assert summary.states == {"complete": 2} and {r.status for r in runs} == {"done"} and len(runs) == 2
+    assert os.getpid() not in {r.result["environment"]["pid"] for r in runs}  # Ray workers ran them
+    assert summary.best["run_keys"][0] in {r.key for r in runs}
