@@ -52,12 +52,18 @@ def test_registry_names_labels_colours_and_settings_are_the_cli_and_config():
         TrainConfig(task="sst2", family="bert", method="adalora", target_rank=9)
 
 
-def test_a_run_key_leaves_out_other_methods_settings():
-    fft = TrainConfig(task="sst2", family="bert", method="fft")
-    assert TrainConfig(task="sst2", family="bert", method="fft", lora_alpha=32, target_rank=2).key() == fft.key()
-    lora = TrainConfig(task="sst2", family="bert", method="lora")
-    assert TrainConfig(task="sst2", family="bert", method="lora", lora_alpha=32).key() != lora.key()
-    assert TrainConfig(task="sst2", family="bert", method="lora", target_rank=2).key() == lora.key()
+def test_runs_stored_before_the_methods_became_plug_ins_keep_their_keys():
+    """AdaLoRA's new fields at their defaults stay out of a key and the retired `use_dora = false` is put back, so
+    the key is the hash of exactly what TrainConfig held before."""
+    from kdlora.config import run_key
+
+    config = TrainConfig(task="sst2", family="bert", method="lora")
+    before = {k: v for k, v in config.to_dict().items()
+              if k not in ("target_rank", "adalora_tinit", "adalora_tfinal", "adalora_delta_t", "orth_reg_weight",
+                           "save_checkpoints", "report_to", "track_energy", "positive_label")}
+    assert config.key() == run_key({**before, "use_dora": False})
+    assert TrainConfig(task="sst2", family="bert", method="adalora", target_rank=2).key() != \
+        TrainConfig(task="sst2", family="bert", method="adalora").key()
 
 
 def test_no_method_name_or_list_outside_methods():

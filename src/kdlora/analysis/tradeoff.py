@@ -22,9 +22,9 @@ PAPER_FORM = ("pytorch", "fp32", "none")
 """The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 
 
-def _pick(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> list[Aggregate]:
-    return [a for a in aggregates if a.family == family and a.method == method and a.n
-            and (not _adapts(method) or a.rank == rank)]
+def _pick(aggregates: list[Aggregate], family: str, method: str) -> list[Aggregate]:
+    """The family's selected figures of `method` (one per task: each selects over every rank, like Table I)."""
+    return [a for a in aggregates if a.family == family and a.method == method and a.n]
 
 
 def _adapts(method: str) -> bool:
@@ -69,7 +69,9 @@ def _same_kind(figures: dict, method: str, base: str) -> bool:
 
 def family_tradeoffs(aggregates: list[Aggregate], bench_rows: list[dict], rank: int | None = None) -> list[dict]:
     """One entry per family and distilling method that has quality (all three methods: FFT, the adapter on the
-    teacher, on the student with KD) or bench rows; see the module docstring."""
+    teacher, on the student with KD) or bench rows; see the module docstring. Quality and train-run costs are the
+    selected figures of every rank (`train_ranks` says which); `rank` is the LoRA rank of the bench rows (default:
+    the smallest rank those figures come from, else the bench's smallest)."""
     rank = rank if rank is not None else table_rank(aggregates) or _bench_rank(bench_rows)
     families = list(dict.fromkeys([a.family for a in aggregates] + [r["family"] for r in bench_rows]))
     found = []
@@ -83,12 +85,13 @@ def family_tradeoffs(aggregates: list[Aggregate], bench_rows: list[dict], rank: 
 
 def _entry(aggregates, bench_rows, family, rank, methods) -> dict | None:
     """The trade-off of `methods` = (FFT, the adapter on the teacher, the distilling method) in one family."""
-    picked = {m: _pick(aggregates, family, m, rank) for m in methods}
+    picked = {m: _pick(aggregates, family, m) for m in methods}
     tasks = sorted(set.intersection(*({a.task for a in picked[m]} for m in methods)))
     entry = {"family": family, "name": column_name(family, methods[0])[:-4], "rank": rank, "tasks": tasks,
              "score": None, "train": None, "bench": None, "methods": methods}
     if tasks:
         chosen = {m: [a for a in picked[m] if a.task in tasks] for m in methods}
+        entry["train_ranks"] = sorted({r for m in methods for a in chosen[m] for r in a.ranks})
         entry["score"] = {m: _mean(a.median for a in chosen[m]) for m in methods}
         entry["train"] = {m: {"trainable_params": _mean(a.trainable_params for a in chosen[m]),
                               "peak_memory_mb": _mean(a.peak_memory_mb for a in chosen[m]),
@@ -156,6 +159,9 @@ def sentence(entry: dict) -> str:
     label = labels()
     F, L, K = label[fft], label[lora], label[kd]
     rank = f"rank {entry['rank']}" if entry["rank"] else L
+    trained = entry.get("train_ranks") or []
+    if entry["score"] and trained and trained != [entry["rank"]]:
+        rank = f"ranks {', '.join(map(str, trained))}" + (f", bench at rank {entry['rank']}" if entry["bench"] else "")
     if entry["score"]:
         text = (f"{name} ({', '.join(entry['tasks'])}; {rank}): {K} keeps {_pct(r[f'score_vs_{lora}'])} of {L}'s "
                 f"score and {_pct(r[f'score_vs_{fft}'])} of {F}'s at {_pct(r[f'train_memory_vs_{lora}'])} of {L}'s "
