@@ -24,10 +24,10 @@ def _per_seed(agg: Aggregate) -> dict:
 
 
 def _best_by_task(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> dict:
-    """task -> the configuration Table I shows for (family, method) at `rank`: the best median."""
+    """task -> the figure Table I shows for (family, method) (at `rank` when given): the best median."""
     best: dict[str, Aggregate] = {}
     for agg in aggregates:
-        if agg.family == family and agg.method == method and agg.n and agg.rank == rank:
+        if agg.family == family and agg.method == method and agg.n and rank in (None, agg.rank):
             if agg.task not in best or agg.median > best[agg.task].median:
                 best[agg.task] = agg
     return best
@@ -50,8 +50,9 @@ def _spread(values: list[float]) -> str:
             f"{len(values)} seeds")
 
 
-def ablations(aggregates: list[Aggregate], rank: int | None) -> list[dict]:
-    """One entry per family and adapter with the three runs it needs (at `rank`, Table I's), sentence included."""
+def ablations(aggregates: list[Aggregate], rank: int | None = None) -> list[dict]:
+    """One entry per family and adapter with the three cells it needs (Table I's selected figures, only those at
+    `rank` when given), sentence included."""
     found = []
     families = list(dict.fromkeys(a.family for a in aggregates))
     for on_teacher, distiller, on_student in comparisons():
@@ -65,7 +66,9 @@ def ablations(aggregates: list[Aggregate], rank: int | None) -> list[dict]:
                 continue
             teacher, kd, student = (cells[m] for m in methods)
             seeds = sorted(set.intersection(*(set(_per_seed(c[t])) for c in cells.values() for t in tasks)))
-            entry = {"family": family, "methods": list(methods), "rank": rank, "tasks": tasks, "seeds": seeds,
+            ranks = sorted({r for c in cells.values() for t in tasks for r in (c[t].ranks or [c[t].rank])
+                            if r is not None})
+            entry = {"family": family, "methods": list(methods), "ranks": ranks, "tasks": tasks, "seeds": seeds,
                      "kd_gain_points": _points(kd, student, tasks),
                      "size_cost_points": _points(teacher, student, tasks),
                      "kd_gain_per_seed": _points_per_seed(kd, student, tasks, seeds),
@@ -79,7 +82,9 @@ def sentence(entry: dict, teacher: str, kd: str, student: str) -> str:
     """The ablation of one family in a sentence, its seeds and spread named."""
     name = column_name(entry["family"], entry["methods"][0])[:-len(teacher) - 1]
     seeds = ", ".join(map(str, entry["seeds"])) or "none common to every cell"
-    return (f"{name} ({', '.join(entry['tasks'])}; rank {entry['rank']}): KD adds {entry['kd_gain_points']:+.1f} "
+    ranks = entry["ranks"]
+    rank = f"rank{'s' * (len(ranks) > 1)} {', '.join(map(str, ranks))}"
+    return (f"{name} ({', '.join(entry['tasks'])}; {rank}): KD adds {entry['kd_gain_points']:+.1f} "
             f"points over {teacher} on the same student ({student}; {kd} vs {student}), the smaller model costs "
             f"{entry['size_cost_points']:+.1f} points ({student} vs {teacher}); medians over seeds {seeds}; KD "
             f"{_spread(entry['kd_gain_per_seed'])}, model {_spread(entry['size_cost_per_seed'])}.")

@@ -52,7 +52,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
     deploy = deployment.deployment_table(trades, bench_rows)
-    ablations = ablation.ablations(aggregates, table.rank)
+    ablations = ablation.ablations(aggregates)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
