@@ -195,3 +195,17 @@ def test_a_toy_method_runs_through_train_sweep_report_and_bench(tmp_path, toy, c
     assert main(["bench", "--params-only", "--tiny", "--families", "bert", "--methods", "toy-lora", "--ranks", "8",
                  "--out", str(tmp_path / "bench"), "--no-progress"]) == 0
     assert f"{2 * 2 * TINY_PAIR:,}" in capsys.readouterr().out
+
+
+def test_student_lora_on_a_derived_student_is_cut_from_the_sweeps_fft_teacher():
+    """Finding: a sweep gave only distilling methods a teacher, so student-lora on minilm (whose student is cut
+    from the trained FFT teacher) failed with "pass --teacher"; on DistilBERT it needs none."""
+    from kdlora.backends import REAL
+    from kdlora.experiment import parse_experiment
+    from kdlora.sweep import expand
+
+    for family, taught in (("minilm", True), ("bert", False)):
+        specs = expand(parse_experiment(f'name = "a"\n[train]\ntasks = ["sst2"]\nfamilies = ["{family}"]\n'
+                                        'methods = ["student-lora"]\n'), REAL)
+        assert [s.fields["method"] for s in specs] == (["fft", "student-lora"] if taught else ["student-lora"])
+        assert (specs[-1].needs == specs[0].key) if taught else specs[-1].needs is None

@@ -108,7 +108,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     for task in grid.tasks:
         for family in grid.families:
             for seed in grid.seeds:
-                needs_teacher = any(m.distills for m in methods)
+                needs_teacher = any(_needs_teacher(m, family, grid.configurations(m.name)) for m in methods)
                 ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations(fft.name)]
                 teacher = ffts[0] if needs_teacher else None  # FFT's first configuration teaches
                 specs += ffts if fft in methods else [teacher] if teacher else []
@@ -118,9 +118,23 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
                     ranks = grid.ranks if method.uses_lora else (None,)
                     for rank in ranks:
                         for settings in grid.configurations(method.name):
+                            taught = _needs_teacher(method, family, [settings])
                             specs.append(make(task, family, method, seed, settings, rank,
-                                              teacher if method.distills else None))
+                                              teacher if taught else None))
     return specs
+
+
+def _needs_teacher(method, family: str, configurations: list[dict]) -> bool:
+    """Whether runs of `method` need the FFT run: a distilling method learns from it, and a student derived by
+    cutting layers (minilm's) is cut from the trained teacher (`student_init = "trained"`) whether it distils or
+    not, so that LoRA on the student without KD starts where KD-LoRA does."""
+    if method.distills:
+        return True
+    from kdlora.families import FAMILIES
+
+    known = FAMILIES.get(family)
+    return method.role == "student" and bool(known and known.student.derived) and any(
+        c.get("student_init", "trained") == "trained" and not c.get("model") for c in configurations)
 
 
 @dataclass
