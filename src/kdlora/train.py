@@ -37,7 +37,8 @@ class TrainResult:
     """`done`, or `collapsed` when the loss went non-finite."""
     reason: str | None
     flags: list = field(default_factory=list)
-    """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority)."""
+    """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority);
+    `pruned` when a hyper-parameter search stopped the run early (`kdlora.sweep_search`)."""
     task: str = ""
     family: str = ""
     method: str = ""
@@ -268,7 +269,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
     result = TrainResult(
         status="collapsed" if outcome["reason"] else "done", reason=outcome["reason"],
-        flags=prediction_flags(*best.predictions, task.regression) if best else [],
+        flags=(prediction_flags(*best.predictions, task.regression) if best else [])
+        + (["pruned"] if outcome.get("pruned_at_step") else []),
         task=task.name, family=config.family, method=method.name, rank=config.rank, seed=config.seed,
         metrics=best.metrics if best else {}, score=best.score if best else None,
         last_metrics=last.metrics if last else {}, last_score=last.score if last else None,

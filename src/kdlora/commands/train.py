@@ -6,7 +6,8 @@
   kdlora train --train-file train.csv --validation-file dev.csv --text-columns review --label-column stars \
       --model bert-base-uncased --method kd-lora --student derive:6 --teacher runs/fft --out runs/kd
 
-Every setting can also come from --config FILE (JSON or YAML; flags win). Exit status 0 when the run is done,
+Every setting can also come from --config FILE (TOML, JSON or YAML, by suffix; the keys of an experiment's
+[train.params], plus task, family, method, rank, seed, teacher; flags win). Exit status 0 when the run is done,
 1 when it collapsed (non-finite loss or constant dev predictions: the reason is printed and recorded).
 Multi-GPU: `accelerate launch -m kdlora train ...`.
 
@@ -25,7 +26,9 @@ def add_arguments(parser) -> None:
     from kdlora.files import add_no_verify_argument
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
-    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML (.toml), JSON or YAML file with any of the settings below, by their names "
+                             "(learning_rate = 3e-4): the keys of an experiment's [train.params]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
@@ -34,22 +37,39 @@ def add_arguments(parser) -> None:
 
 
 def _read_config_file(path: str) -> dict:
+    """The settings in a TOML (by suffix), JSON or YAML file; a bad file or an unknown key is a UserError naming
+    the file."""
+    import dataclasses
+    import tomllib
     from pathlib import Path
 
+    from kdlora.config import TrainConfig
     from kdlora.errors import UserError
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    import yaml
+    if Path(path).suffix.lower() == ".toml":
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})") from None
+    else:
+        import yaml
 
-    try:
-        values = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
+        try:
+            values = yaml.safe_load(text)  # JSON is YAML too
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of settings")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(value, dict | list):  # a grid axis or a table belongs in an experiment file
+            raise UserError(f"{path}: {key} = {value!r} is not a single value (one run takes one)")
     return values
 
 
