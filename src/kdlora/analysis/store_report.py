@@ -55,7 +55,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
-        "runs": _counts(runs), "flags": _flag_counts(records, selection),
+        "runs": _counts(runs), "flags": _flag_counts(records, selection), "teachers": _teacher_counts(runs),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
         "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
@@ -82,6 +82,25 @@ def _flag_counts(records: list[dict], selection: Selection) -> dict:
             "constant_predictions": sum("constant_predictions" in r["flags"] for r in done),
             "majority_class": sum("majority_class" in r["flags"] for r in done),
             "excluded": selection.exclude_flagged}
+
+
+def _teacher_counts(runs: list[Run]) -> dict:
+    """How the distilling runs' FFT teachers were chosen: `best` (by dev score), `first` (FFT's first configuration)
+    or `given` (a teacher run passed by hand, outside a sweep), counted over the train runs that distil."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.kind == "train" and (run.config or {}).get("teacher"):
+            how = ((run.result or {}).get("teacher_run") or {}).get("selection") or "given"
+            counts[how] = counts.get(how, 0) + 1
+    return counts
+
+
+def _teachers_said(counts: dict) -> str:
+    said = {"best": "FFT's best configuration by dev score (of the same task, family and seed)",
+            "first": "FFT's first configuration (the experiment's `teacher = \"first\"`)",
+            "given": "a teacher run given by hand"}
+    return "KD-LoRA's teacher: " + "; ".join(f"{said[how]} for {n} run{'s' if n != 1 else ''}"
+                                             for how, n in sorted(counts.items())) + "."
 
 
 def _counts(runs: list[Run]) -> dict:
@@ -174,7 +193,8 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     if table.rows:
         lines += [f"In %; one figure per task, family and method, {_ranks_said(table)}; Score = mean of the rows "
                   f"(as the paper averages its ten rows, MNLI-m and MNLI-mm apart). {selection.describe()} "
-                  "Collapsed and failed runs excluded.", ""]
+                  "Collapsed and failed runs excluded." +
+                  (f" {_teachers_said(results['teachers'])}" if results["teachers"] else ""), ""]
         lines += _table(["Task", "Metric", *table.columns],
                         [[name, label, *(_cell(table, name, c, cells.get(c)) for c in table.columns)]
                          for name, label, cells in table.rows])
