@@ -27,7 +27,8 @@ torch.set_num_threads(1)
 DAMAGES = ("delete", "truncate", "empty", "garble")
 TOKENIZER = ["tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
 ADAPTER_RUN = ["metrics.json", "run.json", "adapter/README.md", "adapter/adapter_config.json",
-               "adapter/adapter_model.safetensors", "base/config.json", "base/model.safetensors", *TOKENIZER]
+               "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
+               "base/config.json", "base/model.safetensors", *TOKENIZER]
 FILES = {
     "fft": ["metrics.json", "run.json", "model/config.json", "model/model.safetensors", *TOKENIZER],
     "lora": ADAPTER_RUN,
@@ -69,7 +70,7 @@ def test_the_cases_cover_every_file_kdlora_writes(pristine):
                          if p.is_file())
         assert written == sorted(names), folder
     assert [p.name for p in (pristine / "cache").rglob("*") if p.is_file()] != []
-    assert len(RUN_CASES) == (6 * 3 + 9 * 2 + 9 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
+    assert len(RUN_CASES) == (6 * 3 + 11 * 2 + 11 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
 
 
 @pytest.mark.parametrize("folder, name, how, command", RUN_CASES,

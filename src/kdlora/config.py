@@ -18,7 +18,7 @@ from typing import get_type_hints
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
 from kdlora.methods import METHODS, get_method
-from kdlora.precision import PRECISIONS
+from kdlora.precision import AUTO, PRECISIONS, resolve_precision
 
 TRACKERS = ("tensorboard", "mlflow")
 """Experiment trackers `report_to` may name (accelerate's trackers of those names)."""
@@ -34,6 +34,16 @@ DEFAULT_LEARNING_RATES = {
 
 OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
 """TrainConfig fields that watch a run without changing what it computes: not part of its key."""
+
+LATER_FIELDS = {"positive_label": None}
+"""TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
+key, so the runs stored before keep theirs."""
+
+
+def keyed_settings(values: dict) -> dict:
+    """A config dict less what is not part of a run's key (`OBSERVERS`, `LATER_FIELDS` at their defaults)."""
+    return {k: v for k, v in values.items()
+            if k not in OBSERVERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 @dataclass
@@ -122,9 +132,13 @@ class TrainConfig:
     metric: str | None = None
     """Headline metric: accuracy, macro_f1, f1, mcc (classification) or pearson_spearman (regression); default
     accuracy (macro-F1 reported too) or pearson_spearman."""
+    positive_label: str | None = None
+    """--metric f1: the class F1 counts as positive (default: the second label in sorted order, e.g. `1` of 0/1,
+    `pos` of neg/pos); the output names it."""
     precision: str = "fp32"
     """fp32, or bf16 / fp16 mixed precision (accelerate's autocast; master weights, loss and KD softmax stay fp32).
-    fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX)."""
+    fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX). auto: bf16 where the device computes
+    it natively, else fp32 (resolved when the config is made, so the run's key names what ran)."""
     grad_accum: int = 1
     """Accumulate gradients over this many batches per optimiser step: effective batch = batch x N x processes."""
     eval_steps: int | None = None
@@ -158,6 +172,8 @@ class TrainConfig:
         self.method = get_method(self.method).name
         if self.student is not None and self.model is None:
             raise UserError("--student needs --model (the named families bring their own student)")
+        if self.precision == AUTO:
+            self.precision = resolve_precision(AUTO, self.device)
         checks = {
             "rank": self.rank > 0, "lora_alpha": self.lora_alpha > 0, "lora_dropout": 0 <= self.lora_dropout < 1,
             "epochs": self.epochs > 0, "batch_size": self.batch_size > 0, "max_length": self.max_length >= 8,
@@ -224,7 +240,7 @@ class TrainConfig:
         """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
         (edited data is a new run; the same data elsewhere is not). What only watches a run (checkpoints kept,
         trackers, energy) is left out: the same run watched differently is the same run."""
-        values = {k: v for k, v in self.to_dict().items() if k not in OBSERVERS}
+        values = keyed_settings(self.to_dict())
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}
@@ -286,7 +302,7 @@ class BenchSettings:
     """Inference backends: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
     precision: tuple[str, ...] = ("fp32",)
     """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch backend, on a
-    CPU with AVX512-BF16 or AMX or a CUDA GPU)."""
+    CPU with AVX512-BF16 or AMX or a CUDA GPU), auto (bf16 where the device computes it natively, else fp32)."""
     quantize: tuple[str, ...] = ("none",)
     """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime backend). Unsupported combinations of
     the three axes are skipped; a value in no supported one is an error."""
@@ -332,6 +348,7 @@ class BenchSettings:
                 raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
         if self.threads is not None and self.threads <= 0:
             raise UserError(f"threads: {self.threads} is not a positive integer")
+        self.precision = tuple(dict.fromkeys(resolve_precision(p, self.device) for p in self.precision))
         self.forms()
         if self.pad_to is not None and self.pad_to < 128:
             raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
