@@ -72,6 +72,10 @@ class TrainResult:
     """batch size x gradient accumulation x processes."""
     resumed_at_step: int | None = None
     """The optimiser step a resumed run continued from."""
+    cost_covers: str = "whole run"
+    """What `train_seconds`, the energy and the peak memory cover: `whole run`, or `after resume` for a resumed run
+    (only the segment after the resume, its peak including loading the checkpoint): reports leave those out of
+    every cost figure and count them."""
     energy_kwh: float | None = None
     """`--track-energy`: codecarbon's estimate of the training's energy."""
     emissions_g_co2eq: float | None = None
@@ -283,6 +287,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         train_examples=len(data["train"]), precision=config.precision,
         effective_batch_size=config.batch_size * config.grad_accum * accelerator.num_processes,
         resumed_at_step=outcome["resumed_at_step"] if resume else None,
+        cost_covers="after resume" if resume else "whole run",
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
         model=start.description, label_names=list(task.label_names), test_metrics=test,

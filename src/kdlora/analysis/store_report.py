@@ -55,7 +55,9 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
-        "runs": _counts(runs), "flags": _flag_counts(records, selection), "teachers": _teacher_counts(runs),
+        "runs": _counts(runs), "flags": _flag_counts(records, selection),
+        "resumed_costs_left_out": sum(bool(r.get("partial_cost")) for r in records if r["status"] == "done"),
+        "teachers": _teacher_counts(runs),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
         "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
@@ -207,6 +209,12 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
                           a.n, a.constant + a.left_out, a.collapsed, a.failed, _fmt(a.train_seconds),
                           _fmt(a.peak_memory_mb), _fmt(a.energy_kwh * 1000 if a.energy_kwh is not None else None, 3),
                           _fmt(a.emissions_g_co2eq, 3)] for a in aggregates])
+        resumed = sum(a.partial_costs for a in aggregates)
+        if resumed:
+            lines += ["", f"{resumed} resumed run{'s' if resumed != 1 else ''}: {'their' if resumed != 1 else 'its'} "
+                      "training time, energy and peak memory cover only the segment after the resume (the peak "
+                      "including loading the checkpoint), so they are left out of every cost figure here and in the "
+                      "trade-off; the scores count."]
         methods = sorted({a.energy_method for a in aggregates if a.energy_method})
         if methods:
             lines += ["", f"Energy and emissions: codecarbon, offline ({'; '.join(methods)}): an estimate where it "
