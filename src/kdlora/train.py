@@ -68,6 +68,13 @@ class TrainResult:
     learning_rate: float | None = None
     train_examples: int = 0
     precision: str = "fp32"
+    dev_precision: str = "fp32"
+    """What dev was scored in during training (`metrics`, `score`, `history` and so the choice of the best epoch):
+    `fp32`, or the run's bf16 / fp16 under the autocast accelerate wraps the model's forward in."""
+    fp32_metrics: dict | None = None
+    """A mixed-precision run's saved (best) model scored on dev in fp32, as `predict` and `export` run it; None for
+    an fp32 run, whose `metrics` are that already."""
+    fp32_score: float | None = None
     effective_batch_size: int | None = None
     """batch size x gradient accumulation x processes."""
     resumed_at_step: int | None = None
@@ -87,7 +94,7 @@ class TrainResult:
     positive_label: str | None = None
     """Tasks scored by binary F1: the class F1 counts as positive."""
     test_metrics: dict | None = None
-    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
+    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training (in fp32)."""
     lora_targets: list | None = None
     """LoRA methods: the modules the adapters sit on."""
     trained_modules: list | None = None
@@ -132,6 +139,14 @@ def score_test(model, config, task, tokenizer, examples, accelerator) -> dict:
     loader = DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                         collate_fn=Collator(tokenizer, task.regression))
     return evaluate(model, {"test": accelerator.prepare(loader)}, task, accelerator).metrics
+
+
+def score_in_fp32(model, dev_loaders: dict, task, accelerator):
+    """The model's dev `Evaluation` in fp32, outside the autocast accelerate wrapped its forward in (what `predict`
+    and `export` compute); the wrapper is gone from `model` afterwards."""
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    return evaluate(model, {split: accelerator.prepare(loader) for split, loader in dev_loaders.items()}, task,
+                    accelerator)
 
 
 def load_data(config, task) -> dict:
@@ -268,6 +283,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
             accelerator.end_training()
         seconds = time.perf_counter() - started
     best, last = outcome["best"], outcome["last"]
+    fp32 = None
+    if config.precision != "fp32" and outcome.get("model") is not None:  # then test scores in fp32 too
+        fp32 = score_in_fp32(outcome["model"], dev_loaders, task, accelerator)
     test = None
     if "test" in data and outcome.get("model") is not None:
         test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
@@ -284,7 +302,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         peak_memory_mb=round(memory.peak_mb, 1), memory_kind=memory.kind,
         best_epoch=outcome["best_epoch"], best_step=outcome["best_step"], steps=outcome["steps"],
         warmup_steps=outcome["warmup_steps"], history=outcome["history"], learning_rate=config.lr,
-        train_examples=len(data["train"]), precision=config.precision,
+        train_examples=len(data["train"]), precision=config.precision, dev_precision=config.precision,
+        fp32_metrics=fp32.metrics if fp32 else None, fp32_score=fp32.score if fp32 else None,
         effective_batch_size=config.batch_size * config.grad_accum * accelerator.num_processes,
         resumed_at_step=outcome["resumed_at_step"] if resume else None,
         cost_covers="after resume" if resume else "whole run",

@@ -79,6 +79,8 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             "train_seconds": costs.get("train_seconds"), "energy_kwh": costs.get("energy_kwh"),
             "emissions_g_co2eq": costs.get("emissions_g_co2eq"), "energy_method": costs.get("energy_method"),
             "partial_cost": partial,
+            # runs from before `dev_precision` was recorded scored dev in their training precision too
+            "dev_precision": result.get("dev_precision") or (run.config or {}).get("precision") or "fp32",
             "finished_at": run.finished_at or "",
         })
     return records

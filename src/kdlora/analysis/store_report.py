@@ -71,7 +71,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
                           selection)
         lines += ["", "## Deployment: the student in each form against the teacher", "",
-                  *deployment.markdown(deploy, deploy_plot)]
+                  *deployment.markdown(deploy, deploy_plot, _dev_precisions(records))]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (stage / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     return results
@@ -84,6 +84,11 @@ def _flag_counts(records: list[dict], selection: Selection) -> dict:
             "constant_predictions": sum("constant_predictions" in r["flags"] for r in done),
             "majority_class": sum("majority_class" in r["flags"] for r in done),
             "excluded": selection.exclude_flagged}
+
+
+def _dev_precisions(records: list[dict]) -> list[str]:
+    """What the done train runs' dev scores were scored in (`fp32`, `bf16`, `fp16`: the latter two under autocast)."""
+    return sorted({r["dev_precision"] for r in records if r["status"] == "done"})
 
 
 def _teacher_counts(runs: list[Run]) -> dict:
