@@ -10,8 +10,11 @@ several GPUs unchanged: a non-finite loss on any process stops every process, an
 computed by the main process while the others wait, then read from the cache.
 
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
-training it, less the process's memory before: taken after the teacher's logits exist, so no student's figure
-includes its teacher, with the best checkpoint's copy kept in CPU memory, never on the accelerator.
+training it (weights, gradients, optimiser state, activations, dev scoring), less the process's memory before:
+taken after the teacher's logits exist, so no student's figure includes its teacher; measured the same way for
+every method, it leaves out the bookkeeping (`kdlora.fit.BestWeights`' copy of the best weights, kept off the
+measured memory, and the checkpoints `save_checkpoints` writes). A resumed run's covers only its segment after the
+resume (`cost_covers`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class TrainResult:
     train_seconds: float | None = None
     teacher_logit_seconds: float | None = None
     peak_memory_mb: float | None = None
-    """Peak memory of building and training the model, MB (see the module docstring)."""
+    """Peak memory of building and training the model, MB: no teacher, no best-weights copy, no checkpoint writing
+    (see the module docstring)."""
     memory_kind: str | None = None
     """`cpu-peak-rss-delta` or `cuda-max-memory-allocated`, as a bench row's."""
     best_epoch: int | None = None
@@ -226,7 +230,14 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
-    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory, warm_up_runtime
+    from kdlora.bench.trackers import (
+        left_out_of_peak,
+        release_freed_memory,
+        restart_peak,
+        track_energy,
+        track_memory,
+        warm_up_runtime,
+    )
     from kdlora.families import get_family
     from kdlora.methods import LoraSettings, get_method
     from kdlora.modeling import adaptation, name_labels
@@ -261,6 +272,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     teacher_seconds = time.perf_counter() - teacher_started
     if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
         warm_up_runtime(family.architecture(method.role), str(accelerator.device))
+    # dev scoring's libraries (about 100 MB) too: imported at the first evaluation they were in every run's figure
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
     release_freed_memory()
     with track_memory(str(accelerator.device)) as memory:
         start = starting_model(config, task, family, method)
@@ -278,7 +292,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         try:
             with track_energy(config.track_energy) as energy:
                 outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress,
-                              out_dir, resume)
+                              out_dir, resume, outside_measure=lambda: left_out_of_peak(memory))
         finally:
             accelerator.end_training()
         seconds = time.perf_counter() - started
