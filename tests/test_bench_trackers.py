@@ -50,6 +50,31 @@ print(memory.kind, memory.peak_mb)
     assert 79 <= float(out[1]) <= 100
 
 
+def test_bookkeeping_left_out_of_the_peak_is_not_counted_but_the_peak_before_it_is():
+    """A training run's best-weights copy and checkpoint writing run inside `left_out_of_peak` (Linux: the peak
+    RSS restarts after it, through /proc/self/clear_refs)."""
+    code = """
+from kdlora.bench.trackers import left_out_of_peak, track_memory
+
+def touched(mb):
+    block = bytearray(mb * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return block
+
+with track_memory("cpu") as memory:
+    work = touched(40)
+    del work
+    with left_out_of_peak(memory):
+        bookkeeping = touched(120)
+        del bookkeeping
+    work = touched(20)
+print(memory.peak_mb)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 39 <= float(out) <= 60  # the 40 MB before it, not its 120 MB
+
+
 def test_energy_is_this_processs_not_the_machines():
     # codecarbon's default (machine) mode counts every process: concurrent runs would each count the others
     import time

@@ -49,6 +49,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert b["resumed_at_step"] == 6 and a["resumed_at_step"] is None
+    assert (a["cost_covers"], b["cost_covers"]) == ("whole run", "after resume")  # b's costs: steps 7..12 only
     assert a["steps"] == b["steps"] == 12
     assert [h["step"] for h in a["history"]] == [2, 4, 6, 8, 10, 12]
     for key in ("metrics", "score", "history", "best_step", "status"):

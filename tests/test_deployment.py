@@ -50,3 +50,10 @@ def test_plot_marks_the_front_of_higher_speedup_and_score(tmp_path):
     points = [{"label": n, "method": "kd-lora", "cost": c, "score": s}
               for n, c, s in (("a", 1.0, 0.9), ("b", 2.0, 0.86), ("c", 8.0, 0.86), ("d", 4.0, 0.8))]
     assert [p["label"] for p in pareto_front(points, higher_is_better=True)] == ["c", "a"]
+
+
+def test_the_score_says_what_precision_dev_was_scored_in():
+    """Finding: the report called every trained run's score fp32, though bf16 runs score dev under autocast."""
+    table = deployment_table(family_tradeoffs(_aggregates(), BENCH), BENCH)
+    assert "(PyTorch, as scored in training: fp32; median over seeds, %)" in markdown(table, None)[0]
+    assert "as scored in training: bf16 autocast and fp32;" in markdown(table, None, ["fp32", "bf16"])[0]

@@ -201,3 +201,31 @@ def test_export_scores_the_dev_subset_training_scored(tmp_path, monkeypatch):
     assert scored == [dev, dev]  # the run's model, then the exported one
     assert saved["dev_examples"] == 4
     assert saved["reference_accuracy"] == json.loads((tmp_path / "run" / "metrics.json").read_text())["score"]
+
+
+def test_a_bf16_run_records_dev_in_bf16_and_its_saved_model_in_fp32(tmp_path, bf16_cpu, monkeypatch):
+    """Finding: a bf16 run scores dev under autocast, its saved model is fp32, and nothing said which was which.
+    (bf16_cpu: on a CPU without bf16 units torch emulates it; the scores are what this test is about, not speed.)"""
+    import kdlora.train
+
+    autocast, evaluate = [], kdlora.train.evaluate  # the scoring after training: inside autocast or not?
+
+    def spy(model, loaders, task, accelerator):
+        layer = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+        hook = layer.register_forward_hook(lambda *_: autocast.append(torch.is_autocast_enabled("cpu")))
+        try:
+            return evaluate(model, loaders, task, accelerator)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(kdlora.train, "evaluate", spy)
+    config = tiny_config(method="lora", precision="bf16", max_eval_samples=6)
+    run_training(config, tmp_path / "run", progress=False)
+    assert autocast and not any(autocast)  # training's dev scores ran under bf16 autocast, this one in fp32
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (metrics["precision"], metrics["dev_precision"]) == ("bf16", "bf16")
+    assert metrics["fp32_score"] == metrics["fp32_metrics"]["accuracy"]  # sst2's score is its accuracy
+    saved = export_run(tmp_path / "run", tmp_path / "out", ExportSettings())  # PyTorch fp32: the saved model
+    assert saved["reference_accuracy"] == round(metrics["fp32_score"], 6) and saved["dev_examples"] == 6
+    fp32_run = run_training(tiny_config(method="lora", max_eval_samples=6), tmp_path / "fp32", progress=False)
+    assert (fp32_run.dev_precision, fp32_run.fp32_metrics, fp32_run.fp32_score) == ("fp32", None, None)

@@ -144,3 +144,23 @@ def test_report_of_an_empty_store_and_failure_leaves_folder(tmp_path, monkeypatc
     with Store(tmp_path / "e.db") as empty, pytest.raises(RuntimeError):
         write_study_report(empty, tmp_path / "out")
     assert (tmp_path / "out" / "report.md").read_text() == "previous"
+
+
+def test_a_resumed_runs_costs_are_left_out_and_said(tmp_path):
+    """Finding: a resumed run's train_seconds, energy and peak memory covered only the segment after the resume."""
+    with Store(tmp_path / "r.db") as store:
+        for seed, seconds, memory, resumed in ((1, 10.0, 500.0, None), (2, 11.0, 520.0, None), (3, 2.0, 900.0, 6)):
+            config = {"task": "sst2", "family": "bert", "method": "fft", "seed": seed}
+            store.start(f"k{seed}", "train", f"train sst2 bert fft s{seed}", config, str(tmp_path / f"r{seed}"),
+                        {"task": "sst2", "family": "bert", "method": "fft", "rank": None, "seed": seed})
+            store.finish(f"k{seed}", {"status": "done", "score": 0.9, "metrics": {"accuracy": 0.9},
+                                      "train_seconds": seconds, "peak_memory_mb": memory,
+                                      "memory_kind": "cpu-peak-rss-delta", "resumed_at_step": resumed,
+                                      "cost_covers": "after resume" if resumed else "whole run"})
+        results = write_study_report(store, tmp_path / "report")
+    [fft] = results["aggregates"]
+    # the resumed seed 3 (2 s after its resume, 900 MB with the checkpoint loaded) counts for its score only
+    assert (fft["n"], fft["partial_costs"], fft["train_seconds"], fft["peak_memory_mb"]) == (3, 1, 10.5, 510.0)
+    assert results["resumed_costs_left_out"] == 1
+    assert "1 resumed run: its training time, energy and peak memory cover only the segment after the resume" in \
+        (tmp_path / "report" / "report.md").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
+from kdlora.analysis.store_report import write_study_report
 from kdlora.cli import main
 from kdlora.executors import LocalExecutor
 from kdlora.experiment import load_experiment, parse_experiment
@@ -36,11 +37,12 @@ def test_grid_expansion_counts_and_order():
     assert len(specs) == 20 and len({s.key for s in specs}) == 20
     position = {s.key: i for i, s in enumerate(specs)}
     for spec in by_method["kd-lora"]:
-        teacher = specs[position[spec.needs]]
+        [needed] = spec.needs  # FFT has one configuration here: it is the teacher, best or first
+        teacher = specs[position[needed]]
         assert teacher.fields == {**spec.fields, "method": "fft", "rank": None}
-        assert position[spec.needs] < position[spec.key]
-        assert spec.config["teacher"] == "run:" + spec.needs
-    assert all(s.needs is None for s in by_method["lora"] + by_method["fft"])
+        assert position[needed] < position[spec.key]
+        assert spec.config["teacher"] == "run:" + needed and spec.teacher_from == "first"
+    assert all(s.needs == () for s in by_method["lora"] + by_method["fft"])
     assert {s.config["rank"] for s in by_method["lora"]} == {8, 16}
 
 
@@ -166,3 +168,47 @@ def test_resume_after_kill_minus_9(tmp_path):
         assert len(runs) == 8 and {r.status for r in runs} == {"done"}
         assert sorted(r.attempts for r in runs) == [1] * 7 + [2]
 
+
+
+TEACHER_GRID = """
+name = "teachers"
+[train]
+tasks = ["sst2"]
+families = ["bert"]
+methods = ["fft", "kd-lora"]
+seeds = [1]
+{teacher}
+[train.per_method.fft]
+learning_rate = [0.001, 0.003, 0.002]
+"""
+"""Fake FFT scores 0.90 + 0.01 + 10 x learning rate: 0.93, 0.95, 0.94, so the second configuration is FFT's best."""
+
+
+@pytest.mark.parametrize("teacher, chosen", [("", 1), ('teacher = "best"', 1), ('teacher = "first"', 0)])
+def test_kd_lora_distils_from_ffts_best_configuration_unless_asked_for_the_first(tmp_path, teacher, chosen):
+    """Finding: a grid's KD-LoRA runs distilled from FFT's first configuration, not its best by dev score."""
+    with Store(tmp_path / "r.db") as store:
+        summary = _sweep(store, TEACHER_GRID.format(teacher=teacher))
+        assert summary.ok and len(summary.ran) == 4
+        ffts = sorted(store.runs(method="fft"), key=lambda r: r.config["learning_rate"])  # 0.001, 0.002, 0.003
+        fft = {0: ffts[0], 1: ffts[2]}[chosen]  # first listed: 0.001; best: 0.003 (0.95)
+        [kd] = store.runs(method="kd-lora")
+        assert kd.result["config"]["teacher"] == fft.out_dir
+        selection = "first" if 'first' in teacher else "best"
+        assert kd.result["teacher_run"] == {"selection": selection, "key": fft.key, "score": fft.metrics["score"],
+                                            "candidates": 1 if selection == "first" else 3}
+        results = write_study_report(store, tmp_path / "report")
+        assert results["teachers"] == {selection: 1}
+        said = {"best": "FFT's best configuration by dev score (of the same task, family and seed) for 1 run.",
+                "first": "FFT's first configuration (the experiment's `teacher = \"first\"`) for 1 run."}[selection]
+        assert f"KD-LoRA's teacher: {said}" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_best_teacher_waits_for_every_candidate(tmp_path):
+    failing = TEACHER_GRID.format(teacher="") + "fail = [false, true]\n"  # 3 learning rates x 2: 3 of 6 fail
+    with Store(tmp_path / "r.db") as store:
+        _sweep(store, failing)
+        [kd] = store.runs(method="kd-lora")
+        failed = next(r for r in store.runs(method="fft") if r.status == "failed")  # the first listed that failed
+        assert kd.status == "failed" and kd.reason == (f"3 of its 6 FFT teacher candidates are not done (run "
+                                                       f"{failed.key[:12]} is failed)")

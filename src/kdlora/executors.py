@@ -144,7 +144,7 @@ class RayExecutor:
         in_flight = {}
         try:
             while waiting or in_flight:
-                for spec in [s for s in waiting if s.needs not in pending_keys or s.needs in finished]:
+                for spec in [s for s in waiting if all(k not in pending_keys or k in finished for k in s.needs)]:
                     waiting.remove(spec)
                     config, failure = driver.prepare(spec)
                     if failure is not None:

@@ -14,6 +14,7 @@ families = ["minilm"]
 methods = ["fft", "lora", "kd-lora"]
 ranks = [8]            # LoRA methods only; FFT runs once per (task, family, seed)
 seeds = [42, 43]
+teacher = "best"       # KD-LoRA's FFT teacher: the best configuration by dev score (default), or "first"
 
 [train.params]         # any `kdlora train` setting, shared by every run; a list is a grid axis
 epochs = 1
@@ -38,8 +39,9 @@ label_column = "verdict"
 
 A setting whose value is a list is an axis of the grid: the runs of a method are the product of its axes
 (`[train.params]` and its `[train.per_method]` together, the latter winning), each a configuration of its own in
-the store. A distilling method's teacher is the FFT run of the same task, family and seed at FFT's first
-configuration (list the teacher's values first).
+the store. A distilling method's teacher is an FFT run of the same task, family and seed: with `teacher = "best"`
+(default) the FFT configuration with the best dev score, chosen when those runs are done (as the paper's teacher is
+its best fine-tuned model); with `teacher = "first"` FFT's first configuration (list the teacher's values first).
 
 Loaded once, validated at the edge: an unknown key or a bad value is a UserError naming the file and the key.
 """
@@ -59,6 +61,8 @@ from kdlora.sweep_search import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
 GRID_KEYS = ("task", "family", "method", "rank", "seed", "teacher")
+TEACHERS = ("best", "first")
+"""Which FFT configuration a grid's distilling runs learn from: the best by dev score, or the first listed."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class TrainGrid:
     """Settings shared by every run (`TrainConfig` fields)."""
     per_method: dict = field(default_factory=dict)
     """Settings for one method only, by method name; they win over `params`."""
+    teacher: str = "best"
+    """KD-LoRA's FFT teacher (`TEACHERS`): `best`, the configuration with the best dev score among FFT's runs of the
+    same (task, family, seed), or `first`, FFT's first configuration."""
 
     def configurations(self, method: str) -> list[dict]:
         """The method's settings, one dict per configuration: the product of every list-valued setting."""
@@ -170,7 +177,8 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
 
 def _train_grid(train, where: _Where) -> TrainGrid:
     where.table({"train": train}, "train", "")
-    where.check_keys(train, ("tasks", "families", "methods", "ranks", "seeds", "params", "per_method"), "train")
+    where.check_keys(train, ("tasks", "families", "methods", "ranks", "seeds", "teacher", "params", "per_method"),
+                     "train")
     for required in ("tasks", "families"):
         if required not in train:
             raise UserError(f"{where.source}: [train] needs `{required}`")
@@ -195,8 +203,15 @@ def _train_grid(train, where: _Where) -> TrainGrid:
         tasks=tasks, families=families, methods=tuple(dict.fromkeys(methods)),
         ranks=where.integers(train, "ranks", "train", default=(8,), positive=True),
         seeds=where.integers(train, "seeds", "train", default=(42,)),
-        params=params, per_method=per_method,
+        params=params, per_method=per_method, teacher=_teacher(train, where),
     )
+
+
+def _teacher(train: dict, where: _Where) -> str:
+    value = where.string(train, "teacher", "train", default="best")
+    if value not in TEACHERS:
+        raise UserError(f"{where.source}: [train] teacher = {value!r} is not one of {', '.join(TEACHERS)}")
+    return value
 
 
 def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:

@@ -3,14 +3,18 @@
     fit(model, loaders, task, method, teacher, config, accelerator, ...)  ->  outcome dict (best, last, history)
 
 It never looks at the method's name (`method.loss` is the loss). Every process stops together on a non-finite loss;
-the best state is copied to CPU memory (a copy on the accelerator would be one more model in its peak). With
-`save_checkpoints` each evaluation saves what `resume` needs (see `kdlora.checkpoint`); the shuffle order depends
-only on (seed, epoch), so a resumed run sees the batches an uninterrupted one would.
+the best state is kept off the measured memory (`BestWeights`) and, like the checkpoints `save_checkpoints` writes,
+copied aside inside `outside_measure` (the run's memory tracker leaves it out of the peak): every method's figure is
+then its training alone, whatever the size of its trainable weights. Each checkpoint holds what `resume` needs (see
+`kdlora.checkpoint`); the shuffle order depends only on (seed, epoch), so a resumed run sees the batches an
+uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,10 +101,49 @@ def _optimizer(model, config):
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+class BestWeights:
+    """The trainable weights of the best evaluation so far, kept off the memory a run measures: in CPU memory when
+    it trains on an accelerator (a copy there would be one more model in its peak), in a temporary file when it
+    trains on the CPU (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for
+    LoRA, inflating KD-LoRA's saving)."""
+
+    def __init__(self, on_cpu: bool):
+        self._folder = tempfile.TemporaryDirectory(prefix="kdlora-best-") if on_cpu else None
+        self._state = None
+
+    def keep(self, named) -> None:
+        """Replace the kept weights by copies of `named` ((name, tensor) pairs)."""
+        if self._folder is None:
+            self._state = [t.detach().to("cpu", copy=True) for _, t in named]
+            return
+        from safetensors.torch import save_file
+
+        self._state = f"{self._folder.name}/best.safetensors"
+        save_file({n: t.detach().cpu().contiguous() for n, t in named}, self._state)
+
+    def restore(self, trainable) -> None:
+        """Copy the kept weights into `trainable` ((name, parameter) pairs) and drop them."""
+        import torch
+
+        if isinstance(self._state, str):
+            from safetensors.torch import load_file
+
+            saved = load_file(self._state)
+            self._state = [saved.pop(name) for name, _ in trainable]
+        with torch.no_grad():
+            for (_, param), kept in zip(trainable, self._state, strict=True):
+                param.copy_(kept.to(param.device, param.dtype))
+        self._state = None
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
 def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
-        run_dir: Path, resume: bool = False) -> dict:
+        run_dir: Path, resume: bool = False, outside_measure=contextlib.nullcontext) -> dict:
     """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
-    best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome."""
+    best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome.
+    `outside_measure()`: the context the bookkeeping runs in (keeping the best state, writing checkpoints), which
+    the run's memory figure leaves out (`kdlora.bench.trackers.left_out_of_peak`)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -117,13 +160,14 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     accelerator.register_for_checkpointing(schedule, at)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
-    best_state = None
+    best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
     if resume:
         source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
         accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
-            best_state = [saved[name].to("cpu", param.dtype) for name, param in trainable]
+            with outside_measure():
+                best_state.keep([(name, saved[name]) for name, _ in trainable])
     resumed_at = at.step
     # inside a hyper-parameter search (`kdlora.sweep_search`): each evaluation goes to the trial, which may prune
     prune_check = pruning_check(config.key(accelerator.num_processes))
@@ -134,7 +178,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
 
     def evaluate_and_keep(epoch: int) -> bool:
         """Score dev, keep the best, checkpoint; True when patience has run out."""
-        nonlocal best_state, last, pruned_at
+        nonlocal last, pruned_at
         result = last = evaluate(model, dev_loaders, task, accelerator)
         at.history.append({"epoch": epoch, "step": at.step, "score": result.score})
         tracking.log_evaluation(accelerator, result.metrics, result.score, at.step)
@@ -142,12 +186,13 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         if is_best:
             at.best = {"metrics": result.metrics, "score": result.score, "predictions": result.predictions}
             at.best_epoch, at.best_step, at.stale = epoch, at.step, 0
-            # in CPU memory: a copy on the accelerator would be one more model in its peak (FFT: a whole one)
-            best_state = [p.detach().to("cpu", copy=True) for _, p in trainable]
+            with outside_measure():
+                best_state.keep(trainable)
         elif at.step > warmup_steps:  # no stopping while the learning rate is still warming up
             at.stale += 1
-        if config.save_checkpoints:
-            checkpoint.save_checkpoint(accelerator, run_dir, is_best)
+        if config.save_checkpoints:  # not in the run key: not in its memory figure either
+            with outside_measure():
+                checkpoint.save_checkpoint(accelerator, run_dir, is_best)
         if prune_check is not None and prune_check(result.score, at.step):
             pruned_at = at.step  # stops as early stopping does: the best state so far is the run's
             return True
@@ -207,9 +252,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         at.epoch, at.batch = epoch + 1, 0
         stop = evaluate_and_keep(epoch)
     bar.close()
-    with torch.no_grad():
-        for (_, param), saved in zip(trainable, best_state, strict=True):
-            param.copy_(saved.to(param.device))
+    with outside_measure():
+        best_state.restore(trainable)
     return outcome(None, with_model=True)
 
 

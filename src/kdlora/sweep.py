@@ -1,8 +1,11 @@
 """A sweep: expand an experiment into runs, skip what the store already holds, run the rest, record each result.
 
 Expansion orders every FFT teacher before the KD-LoRA runs that distil it, and runs FFT once per (task, family,
-seed) since ranks only apply to LoRA methods. A KD-LoRA config names its teacher as `run:<key of the FFT run>`, so
-its key does not depend on where run folders live; the path is filled in just before it runs.
+seed) since ranks only apply to LoRA methods. A KD-LoRA config names its teacher as `run:<key of the FFT run>`
+(the grid's `teacher = "first"`, or FFT has one configuration) or `best-of:<digest of the candidates' keys>` (the
+default `best`: the done FFT run of the same task, family and seed with the best dev score, chosen when all of them
+have finished), so its key does not depend on where run folders live; the path is filled in just before it runs,
+and the result's `teacher_run` says which run it was and how it was chosen.
 
 Only this driver writes the store: executors hand results back. A sweep killed mid-run leaves that run `running`;
 the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
@@ -11,6 +14,7 @@ finished run as it is.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from kdlora.rundir import check_run
 from kdlora.store import Store, config_key
 
 TEACHER_REF = "run:"
+BEST_TEACHER_REF = "best-of:"
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,10 @@ class RunSpec:
     """Full canonical config; a distilling run's `teacher` is `run:<key>`."""
     fields: dict = field(default_factory=dict)
     """task, family, method, rank, seed (the store's filter columns)."""
-    needs: str | None = None
-    """Key of the run that must be done first (the FFT teacher)."""
+    needs: tuple[str, ...] = ()
+    """Keys of the runs that must finish first: the FFT teacher, or every candidate for the best one."""
+    teacher_from: str | None = None
+    """A distilling run's teacher: `first` (its one FFT run, `needs[0]`) or `best` (the best of `needs`)."""
 
 
 def expand(experiment: Experiment, backends: Backends) -> list[RunSpec]:
@@ -85,7 +92,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
     methods = [get_method(m) for m in grid.methods]
     specs = []
 
-    def make(task, family, method, seed, settings, rank=None, teacher=None) -> RunSpec:
+    def make(task, family, method, seed, settings, rank=None, teachers=()) -> RunSpec:
         values = {**settings, **experiment.tasks.get(task, {}), "task": task, "family": family, "method": method.name,
                   "seed": seed}
         if rank is not None:
@@ -95,14 +102,18 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
         except UserError as exc:
             section = "train.per_method" if method.name in grid.per_method else "train.params"
             raise UserError(f"{experiment.source}: [{section}] {exc}") from None
-        if teacher is not None:
-            config = {**config, "teacher": TEACHER_REF + teacher.key}
+        teacher_from = None
+        if len(teachers) == 1:  # `first`, or a single FFT configuration: the key a one-teacher run always had
+            config, teacher_from = {**config, "teacher": TEACHER_REF + teachers[0].key}, "first"
+        elif teachers:
+            digest = hashlib.sha256(",".join(t.key for t in teachers).encode()).hexdigest()
+            config, teacher_from = {**config, "teacher": BEST_TEACHER_REF + digest}, "best"
         # TrainConfig.key(): one local process per run (fake backends: the same hash without building the config)
         key = backends.train_key(config) if backends.train_key else run_key(train_identity(config))
         fields = {"task": task, "family": family, "method": method.name, "rank": rank, "seed": seed}
         label = " ".join(["train", task, family, method.name] + ([f"r{rank}"] if rank else []) + [f"s{seed}"] +
                          [f"{name}={settings[name]}" for name in grid.axes(method.name)])
-        return RunSpec(key, "train", label, config, fields, teacher.key if teacher else None)
+        return RunSpec(key, "train", label, config, fields, tuple(t.key for t in teachers), teacher_from)
 
     fft = baseline()  # the teacher of every distilling method
     for task in grid.tasks:
@@ -110,8 +121,8 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             for seed in grid.seeds:
                 needs_teacher = any(_needs_teacher(m, family, grid.configurations(m.name)) for m in methods)
                 ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations(fft.name)]
-                teacher = ffts[0] if needs_teacher else None  # FFT's first configuration teaches
-                specs += ffts if fft in methods else [teacher] if teacher else []
+                teachers = (ffts if grid.teacher == "best" else ffts[:1]) if needs_teacher else []
+                specs += ffts if fft in methods else teachers
                 for method in methods:
                     if method is fft:
                         continue
@@ -120,7 +131,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
                         for settings in grid.configurations(method.name):
                             taught = _needs_teacher(method, family, [settings])
                             specs.append(make(task, family, method, seed, settings, rank,
-                                              teacher if taught else None))
+                                              teachers if taught else ()))
     return specs
 
 
@@ -181,6 +192,8 @@ class Driver:
         self.runs_dir = Path(runs_dir)
         self.bar = progress_bar
         self.ran: dict[str, str] = {}
+        self.teachers: dict[str, dict] = {}
+        """The teacher each prepared distilling run got (selection, key, score, candidates), by its key."""
 
     def out_dir(self, spec: RunSpec) -> Path:
         return self.runs_dir / f"{spec.kind}-{spec.key[:16]}"
@@ -191,12 +204,13 @@ class Driver:
         if self.bar is not None:
             self.bar.set_postfix_str(spec.label, refresh=True)
         config = spec.config
-        if spec.needs is not None:
-            teacher = self.store.get(spec.needs)
-            if teacher is None or teacher.status != "done":
-                status = teacher.status if teacher else "missing"
-                return None, {"status": "failed", "reason": f"its FFT teacher run {spec.needs[:12]} is {status}"}
+        if spec.needs:
+            teacher, failure = self._teacher(spec)
+            if failure is not None:
+                return None, {"status": "failed", "reason": failure}
             config = {**config, "teacher": teacher.out_dir}
+            self.teachers[spec.key] = {"selection": spec.teacher_from, "key": teacher.key,
+                                       "score": (teacher.metrics or {}).get("score"), "candidates": len(spec.needs)}
         out = self.out_dir(spec)
         if out.exists():  # left by an interrupted attempt: keep its checkpoints, so the run resumes from them
             for entry in out.iterdir():
@@ -205,7 +219,28 @@ class Driver:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return config, None
 
+    def _teacher(self, spec: RunSpec):
+        """(the FFT run to distil from, None) — or (None, why there is none yet)."""
+        candidates = [self.store.get(key) for key in spec.needs]
+        if spec.teacher_from != "best":
+            teacher = candidates[0]
+            if teacher is None or teacher.status != "done":
+                return None, f"its FFT teacher run {spec.needs[0][:12]} is {teacher.status if teacher else 'missing'}"
+            return teacher, None
+        unfinished = [(key, run.status if run else "missing") for key, run in zip(spec.needs, candidates, strict=True)
+                      if run is None or run.status not in ("done", "collapsed")]
+        if unfinished:  # the best cannot be known while a candidate may still beat it
+            key, status = unfinished[0]
+            return None, (f"{len(unfinished)} of its {len(spec.needs)} FFT teacher candidates are not done "
+                          f"(run {key[:12]} is {status})")
+        done = [run for run in candidates if run.status == "done" and (run.metrics or {}).get("score") is not None]
+        if not done:
+            return None, f"none of its {len(spec.needs)} FFT teacher candidates is done (all collapsed)"
+        return max(done, key=lambda run: run.metrics["score"]), None  # a tie: the first listed
+
     def finish(self, spec: RunSpec, result: dict) -> None:
+        if spec.key in self.teachers:
+            result = {**result, "teacher_run": self.teachers.pop(spec.key)}
         status = self.store.finish(spec.key, result)
         self.ran[spec.key] = status
         if self.bar is not None:
@@ -248,17 +283,17 @@ def _rerun_damaged_teachers(store: Store, specs: list[RunSpec], pending: list[Ru
     student (a line on stderr names the damaged file): resuming never distils from a damaged teacher."""
     by_key = {s.key: s for s in specs}
     for spec in list(pending):
-        teacher = by_key.get(spec.needs)
-        if teacher is None or teacher in pending or statuses.get(teacher.key) != "done":
-            continue
-        folder = store.get(teacher.key).out_dir
-        try:
-            check_run(folder or "(no folder recorded)")
-        except UserError as exc:
-            print(f"sweep: {teacher.label} is done but its folder is damaged ({exc}): running it again",
-                  file=sys.stderr)
-            pending.insert(pending.index(spec), teacher)
-            summary.skipped -= 1
+        for teacher in (by_key.get(key) for key in spec.needs):
+            if teacher is None or teacher in pending or statuses.get(teacher.key) != "done":
+                continue
+            folder = store.get(teacher.key).out_dir
+            try:
+                check_run(folder or "(no folder recorded)")
+            except UserError as exc:
+                print(f"sweep: {teacher.label} is done but its folder is damaged ({exc}): running it again",
+                      file=sys.stderr)
+                pending.insert(pending.index(spec), teacher)
+                summary.skipped -= 1
     return pending
 
 

@@ -12,8 +12,11 @@ every process, and the teacher's logits are computed by the main process while t
 cache.
 
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
-training it, less the process's memory before: taken after the teacher's logits exist, so no student's figure
-includes its teacher, with the best checkpoint's copy kept in CPU memory, never on the accelerator.
+training it (weights, gradients, optimiser state, activations, dev scoring), less the process's memory before:
+taken after the teacher's logits exist, so no student's figure includes its teacher; measured the same way for
+every method, it leaves out the bookkeeping (`kdlora.fit.BestWeights`' copy of the best weights, kept off the
+measured memory, and the checkpoints `save_checkpoints` writes). A resumed run's covers only its segment after the
+resume (`cost_covers`).
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class TrainResult:
     train_seconds: float | None = None
     teacher_logit_seconds: float | None = None
     peak_memory_mb: float | None = None
-    """Peak memory of building and training the model, MB (see the module docstring)."""
+    """Peak memory of building and training the model, MB: no teacher, no best-weights copy, no checkpoint writing
+    (see the module docstring)."""
     memory_kind: str | None = None
     """`cpu-peak-rss-delta` or `cuda-max-memory-allocated`, as a bench row's."""
     best_epoch: int | None = None
@@ -71,10 +75,21 @@ class TrainResult:
     learning_rate: float | None = None
     train_examples: int = 0
     precision: str = "fp32"
+    dev_precision: str = "fp32"
+    """What dev was scored in during training (`metrics`, `score`, `history` and so the choice of the best epoch):
+    `fp32`, or the run's bf16 / fp16 under the autocast accelerate wraps the model's forward in."""
+    fp32_metrics: dict | None = None
+    """A mixed-precision run's saved (best) model scored on dev in fp32, as `predict` and `export` run it; None for
+    an fp32 run, whose `metrics` are that already."""
+    fp32_score: float | None = None
     effective_batch_size: int | None = None
     """batch size x gradient accumulation x processes."""
     resumed_at_step: int | None = None
     """The optimiser step a resumed run continued from."""
+    cost_covers: str = "whole run"
+    """What `train_seconds`, the energy and the peak memory cover: `whole run`, or `after resume` for a resumed run
+    (only the segment after the resume, its peak including loading the checkpoint): reports leave those out of
+    every cost figure and count them."""
     energy_kwh: float | None = None
     """`--track-energy`: codecarbon's estimate of the training's energy."""
     emissions_g_co2eq: float | None = None
@@ -86,7 +101,7 @@ class TrainResult:
     positive_label: str | None = None
     """Tasks scored by binary F1: the class F1 counts as positive."""
     test_metrics: dict | None = None
-    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
+    """`--test-file`: the best checkpoint's metrics on the test split, scored once after training (in fp32)."""
     lora_targets: list | None = None
     """LoRA methods: the modules the adapters sit on."""
     trained_modules: list | None = None
@@ -133,6 +148,14 @@ def score_test(model, config, task, tokenizer, examples, accelerator) -> dict:
     loader = DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                         collate_fn=Collator(tokenizer, task.regression))
     return evaluate(model, {"test": accelerator.prepare(loader)}, task, accelerator).metrics
+
+
+def score_in_fp32(model, dev_loaders: dict, task, accelerator):
+    """The model's dev `Evaluation` in fp32, outside the autocast accelerate wrapped its forward in (what `predict`
+    and `export` compute); the wrapper is gone from `model` afterwards."""
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
+    return evaluate(model, {split: accelerator.prepare(loader) for split, loader in dev_loaders.items()}, task,
+                    accelerator)
 
 
 def load_data(config, task) -> dict:
@@ -212,7 +235,14 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
-    from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory, warm_up_runtime
+    from kdlora.bench.trackers import (
+        left_out_of_peak,
+        release_freed_memory,
+        restart_peak,
+        track_energy,
+        track_memory,
+        warm_up_runtime,
+    )
     from kdlora.families import get_family
     from kdlora.methods import get_method
     from kdlora.modeling import adaptation, name_labels
@@ -247,6 +277,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     teacher_seconds = time.perf_counter() - teacher_started
     if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
         warm_up_runtime(family.architecture(method.role), str(accelerator.device))
+    # dev scoring's libraries (about 100 MB) too: imported at the first evaluation they were in every run's figure
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
     release_freed_memory()
     with track_memory(str(accelerator.device)) as memory:
         start = starting_model(config, task, family, method)
@@ -265,11 +298,14 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         try:
             with track_energy(config.track_energy) as energy:
                 outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress,
-                              out_dir, resume)
+                              out_dir, resume, outside_measure=lambda: left_out_of_peak(memory))
         finally:
             accelerator.end_training()
         seconds = time.perf_counter() - started
     best, last = outcome["best"], outcome["last"]
+    fp32 = None
+    if config.precision != "fp32" and outcome.get("model") is not None:  # then test scores in fp32 too
+        fp32 = score_in_fp32(outcome["model"], dev_loaders, task, accelerator)
     test = None
     if "test" in data and outcome.get("model") is not None:
         test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
@@ -286,9 +322,11 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         peak_memory_mb=round(memory.peak_mb, 1), memory_kind=memory.kind,
         best_epoch=outcome["best_epoch"], best_step=outcome["best_step"], steps=outcome["steps"],
         warmup_steps=outcome["warmup_steps"], history=outcome["history"], learning_rate=config.lr,
-        train_examples=len(data["train"]), precision=config.precision,
+        train_examples=len(data["train"]), precision=config.precision, dev_precision=config.precision,
+        fp32_metrics=fp32.metrics if fp32 else None, fp32_score=fp32.score if fp32 else None,
         effective_batch_size=config.batch_size * config.grad_accum * accelerator.num_processes,
         resumed_at_step=outcome["resumed_at_step"] if resume else None,
+        cost_covers="after resume" if resume else "whole run",
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
         model=start.description, label_names=list(task.label_names), test_metrics=test,

@@ -4,8 +4,10 @@ the dev score of a trained run where the store has one, and the score given up a
 
 Speed and size come from bench rows (random weights: they do not depend on the values), the throughput of each
 form over the teacher's. Scores come from train runs (medians over seeds, averaged over the tasks both methods
-have; see `tradeoff.family_tradeoffs`): a trained run is PyTorch fp32, so every form of the student shows that
-run's score; what a form itself gives up is measured by `kdlora export` (its export.json) and benchmarks/deploy.py.
+have; see `tradeoff.family_tradeoffs`), as scored in training: fp32, or a bf16 / fp16 run's dev under autocast (its
+`dev_precision`; the report names them; such a run also records its saved fp32 model's `fp32_score`). Every form of
+the student shows that run's score; what a form itself gives up is measured by `kdlora export` (its export.json,
+against the saved model in fp32) and benchmarks/deploy.py.
 Never imports training code.
 """
 
@@ -53,6 +55,11 @@ def deployment_table(trades: list[dict], bench_rows: list[dict]) -> list[dict]:
     return table
 
 
+def _precisions_said(precisions) -> str:
+    said = [p if p == "fp32" else f"{p} autocast" for p in sorted(precisions)] or ["fp32"]
+    return " and ".join(said)
+
+
 def deployment_plot(table: list[dict], path: str | Path) -> Path | None:
     """Score against speedup, one point per (model, form) with a score, the Pareto front marked; None if no point."""
     points = [{"label": f"{r['model']} {r['form']}", "method": r["method"], "cost": r["speedup"], "score": r["score"]}
@@ -62,12 +69,13 @@ def deployment_plot(table: list[dict], path: str | Path) -> Path | None:
     return pareto_plot(points, "speedup", path, xlabel=SPEEDUP_LABEL, higher_is_better=True)
 
 
-def markdown(table: list[dict], plot: str | None) -> list[str]:
-    """The report's deployment section."""
+def markdown(table: list[dict], plot: str | None, dev_precisions=("fp32",)) -> list[str]:
+    """The report's deployment section; `dev_precisions`: what the train runs' dev scores were scored in."""
     if not table:
         return ["No family's FFT teacher was benched with a throughput (PyTorch fp32): no deployment table."]
     lines = ["Speed and size from `kdlora bench` (`--backend/--precision/--quantize`; random weights, each form in "
-             "its own process); score: the dev score of the trained runs (PyTorch fp32; median over seeds, %), the "
+             "its own process); score: the dev score of the trained runs (PyTorch, as scored in training: "
+             f"{_precisions_said(dev_precisions)}; median over seeds, %), the "
              "same for every form of the student — what a form itself gives up is in `kdlora export`'s export.json. "
              "Given up: points of score below the FFT teacher.", "",
              "| family | model | form | speedup | size MB | score % | given up (points) |",

@@ -61,18 +61,23 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
         if epoch == "last":  # runs stored before the last epoch was recorded have no last score: not counted
             score, metrics = result.get("last_score"), dict(result.get("last_metrics") or {})
             flags = list(result.get("last_flags") or [])
+        # a resumed run measured only its segment after the resume: its costs are not the run's (`cost_covers`)
+        partial = result.get("resumed_at_step") is not None or result.get("cost_covers", "whole run") != "whole run"
+        costs = {**(run.memory or {}), **(run.timings or {})}
+        if partial:
+            costs = {k: v for k, v in costs.items() if k == "memory_kind"}
         records.append({
             "key": run.key, "task": run.task, "family": run.family, "method": run.method,
             "rank": run.rank if _adapts(run.method) else None, "seed": run.seed, "status": run.status,
             "reason": run.reason, "score": score, "metrics": metrics, "flags": flags,
             "configuration": configuration_of(run.config), "config": run.config or {},
             "trainable_params": (run.params or {}).get("trainable_params"),
-            "peak_memory_mb": (run.memory or {}).get("peak_memory_mb"),
-            "memory_kind": (run.memory or {}).get("memory_kind"),
-            "train_seconds": (run.timings or {}).get("train_seconds"),
-            "energy_kwh": (run.timings or {}).get("energy_kwh"),
-            "emissions_g_co2eq": (run.timings or {}).get("emissions_g_co2eq"),
-            "energy_method": (run.timings or {}).get("energy_method"),
+            "peak_memory_mb": costs.get("peak_memory_mb"), "memory_kind": costs.get("memory_kind"),
+            "train_seconds": costs.get("train_seconds"), "energy_kwh": costs.get("energy_kwh"),
+            "emissions_g_co2eq": costs.get("emissions_g_co2eq"), "energy_method": costs.get("energy_method"),
+            "partial_cost": partial,
+            # runs from before `dev_precision` was recorded scored dev in their training precision too
+            "dev_precision": result.get("dev_precision") or (run.config or {}).get("precision") or "fp32",
             "finished_at": run.finished_at or "",
         })
     return records
@@ -134,6 +139,9 @@ class Aggregate:
     emissions_g_co2eq: float | None = None
     energy_method: str | None = None
     """`measured (...)` or `estimated (...)`: how codecarbon got the CPU's power."""
+    partial_costs: int = 0
+    """Counted runs that were resumed: their scores count, their costs (time, energy, memory: only the segment after
+    the resume) are left out of the cost medians."""
 
     @property
     def n(self) -> int:
@@ -175,7 +183,8 @@ def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggreg
                         failed=sum(r["status"] == "failed" for r in members), configuration=configuration,
                         runs=len(done),
                         constant=sum("constant_predictions" in r.get("flags", []) for r in done),
-                        majority=sum("majority_class" in r.get("flags", []) for r in done), left_out=len(left_out))
+                        majority=sum("majority_class" in r.get("flags", []) for r in done), left_out=len(left_out),
+                        partial_costs=sum(bool(r.get("partial_cost")) for r in done))
         agg.params = dict(members[0].get("config") or {})
         if done:
             agg.median = statistics.median(agg.scores)
@@ -185,7 +194,8 @@ def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggreg
             agg.metrics = {k: _median(r["metrics"].get(k) for r in done) for k in names}
             for cost in ("trainable_params", "peak_memory_mb", "train_seconds", "energy_kwh", "emissions_g_co2eq"):
                 setattr(agg, cost, _median(r.get(cost) for r in done))
-            agg.memory_kind, agg.energy_method = done[0]["memory_kind"], done[0].get("energy_method")
+            agg.memory_kind = done[0]["memory_kind"]
+            agg.energy_method = next((r["energy_method"] for r in done if r.get("energy_method")), None)
         found.append(agg)
     _keep_differing_params(found)
     return sorted(found, key=lambda a: (_order((a.task, a.family, a.method, a.rank)), _params_key(a.params)))

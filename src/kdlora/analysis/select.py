@@ -96,7 +96,7 @@ def _median_of(top: list[Aggregate], members: list[Aggregate]) -> Aggregate:
         collapsed=sum(a.collapsed for a in members), failed=sum(a.failed for a in members),
         configuration=f"top-{len(top)}", params={}, runs=sum(a.runs for a in top),
         constant=sum(a.constant for a in top), majority=sum(a.majority for a in top),
-        left_out=sum(a.left_out for a in top),
+        left_out=sum(a.left_out for a in top), partial_costs=sum(a.partial_costs for a in top),
         configurations=len(members), selected=len(top), median=statistics.median(scores),
         mean=statistics.fmean(scores), std=statistics.stdev(scores) if len(scores) > 1 else 0.0,
         metrics={name: _median(a.metrics.get(name) for a in top) for name in names},

@@ -58,6 +58,8 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     results = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"), "store": str(store.path),
         "runs": _counts(runs), "flags": _flag_counts(records, selection),
+        "resumed_costs_left_out": sum(bool(r.get("partial_cost")) for r in records if r["status"] == "done"),
+        "teachers": _teacher_counts(runs),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
         "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "ablation": ablations,
@@ -73,7 +75,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
                           selection)
         lines += ablation.markdown(ablations, aggregates)
         lines += ["", "## Deployment: the student in each form against the teacher", "",
-                  *deployment.markdown(deploy, deploy_plot)]
+                  *deployment.markdown(deploy, deploy_plot, _dev_precisions(records))]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (stage / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     return results
@@ -86,6 +88,30 @@ def _flag_counts(records: list[dict], selection: Selection) -> dict:
             "constant_predictions": sum("constant_predictions" in r["flags"] for r in done),
             "majority_class": sum("majority_class" in r["flags"] for r in done),
             "excluded": selection.exclude_flagged}
+
+
+def _dev_precisions(records: list[dict]) -> list[str]:
+    """What the done train runs' dev scores were scored in (`fp32`, `bf16`, `fp16`: the latter two under autocast)."""
+    return sorted({r["dev_precision"] for r in records if r["status"] == "done"})
+
+
+def _teacher_counts(runs: list[Run]) -> dict:
+    """How the distilling runs' FFT teachers were chosen: `best` (by dev score), `first` (FFT's first configuration)
+    or `given` (a teacher run passed by hand, outside a sweep), counted over the train runs that distil."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.kind == "train" and (run.config or {}).get("teacher"):
+            how = ((run.result or {}).get("teacher_run") or {}).get("selection") or "given"
+            counts[how] = counts.get(how, 0) + 1
+    return counts
+
+
+def _teachers_said(counts: dict) -> str:
+    said = {"best": "FFT's best configuration by dev score (of the same task, family and seed)",
+            "first": "FFT's first configuration (the experiment's `teacher = \"first\"`)",
+            "given": "a teacher run given by hand"}
+    return "KD-LoRA's teacher: " + "; ".join(f"{said[how]} for {n} run{'s' if n != 1 else ''}"
+                                             for how, n in sorted(counts.items())) + "."
 
 
 def _counts(runs: list[Run]) -> dict:
@@ -178,7 +204,8 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     if table.rows:
         lines += [f"In %; one figure per task, family and method, {_ranks_said(table)}; Score = mean of the rows "
                   f"(as the paper averages its ten rows, MNLI-m and MNLI-mm apart). {selection.describe()} "
-                  "Collapsed and failed runs excluded.", ""]
+                  "Collapsed and failed runs excluded." +
+                  (f" {_teachers_said(results['teachers'])}" if results["teachers"] else ""), ""]
         lines += _table(["Task", "Metric", *table.columns],
                         [[name, label, *(_cell(table, name, c, cells.get(c)) for c in table.columns)]
                          for name, label, cells in table.rows])
@@ -191,6 +218,12 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
                           a.n, a.constant + a.left_out, a.collapsed, a.failed, _fmt(a.train_seconds),
                           _fmt(a.peak_memory_mb), _fmt(a.energy_kwh * 1000 if a.energy_kwh is not None else None, 3),
                           _fmt(a.emissions_g_co2eq, 3)] for a in aggregates])
+        resumed = sum(a.partial_costs for a in aggregates)
+        if resumed:
+            lines += ["", f"{resumed} resumed run{'s' if resumed != 1 else ''}: {'their' if resumed != 1 else 'its'} "
+                      "training time, energy and peak memory cover only the segment after the resume (the peak "
+                      "including loading the checkpoint), so they are left out of every cost figure here and in the "
+                      "trade-off; the scores count."]
         methods = sorted({a.energy_method for a in aggregates if a.energy_method})
         if methods:
             lines += ["", f"Energy and emissions: codecarbon, offline ({'; '.join(methods)}): an estimate where it "

@@ -1,9 +1,10 @@
 """How things are measured: context managers that hand back small result dataclasses.
 
 Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the process's peak resident set size
-(Linux VmHWM, reset when the tracker starts; `ru_maxrss` elsewhere) less its RSS when the tracker started. Memory
-freed by one configuration may stay in the allocator and hide the next one's growth, which is why every
-configuration runs in its own worker process.
+(Linux VmHWM, reset when the tracker starts; `ru_maxrss` elsewhere) less its RSS when the tracker started;
+bookkeeping inside the block (`left_out_of_peak`: a training run's best-weights copy, its checkpoints) is not
+counted. Memory freed by one configuration may stay in the allocator and hide the next one's growth, which is why
+every configuration runs in its own worker process.
 Latency: wall time per batch (CUDA events on a GPU), reported as total, p50, p90 and throughput.
 Energy: codecarbon's offline tracker (extra `energy`; no network) in its process mode: kWh and g CO2-eq of the block
 for this process and its children, not the whole machine (other runs on it are not counted). Without RAPL it
@@ -32,6 +33,9 @@ class MemoryResult:
     """Peak memory of the tracked block, MB (2**20 bytes)."""
     kind: str = ""
     """What the figure is: `cpu-peak-rss-delta` or `cuda-max-memory-allocated`."""
+    device: str = "cpu"
+    peaks: list = field(default_factory=list)
+    """Peaks (bytes) read where bookkeeping began (`left_out_of_peak`); the figure is the largest peak outside it."""
 
 
 def _reset_peak_rss() -> None:
@@ -102,13 +106,35 @@ def release_freed_memory() -> None:
         pass
 
 
+def _peak_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    return _peak_rss_bytes()
+
+
+@contextlib.contextmanager
+def left_out_of_peak(memory: MemoryResult) -> Iterator[None]:
+    """Bookkeeping inside a `track_memory` block that is not the measured work (copying the best weights aside,
+    writing a checkpoint): the peak so far is kept, and what the block allocates and frees again is not counted.
+    What it leaves allocated still counts from then on, so keep big copies off the measured memory."""
+    memory.peaks.append(_peak_bytes(memory.device))
+    try:
+        yield
+    finally:
+        release_freed_memory()
+        restart_peak(memory.device)
+
+
 @contextlib.contextmanager
 def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
     """Measure the peak memory of the block; the yielded result is filled in when the block ends.
 
     On CPU, use a fresh process: memory a previous block freed to the allocator (not the OS) is reused unseen.
     """
-    result = MemoryResult()
+    result = MemoryResult(device=device)
     if device.startswith("cuda"):
         import torch
 
@@ -116,17 +142,14 @@ def track_memory(device: str = "cpu") -> Iterator[MemoryResult]:
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         result.kind = "cuda-max-memory-allocated"
-        yield result
-        torch.cuda.synchronize()
-        result.peak_mb = (torch.cuda.max_memory_allocated() - before) / MB
     else:
         import psutil
 
         _reset_peak_rss()
         before = psutil.Process().memory_info().rss
         result.kind = "cpu-peak-rss-delta"
-        yield result
-        result.peak_mb = (_peak_rss_bytes() - before) / MB
+    yield result
+    result.peak_mb = (max([_peak_bytes(device), *result.peaks]) - before) / MB
 
 
 def percentile(values: list[float], q: float) -> float:
