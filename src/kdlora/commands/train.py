@@ -74,20 +74,28 @@ def _read_config_file(path: str) -> dict:
 
 
 def fill_defaults(values: dict) -> None:
-    """A task from files is called `custom` unless named; an encoder given by --model labels its own family."""
+    """A task from files is called `custom` unless named; an encoder given by --model labels its own family; with
+    --teacher RUN and no --model, the model and its label (unless --family gives one) are the teacher run's."""
     if values.get("train_file") and "task" not in values:
         values["task"] = "custom"
+    if values.get("teacher") and "model" not in values:
+        from kdlora.sources import is_run_folder
+
+        if is_run_folder(values["teacher"]):
+            from kdlora.rundir import load_config
+
+            teacher = load_config(values["teacher"])
+            if teacher.model is not None:
+                values["model"] = teacher.model
+                values.setdefault("family", teacher.family)
+            elif "family" not in values:
+                values["family"] = teacher.family
+                if teacher.tiny and "tiny" not in values:
+                    values["tiny"] = True  # a named family's tiny build is the model too
     if values.get("model") and "family" not in values:
+        from kdlora.families import model_label
+
         values["family"] = model_label(values["model"])
-
-
-def model_label(model: str) -> str:
-    """A short name for a hub name or folder: `bert-base-uncased`, `my-teacher` (the folder's name)."""
-    from pathlib import Path
-
-    path = Path(model.rstrip("/"))
-    # a weights package's folder is often just `model/`: its parent names it
-    return (path.parent.name if path.name in ("model", "weights") and path.parent.name else path.name) or model
 
 
 def run(args) -> int:
@@ -106,6 +114,8 @@ def run(args) -> int:
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
           f"params train -> {args.out}/metrics.json")
+    if result["positive_label"] is not None:
+        print(f"f1: positive class {result['positive_label']!r} (--positive-label to choose another)")
     if result["lora_targets"]:
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")

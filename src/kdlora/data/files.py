@@ -39,6 +39,8 @@ class FileTaskSpec:
     task_type: str | None = None
     """classification or regression; default: regression when the labels are non-integer numbers."""
     metric: str | None = None
+    positive_label: str | None = None
+    """--metric f1: the class F1 counts as positive (default the second class in sorted order)."""
 
     def files(self) -> dict[str, str]:
         """Split name -> path, for the splits given."""
@@ -53,7 +55,8 @@ class FileTaskSpec:
         return digest.hexdigest()
 
 
-FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric")
+FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric",
+                 "positive_label")
 """The settings (TrainConfig fields, `[tasks.NAME]` keys) that make a task from files."""
 
 
@@ -72,7 +75,7 @@ def spec_of(settings) -> FileTaskSpec | None:
     if not 1 <= len(columns) <= 2 or not all(columns):
         raise UserError(f"--text-columns {settings.text_columns!r}: one column or two separated by a comma")
     return FileTaskSpec(settings.train_file, settings.validation_file, columns, settings.label_column,
-                        settings.test_file, settings.task_type, settings.metric)
+                        settings.test_file, settings.task_type, settings.metric, settings.positive_label)
 
 
 def sha256_of(path: str | Path) -> str:
@@ -204,4 +207,16 @@ def _file_task(name: str, spec: FileTaskSpec, stamps) -> Task:
         raise UserError(f"--metric f1 needs two classes; {spec.train_file} has {len(names)} (use macro_f1)")
     rows = len(read_table(spec.train_file))
     return Task(name, spec.text_columns, 1 if regression else len(names), metric, names, source="files",
-                small_data=rows < SMALL_DATA_ROWS, files=spec)
+                small_data=rows < SMALL_DATA_ROWS, files=spec, positive_class=_positive_class(spec, metric, names))
+
+
+def _positive_class(spec: FileTaskSpec, metric: str, names: tuple[str, ...]) -> int:
+    """The class id binary F1 counts as positive: --positive-label's, else the second in sorted order."""
+    if spec.positive_label is None:
+        return 1
+    if metric != "f1":
+        raise UserError(f"--positive-label {spec.positive_label!r}: only --metric f1 has a positive class")
+    if spec.positive_label not in names:
+        raise UserError(f"--positive-label {spec.positive_label!r}: not a label of {spec.train_file} (its labels: "
+                        f"{', '.join(names)})")
+    return names.index(spec.positive_label)

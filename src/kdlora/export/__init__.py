@@ -21,7 +21,7 @@ from kdlora.files import staged_output, write_manifest
 from kdlora.predict import EXPORT_INFO
 
 FORMATS = ("safetensors", "onnx")
-EXPORT_PRECISIONS = ("fp32", "bf16")
+EXPORT_PRECISIONS = ("fp32", "bf16", "auto")
 QUANTIZATIONS = ("none", "int8")
 
 
@@ -32,14 +32,17 @@ class ExportSettings:
     format: str = "safetensors"
     """safetensors (a plain transformers model) or onnx (ONNX Runtime: predicting needs no torch)."""
     precision: str = "fp32"
-    """Weights' precision: fp32, or bf16 (safetensors; needs a CPU with AVX512-BF16 or AMX)."""
+    """Weights' precision: fp32, or bf16 (safetensors; needs a CPU with AVX512-BF16 or AMX), or auto (bf16 for
+    safetensors where this CPU computes it natively, else fp32; ONNX is fp32 before any quantisation)."""
     quantize: str = "none"
     """int8: ONNX Runtime's dynamic quantisation of the weights (onnx only); none keeps the precision's weights."""
 
     def validate(self) -> ExportSettings:
         """One UserError for a form kdlora cannot write or this machine cannot score; returns self."""
-        from kdlora.precision import check_precision
+        from kdlora.precision import AUTO, check_precision, resolve_precision
 
+        if self.precision == AUTO:
+            self.precision = "fp32" if self.format == "onnx" else resolve_precision(AUTO, "cpu")
         for name, allowed in (("format", FORMATS), ("precision", EXPORT_PRECISIONS), ("quantize", QUANTIZATIONS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name}: unknown {getattr(self, name)!r} (choose from {', '.join(allowed)})")
