@@ -33,7 +33,7 @@ name = "tiny-search"
 [train]
 tasks = ["sst2"]
 families = ["bert"]
-methods = ["lora"]
+methods = ["kd-lora"]
 [train.params]
 tiny = true
 data_dir = "{DATA / 'sst2'}"
@@ -114,7 +114,7 @@ def test_the_sweep_command_searches_and_report_takes_the_top_k_median_of_its_tri
 
 
 def test_a_run_below_the_median_of_earlier_trials_is_pruned_and_stored_done_with_its_best_state(tmp_path, capsys):
-    """Five earlier trials scored 1.0 at every evaluation: the tiny run's first evaluation (0.5) is below."""
+    """Five earlier trials scored 1.0 at every evaluation: the tiny student's first evaluation (0.5) is below."""
     import optuna
 
     experiment = parse_experiment(TINY)
@@ -130,10 +130,12 @@ def test_a_run_below_the_median_of_earlier_trials_is_pruned_and_stored_done_with
     summary = _search(tmp_path / "t.db", TINY, REAL)
     assert summary.states == {"complete": 5, "pruned": 1}
     with Store(tmp_path / "t.db") as store:
-        (run,) = store.runs()
-    # 24 training rows at batch 8 are 3 steps; pruned at the first evaluation
-    assert run.status == "done" and "pruned" in run.flags and run.result["steps"] == 1
-    assert run.result["history"] == [{"epoch": 1, "step": 1, "score": 0.5}]
+        (teacher,), (student,) = store.runs(method="fft"), store.runs(method="kd-lora")
+    # 24 training rows at batch 8 are 3 steps: the student is pruned at its first evaluation, its FFT teacher
+    # (not searched) trains them all
+    assert student.status == "done" and "pruned" in student.flags and student.result["steps"] == 1
+    assert student.result["history"] == [{"epoch": 1, "step": 1, "score": 0.5}]
+    assert teacher.status == "done" and "pruned" not in teacher.flags and teacher.result["steps"] == 3
     assert "-> pruned" in capsys.readouterr().err
 
 

@@ -170,7 +170,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
                 best_state.keep([(name, saved[name]) for name, _ in trainable])
     resumed_at = at.step
     # inside a hyper-parameter search (`kdlora.sweep_search`): each evaluation goes to the trial, which may prune
-    prune_check = pruning_check(config.key(accelerator.num_processes))
+    prune_check = pruning_check(run_dir)
     pruned_at = None
     tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
 

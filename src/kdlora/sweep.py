@@ -183,6 +183,11 @@ def runs_dir_for(db_path: str | Path) -> Path:
     return db_path.with_name(db_path.stem + "-runs")
 
 
+def run_folder(runs_dir: str | Path, spec: RunSpec) -> Path:
+    """The run folder of `spec` under `runs_dir`: `<kind>-<key prefix>`."""
+    return Path(runs_dir) / f"{spec.kind}-{spec.key[:16]}"
+
+
 class Driver:
     """The executors' view of a sweep: it resolves teachers and alone writes the store."""
 
@@ -196,7 +201,7 @@ class Driver:
         """The teacher each prepared distilling run got (selection, key, score, candidates), by its key."""
 
     def out_dir(self, spec: RunSpec) -> Path:
-        return self.runs_dir / f"{spec.kind}-{spec.key[:16]}"
+        return run_folder(self.runs_dir, spec)
 
     def prepare(self, spec: RunSpec) -> tuple[dict | None, dict | None]:
         """(config to run with, None) — or (None, a failed result) when its teacher is not done."""

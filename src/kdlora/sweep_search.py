@@ -35,7 +35,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 
 TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
-"""JSON (storage, study, trial id, run key) that tells a training run which trial to report its evaluations to."""
+"""JSON (storage, study, trial id, run folder) that tells a training run which trial to report its evaluations to."""
 SEARCH_KEYS = ("low", "high", "log", "step")
 NOT_SEARCHED = ("task", "family", "method", "seed", "teacher")
 """Settings the grid sets (rank is searched: it replaces `[train] ranks`)."""
@@ -188,13 +188,14 @@ def _pruner(prune: bool):
 
 
 @contextmanager
-def _reporting_to(trial_id: int, storage: str, study: str, run_key: str | None, prune: bool):
-    """Tell the searched run (by key) which trial its evaluations go to, through the environment its process
-    inherits (a Ray task gets it forwarded)."""
+def _reporting_to(trial_id: int, storage: str, study: str, run_dir: Path | None, prune: bool):
+    """Tell the searched run (by its folder: a KD-LoRA run's own key names its teacher's path, not the store's
+    `run:` key) which trial its evaluations go to, through the environment its process inherits (a Ray task gets
+    it forwarded)."""
     previous = os.environ.get(TRIAL_ENV)
-    if run_key is not None:
+    if run_dir is not None:
         os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
-                                            "run_key": run_key, "prune": prune})
+                                            "run_dir": str(Path(run_dir).resolve()), "prune": prune})
     try:
         yield
     finally:
@@ -204,14 +205,14 @@ def _reporting_to(trial_id: int, storage: str, study: str, run_key: str | None, 
             os.environ[TRIAL_ENV] = previous
 
 
-def pruning_check(run_key: str):
+def pruning_check(run_dir: str | Path):
     """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
     outside a search (or for a run the trial does not search, such as its FFT teacher)."""
     text = os.environ.get(TRIAL_ENV)
     if not text:
         return None
     where = json.loads(text)
-    if where["run_key"] != run_key:
+    if where["run_dir"] != str(Path(run_dir).resolve()):
         return None
     optuna = _optuna()
     study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=_pruner(where["prune"]))
@@ -251,7 +252,7 @@ def _shown(value) -> str:
 def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
                runs_dir=None, progress: bool = True) -> SearchSummary:
     """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
-    from kdlora.sweep import expand, run_sweep
+    from kdlora.sweep import expand, run_folder, run_sweep, runs_dir_for
 
     if experiment.train is None or experiment.search is None:
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
@@ -269,7 +270,8 @@ def run_search(experiment, store, executor, backends, trials: int, seed: int = 0
         trial_exp = trial_experiment(experiment, point)
         specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
         trial.set_user_attr("run_keys", [s.key for s in specs])
-        reporter = specs[0].key if len(specs) == 1 else None  # several runs would report over each other
+        # one searched run reports its evaluations; several would report over each other
+        reporter = run_folder(runs_dir or runs_dir_for(store.path), specs[0]) if len(specs) == 1 else None
         with _reporting_to(trial._trial_id, storage, name, reporter, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]

@@ -1,4 +1,5 @@
-"""A task from the user's own files: CSV, TSV, JSONL or Parquet, with chosen text and label columns.
+"""A task from the user's own files: CSV, TSV, JSONL or Parquet (read by `kdlora.data.tables`), with chosen text
+and label columns.
 
 The training file decides the task: its label column's distinct values, sorted (numbers by value, text
 alphabetically), are the classes 0..K-1 and their names; a regression task's labels are numbers. Every other
@@ -9,19 +10,17 @@ file never saw, a regression label that is not a number.
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.data.examples import Examples
+from kdlora.data.tables import is_empty, read_table, texts_of
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
 
-FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSONL", ".parquet": "Parquet"}
 TASK_TYPES = ("classification", "regression")
 METRICS = ("accuracy", "macro_f1", "f1", "mcc", "pearson_spearman")
 MAX_INT_CLASSES = 1000
@@ -90,72 +89,11 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_table(path: str | Path):
-    """The file as a pandas DataFrame of strings (format by suffix); a file that does not parse is a UserError."""
-    import pandas as pd
-
-    path = Path(path)
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise UserError(f"{path}: unknown file type {path.suffix!r} (use .csv, .tsv, .jsonl or .parquet)")
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        if kind == "Parquet":
-            try:
-                import pyarrow  # noqa: F401 - pandas reads Parquet through it
-            except ImportError:
-                raise UserError(f"{path}: reading Parquet needs pyarrow: pip install pyarrow") from None
-            frame = pd.read_parquet(path)
-        elif kind == "JSONL":
-            frame = pd.DataFrame.from_records(_json_lines(path))
-        else:
-            # a TSV has no quoting (as GLUE's): a text that starts with `"` is text, not a quoted field that
-            # swallows the rows up to the next `"`
-            frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
-                                encoding="utf-8-sig", quoting=csv.QUOTE_NONE if kind == "TSV" else csv.QUOTE_MINIMAL)
-    except UserError:
-        raise
-    except Exception as exc:  # pandas raises many types; the message names the line where it has one
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{path}: cannot parse as {kind}: {reason}") from None
-    frame.columns = [str(c) for c in frame.columns]
-    return frame
-
-
-def _json_lines(path: Path) -> list[dict]:
-    """One JSON object per non-blank line; a bad line is a UserError naming its row."""
-    rows = []
-    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    for row, line in enumerate(lines, start=1):
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: row {row}: cannot parse as JSONL: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(value, dict):
-            raise UserError(f"{path}: row {row}: cannot parse as JSONL: expected an object, got {value!r:.40}")
-        rows.append(value)
-    return rows
-
-
-def _is_empty(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == ""
-
-
 def _columns(frame, path, spec: FileTaskSpec, labelled: bool) -> None:
     wanted = [*spec.text_columns, spec.label_column] if labelled else list(spec.text_columns)
     for column in wanted:
         if column not in frame.columns:
             raise UserError(f"{path}: header row, column {column!r}: no such column (has: {', '.join(frame.columns)})")
-
-
-def _texts(frame, path, spec: FileTaskSpec) -> list[tuple[str, ...]]:
-    columns = [frame[c].tolist() for c in spec.text_columns]
-    for name, values in zip(spec.text_columns, columns, strict=True):
-        for row, value in enumerate(values, start=1):
-            if _is_empty(value):
-                raise UserError(f"{path}: row {row}, column {name!r}: empty text")
-    return [tuple(str(v) for v in row) for row in zip(*columns, strict=True)]
 
 
 def _number(value, path, row: int, column: str) -> float:
@@ -183,7 +121,7 @@ def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
     _columns(frame, path, spec, labelled=True)
     raw = frame[spec.label_column].tolist()
     for row, value in enumerate(raw, start=1):
-        if _is_empty(value):
+        if is_empty(value):
             raise UserError(f"{path}: row {row}, column {spec.label_column!r}: empty label")
     if not raw:
         raise UserError(f"{path}: no data rows")
@@ -227,11 +165,11 @@ def load_file_split(spec: FileTaskSpec, split: str, label_names: tuple[str, ...]
         raise UserError(f"this task has no {split} file (pass --{split}-file)")
     frame = read_table(path)
     _columns(frame, path, spec, labelled=True)
-    texts = _texts(frame, path, spec)
+    texts = texts_of(frame, path, spec.text_columns)
     index = {name: i for i, name in enumerate(label_names)}
     labels = []
     for row, value in enumerate(frame[spec.label_column].tolist(), start=1):
-        if _is_empty(value):
+        if is_empty(value):
             raise UserError(f"{path}: row {row}, column {spec.label_column!r}: empty label")
         if regression:
             labels.append(_number(value, path, row, spec.label_column))

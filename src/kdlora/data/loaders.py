@@ -1,16 +1,17 @@
-"""Load a task's split as `Examples`: from the hub, a local GLUE TSV folder, CSV/JSONL files, or the snippets.
+"""Load a task's split as `Examples`: from the hub, a local GLUE TSV folder, CSV/JSONL/Parquet files (all read by
+`kdlora.data.tables`), or the snippets.
 
 Ids are row numbers in the full split (see `kdlora.data.examples`).
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from kdlora.data.examples import Examples
 from kdlora.data.files import load_file_split
 from kdlora.data.snippets import load_snippets
+from kdlora.data.tables import is_empty, read_rows, read_table, texts_of
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
 
@@ -62,7 +63,8 @@ def _load_hub(task: Task, split: str) -> Examples:
 def _local_candidates(task: Task, split: str, root: Path) -> list[Path]:
     glue_name = (task.tsv.get("names") or {}).get(split) or {"validation": "dev"}.get(split, split)
     folders = [root, root / GLUE_DIRS.get(task.name, task.name)]
-    names = [f"{glue_name}.tsv", f"{split}.csv", f"{split}.jsonl", f"{glue_name}.csv", f"{glue_name}.jsonl"]
+    names = [f"{glue_name}.tsv", *(f"{name}.{suffix}" for name in dict.fromkeys((split, glue_name))
+                                   for suffix in ("csv", "jsonl", "parquet"))]
     return [folder / name for folder in folders for name in names]
 
 
@@ -73,7 +75,7 @@ def _load_local(task: Task, split: str, root: Path) -> Examples:
         if path.is_file():
             return _read_tsv(task, path) if path.suffix == ".tsv" else _read_named_columns(task, path)
     raise UserError(f"{root}: no {split} file for task {task.name} (looked for train.tsv/dev.tsv, "
-                    f"{split}.csv or {split}.jsonl)")
+                    f"{split}.csv, {split}.jsonl or {split}.parquet)")
 
 
 def _label_value(task: Task, raw: str, path: Path, row: int) -> float:
@@ -83,17 +85,16 @@ def _label_value(task: Task, raw: str, path: Path, row: int) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise UserError(f"{path}: row {row}: label {raw!r} is not one of the task's labels") from None
+        raise UserError(f"{path}: row {row}, column 'label': label {raw!r} is not one of the task's labels"
+                        ) from None
 
 
 def _read_tsv(task: Task, path: Path) -> Examples:
-    """An original GLUE TSV file (no quoting; CoLA has no header row and positional columns; MRPC's files begin
-    with a byte-order mark, hence utf-8-sig)."""
+    """An original GLUE TSV file (no quoting; CoLA has no header row and positional columns)."""
     spec = task.tsv
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = read_rows(path)
     if spec["header"]:
-        header, rows = rows[0], rows[1:]
+        header, rows = (rows[0] if rows else []), rows[1:]
         wanted = [*spec["texts"], spec["label"]]
         missing = [c for c in wanted if c not in header]
         if missing:
@@ -102,7 +103,7 @@ def _read_tsv(task: Task, path: Path) -> Examples:
     else:
         positions = [*spec["texts"], spec["label"]]
     ids, texts, labels = [], [], []
-    for row_number, row in enumerate(rows, start=2 if spec["header"] else 1):
+    for row_number, row in enumerate(rows, start=1):
         if len(row) <= max(positions):
             continue  # GLUE's QQP/MNLI files hold a few broken lines; the hub drops them too
         ids.append(len(ids))
@@ -112,17 +113,16 @@ def _read_tsv(task: Task, path: Path) -> Examples:
 
 
 def _read_named_columns(task: Task, path: Path) -> Examples:
-    """A CSV or JSONL file whose columns are the task's text fields (hub names) and `label`."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_json(path, lines=True) if path.suffix == ".jsonl" else pd.read_csv(path)
-    except ValueError as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from None
+    """A CSV, JSONL or Parquet file whose columns are the task's text fields (hub names) and `label`."""
+    frame = read_table(path)
     missing = [c for c in (*task.text_fields, "label") if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)} for task {task.name} "
                         f"(has: {', '.join(map(str, frame.columns))})")
-    texts = list(zip(*(frame[c].astype(str).tolist() for c in task.text_fields), strict=True))
-    labels = [_label_value(task, str(v), path, i + 2) for i, v in enumerate(frame["label"].tolist())]
+    texts = texts_of(frame, path, task.text_fields)
+    labels = []
+    for row, value in enumerate(frame["label"].tolist(), start=1):
+        if is_empty(value):
+            raise UserError(f"{path}: row {row}, column 'label': empty label")
+        labels.append(_label_value(task, str(value).strip(), path, row))
     return Examples(list(range(len(frame))), texts, labels, str(path))
