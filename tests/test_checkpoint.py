@@ -56,6 +56,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     weights_a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
     weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert weights_a.keys() == weights_b.keys()
+    # exact on any CPU: the resumed run trains the same batches in the same order, one thread, as the whole one
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
     # a sweep reruns an interrupted run through its backend, which resumes from the checkpoint it finds
@@ -101,3 +102,23 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(UserError, match="written by another config"):
         resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())
 
+
+
+def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
+    # a checkpoint as two processes write it: an RNG state per process, and the count in the saved position
+    run_training(tiny_config(method="lora", epochs=1, save_checkpoints=True), tmp_path, progress=False)
+    for folder in (tmp_path / "checkpoints" / "last", tmp_path / "checkpoints" / "best"):
+        shutil.copy(folder / "random_states_0.pkl", folder / "random_states_1.pkl")
+        for path in folder.glob("custom_checkpoint_*.pkl"):
+            state = torch.load(path, weights_only=False)
+            if isinstance(state, dict) and "run_key" in state:
+                torch.save({**state, "num_processes": 2}, path)
+    before = (tmp_path / "metrics.json").read_bytes()
+    code = main(["train", "--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu",
+                 "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3", "--data-dir", str(DATA / "sst2"),
+                 "--save-checkpoints", "--resume", "--quiet", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert (f"{tmp_path / 'checkpoints' / 'last'} was written by 2 training process(es), this run has 1: resume "
+            "with `accelerate launch --num_processes 2`") in err
+    assert (tmp_path / "metrics.json").read_bytes() == before

@@ -27,7 +27,8 @@ torch.set_num_threads(1)
 DAMAGES = ("delete", "truncate", "empty", "garble")
 TOKENIZER = ["tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
 ADAPTER_RUN = ["metrics.json", "run.json", "adapter/README.md", "adapter/adapter_config.json",
-               "adapter/adapter_model.safetensors", "base/config.json", "base/model.safetensors", *TOKENIZER]
+               "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
+               "base/config.json", "base/model.safetensors", *TOKENIZER]
 FILES = {
     "fft": ["metrics.json", "run.json", "model/config.json", "model/model.safetensors", *TOKENIZER],
     "lora": ADAPTER_RUN,
@@ -42,6 +43,9 @@ READERS = {"fft": ("predict", "export", "teacher"), "lora": ("predict", "export"
 TRAIN = ["train", "--task", "sst2", "--family", "bert", "--method", "kd-lora", "--tiny", "--data-dir",
          str(DATA / "sst2"), "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--learning-rate", "1e-3",
          "--quiet"]
+RECOMPUTED_RTOL, RECOMPUTED_ATOL = 1e-4, 1e-5
+"""Logits recomputed in another batch composition agree to this (fp32 sums of a tiny model's few hundred products
+differ in their last bits, about 1e-7 relative each, on CPUs whose kernels depend on the batch's shape)."""
 SMALL = Path(__file__).parent / "data" / "sweep" / "small.toml"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +70,7 @@ def test_the_cases_cover_every_file_kdlora_writes(pristine):
                          if p.is_file())
         assert written == sorted(names), folder
     assert [p.name for p in (pristine / "cache").rglob("*") if p.is_file()] != []
-    assert len(RUN_CASES) == (6 * 3 + 9 * 2 + 9 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
+    assert len(RUN_CASES) == (6 * 3 + 11 * 2 + 11 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
 
 
 @pytest.mark.parametrize("folder, name, how, command", RUN_CASES,
@@ -104,10 +108,14 @@ def test_a_damaged_teacher_logit_cache_is_recomputed_with_a_line(pristine, tmp_p
     else:
         assert len(lines) == 1 and lines[0].startswith(f"teacher-logit cache {cached} is damaged (")
         assert lines[0].endswith("): recomputing")
-    # the cache holds the teacher's logits again: those the pristine cache held for the same examples
+    # the cache holds the teacher's logits again: those the pristine cache held for the same examples, within
+    # fp32 rounding: the pristine cache ran every training example (other batches, other padding), this one 4, and
+    # oneDNN's fp32 kernels on AVX-512 and AMX CPUs are not batch-invariant in the last bits (AVX2 ones happen to be)
     new, old = load_file(cached), load_file(next((pristine / "cache").rglob("*.safetensors")))
     rows = dict(zip(old["ids"].tolist(), old["logits"], strict=True))
-    assert len(new["ids"]) == 4 and torch.equal(torch.stack([rows[i] for i in new["ids"].tolist()]), new["logits"])
+    assert len(new["ids"]) == 4
+    torch.testing.assert_close(new["logits"], torch.stack([rows[i] for i in new["ids"].tolist()]), rtol=RECOMPUTED_RTOL,
+                               atol=RECOMPUTED_ATOL)
     assert snapshot(pristine / "fft") == teacher
 
 

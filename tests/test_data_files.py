@@ -8,7 +8,9 @@ import pytest
 from kdlora.cli import main
 from kdlora.config import TrainConfig
 from kdlora.data.files import FileTaskSpec, file_task, load_file_split
+from kdlora.data.loaders import load_split
 from kdlora.errors import UserError
+from kdlora.metrics import compute_metrics
 
 ROWS = [("a good film", "pos"), ("a bad film", "neg"), ("it is not good", "neutral"), ("very good", "pos")]
 
@@ -120,3 +122,50 @@ def test_incomplete_file_settings(tmp_path, capsys):
     code = main(["train", "--task", "sst2", "--label-column", "y", "--family", "bert", "--method", "fft",
                  "--out", str(tmp_path / "run")])
     assert code == 2 and "--label-column needs --train-file" in capsys.readouterr().err
+
+
+def test_a_tsv_text_that_starts_with_a_quote_stays_one_row(tmp_path):
+    # a TSV has no quoting (GLUE's neither): with CSV quoting rows 1-3 merged into one text, with no error
+    rows = [('"great" is the word', "pos"), ("a bad film", "neg"), ('"so-so', "neutral"), ('very "good"', "pos")]
+    train = tmp_path / "train.tsv"
+    train.write_text("review\tsentiment\n" + "".join(f"{text}\t{label}\n" for text, label in rows), encoding="utf-8")
+    task = file_task("quotes", FileTaskSpec(str(train), str(train), ("review",), "sentiment"))
+    examples = load_split(task, "train")
+    assert examples.texts == [(text,) for text, _ in rows]
+    assert examples.labels == [2.0, 0.0, 1.0, 2.0]
+
+
+BINARY = [("a good film", "pos"), ("a bad film", "neg"), ("very good", "pos"), ("very bad", "neg")]
+
+
+def test_f1_counts_the_positive_label_it_is_given_and_says_which(tmp_path):
+    train = write(tmp_path / "train.csv", BINARY)
+    labels, predictions = [0, 0, 0, 1], [0, 0, 1, 1]  # 0 = neg, 1 = pos (sorted)
+    default = file_task("r", FileTaskSpec(str(train), str(train), ("review",), "sentiment", metric="f1"))
+    assert default.positive_label == "pos"  # the second label in sorted order
+    # pos: 1 true positive, 1 false positive, no false negative: F1 = 2 * 1 / (2 * 1 + 1 + 0)
+    assert compute_metrics(default, predictions, labels)["f1"] == pytest.approx(2 / 3)
+    neg = file_task("r", FileTaskSpec(str(train), str(train), ("review",), "sentiment", metric="f1",
+                                      positive_label="neg"))
+    assert neg.positive_label == "neg"
+    # neg: 2 true positives, no false positive, 1 false negative: F1 = 2 * 2 / (2 * 2 + 0 + 1)
+    assert compute_metrics(neg, predictions, labels)["f1"] == pytest.approx(4 / 5)
+
+
+def test_the_train_output_names_f1s_positive_class(tmp_path, capsys):
+    train = write(tmp_path / "train.csv", BINARY)
+    code = main(["train", "--train-file", str(train), "--validation-file", str(train), "--text-columns", "review",
+                 "--label-column", "sentiment", "--family", "bert", "--tiny", "--method", "fft", "--device", "cpu",
+                 "--epochs", "1", "--quiet", "--metric", "f1", "--positive-label", "neg", "--out",
+                 str(tmp_path / "run")])
+    assert code == 0
+    assert "f1: positive class 'neg' (--positive-label to choose another)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["positive_label"] == "neg"
+
+
+def test_a_positive_label_that_is_not_a_label_or_without_f1(tmp_path, capsys):
+    train = write(tmp_path / "train.csv", BINARY)
+    err = _train(tmp_path, capsys, train, train, "--metric", "f1", "--positive-label", "good")
+    assert f"--positive-label 'good': not a label of {train} (its labels: neg, pos)" in err
+    err = _train(tmp_path, capsys, train, train, "--positive-label", "neg")
+    assert "--positive-label 'neg': only --metric f1 has a positive class" in err

@@ -132,7 +132,8 @@ def test_another_data_folder_with_as_many_rows_gets_its_own_teacher_logits(teach
     assert table.source == "cache"  # what the KD run on the second folder computed and cached
     model, tokenizer = load_model(teacher_run, merged=True), load_tokenizer(teacher_run)
     direct = predict_logits(model, encode(examples, tokenizer, tiny_config().max_length), tokenizer)
-    assert torch.equal(table.lookup(torch.tensor(examples.ids)), direct)  # same rows, same batches: bit for bit
+    # one computation twice (the same rows in the same batches of 64, the same kernels): bit for bit on any CPU
+    assert torch.equal(table.lookup(torch.tensor(examples.ids)), direct)
     original = predict_logits(model, encode(load_split(get_task("sst2"), "train", first), tokenizer,
                                             tiny_config().max_length), tokenizer)
     assert not torch.equal(direct, original)  # the stale rows would have been wrong

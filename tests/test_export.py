@@ -184,3 +184,19 @@ def test_onnx_graph_of_every_architecture_keeps_batch_and_length_dynamic(tmp_pat
     exported = session.run(["logits"], {n: batch[n].numpy() for n in names})[0]
     with torch.no_grad():
         assert np.abs(exported - model(**{n: batch[n] for n in names}).logits.numpy()).max() < 1e-4
+
+
+def test_export_scores_the_dev_subset_training_scored(tmp_path, monkeypatch):
+    """Finding: with max_eval_samples, export subsampled dev with the run's seed, training with DEV_SUBSET_SEED."""
+    from kdlora.predict import TorchPredictor
+    from kdlora.train import load_data
+
+    config = tiny_config(method="lora", max_eval_samples=4, seed=7)
+    run_training(config, tmp_path / "run", progress=False)
+    scored, logits = [], TorchPredictor.logits
+    monkeypatch.setattr(TorchPredictor, "logits", lambda self, texts: scored.append(list(texts)) or logits(self, texts))
+    saved = export_run(tmp_path / "run", tmp_path / "out", ExportSettings())
+    dev = list(load_data(config, get_task("sst2"))["validation"].texts)  # 4 of the fixture's 10: training's
+    assert scored == [dev, dev]  # the run's model, then the exported one
+    assert saved["dev_examples"] == 4
+    assert saved["reference_accuracy"] == json.loads((tmp_path / "run" / "metrics.json").read_text())["score"]

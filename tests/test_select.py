@@ -28,6 +28,25 @@ def test_top_k_median_is_the_median_of_the_k_best_configurations():
     assert few.selected == 2 and few.median == pytest.approx((0.81 + 0.82) / 2)
 
 
+def test_a_lora_cell_ranks_all_its_configurations_over_every_rank():
+    """Finding: cells were (task, family, method, rank): a LoRA cell of paper.toml ranked 8 configurations, not 24."""
+    # the paper's LoRA grid: ranks 8, 16, 32 x 8 configurations, one seed; rank r's configuration i scores
+    # 0.80 + i / 100 + r / 1000. The best six: r32 i7 .902, r32 i6 .892, r16 i7 .886, r32 i5 .882, r8 i7 .878,
+    # r16 i6 .876: their median (.886 + .882) / 2
+    grid = [rec("rte", "bert", "lora", r, 42, 0.80 + i / 100 + r / 1000, configuration=f"r{r}c{i}",
+                config={"rank": r, "lora_alpha": i}) for r in (8, 16, 32) for i in range(8)]
+    configurations = aggregate(grid)
+    assert len(configurations) == 24 and {a.configurations for a in configurations} == {24}
+    [cell] = select(configurations, "top-k-median", k=6)
+    assert cell.configurations == 24 and cell.selected == 6 and cell.ranks == [8, 16, 32] and cell.rank is None
+    assert cell.median == pytest.approx((0.886 + 0.882) / 2)
+    [best] = select(configurations)  # median: the one best configuration of the 24
+    assert (best.configuration, best.rank, best.ranks, best.configurations) == ("r32c7", 32, [32], 24)
+    table = table_i([cell])
+    assert table.ranks == {"BERT-base LoRA": [8, 16, 32]} and table.rows[0][2]["BERT-base LoRA"] == \
+        pytest.approx(88.4)
+
+
 def test_bad_selection_settings_are_user_errors():
     with pytest.raises(UserError, match="--select-epoch: 'first' is not one of best, last"):
         Selection(select_epoch="first").validate()

@@ -112,10 +112,31 @@ def test_cli_config_file_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "run.yaml").write_text("task: sst2\nfamily: bert\nmethod: lora\nrnak: 8\n")
     assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("kdlora train: error: config: unknown key 'rnak'") and err.count("\n") == 1
+    assert err.startswith(f"kdlora train: error: {tmp_path / 'run.yaml'}: unknown key 'rnak'") and err.count("\n") == 1
     assert main(["train", "--family", "bert", "--method", "lora", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == "kdlora train: error: --task is required\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_config_file_in_toml_takes_train_params_keys_and_flags_win(tmp_path, capsys):
+    from kdlora.cli import main
+
+    data = tiny_config().data_dir
+    (tmp_path / "run.toml").write_text(f'''task = "sst2"\nfamily = "bert"\nmethod = "lora"\ntiny = true
+data_dir = "{data}"\ndevice = "cpu"\nepochs = 1\nrank = 4\nlora_alpha = 8\nlearning_rate = 3e-4\nseed = 7\n''')
+    assert main(["train", "--config", str(tmp_path / "run.toml"), "--seed", "9", "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    config = json.loads((tmp_path / "out" / "metrics.json").read_text())["config"]
+    assert (config["rank"], config["lora_alpha"], config["learning_rate"], config["seed"]) == (4, 8, 3e-4, 9)
+    capsys.readouterr()
+    (tmp_path / "grid.toml").write_text('task = "sst2"\nlearning_rate = [1e-4, 3e-4]\n')
+    assert main(["train", "--config", str(tmp_path / "grid.toml"), "--out", str(tmp_path / "out2")]) == 2
+    assert capsys.readouterr().err == (f"kdlora train: error: {tmp_path / 'grid.toml'}: learning_rate = [0.0001, "
+                                       "0.0003] is not a single value (one run takes one)\n")
+    (tmp_path / "bad.toml").write_text('task = "sst2\n')
+    assert main(["train", "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out2")]) == 2
+    assert capsys.readouterr().err.startswith(f"kdlora train: error: {tmp_path / 'bad.toml'}: not valid TOML")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_tiny_model_learns_the_toy_task_and_early_stopping_ends_it(tmp_path):

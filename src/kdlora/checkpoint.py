@@ -6,9 +6,9 @@
 Each holds the trainable weights only (`model.safetensors`; a resumed run rebuilds the frozen rest and loads these
 non-strictly), the optimiser, the LR scheduler, every RNG state accelerate knows, and `Position`: where in the data
 the run stood and what it had seen (history, best evaluation, patience count). That is enough for a resumed run to
-end exactly as an uninterrupted one. A new best is written before `last`, and each folder is written beside its
-place and renamed into it, so a kill at any moment leaves checkpoints that agree: resume from whichever is further
-along, and take the best weights from `best`.
+end exactly as an uninterrupted one, on as many training processes as wrote it (another count is refused). A new
+best is written before `last`, and each folder is written beside its place and renamed into it, so a kill at any
+moment leaves checkpoints that agree: resume from whichever is further along, and take the best weights from `best`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class Position:
 
     run_key: str = ""
     """The run's config key: a checkpoint resumes only the run that wrote it."""
+    num_processes: int = 1
+    """Training processes that wrote it: the data position, RNG states and optimiser are per process, so a
+    checkpoint resumes only on as many."""
     epoch: int = 1
     """The epoch in progress (1-based)."""
     batch: int = 0
@@ -100,18 +103,26 @@ def _saved_position(folder: Path) -> dict | None:
     return None
 
 
-def resume_source(run_dir: str | Path, run_key: str) -> Path:
-    """The checkpoint to resume from: `last`, or `best` where a kill left it further along. UserError if none."""
+def resume_source(run_dir: str | Path, run_key: str, num_processes: int | None = None) -> Path:
+    """The checkpoint to resume from: `last`, or `best` where a kill left it further along. UserError if none, if
+    another config wrote it, or (given `num_processes`) if another number of training processes did."""
     root = checkpoint_dir(run_dir)
     found = [(state["step"], folder) for folder in (root / "last", root / "best")
              if folder.is_dir() and (state := _saved_position(folder)) is not None]
     if not found:
         raise UserError(f"--resume: no checkpoint in {root} (train with --save-checkpoints first)")
     step, folder = max(found, key=lambda item: item[0])
-    key = _saved_position(folder)["run_key"]
+    saved = _saved_position(folder)
+    key = saved["run_key"]
     if key != run_key:
         raise UserError(f"--resume: {folder} was written by another config (key {key[:12]}, this run "
                         f"{run_key[:12]}): use the same settings, or a fresh --out")
+    # checkpoints from before Position kept the count: accelerate writes one RNG state file per process
+    written_by = saved.get("num_processes") or max(1, len(list(folder.glob("random_states_*.pkl"))))
+    if num_processes is not None and written_by != num_processes:
+        raise UserError(f"--resume: {folder} was written by {written_by} training process(es), this run has "
+                        f"{num_processes}: resume with `accelerate launch --num_processes {written_by}`, or a "
+                        "fresh --out")
     return folder
 
 

@@ -35,6 +35,16 @@ DEFAULT_LEARNING_RATES = {
 OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
 """TrainConfig fields that watch a run without changing what it computes: not part of its key."""
 
+LATER_FIELDS = {"positive_label": None}
+"""TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
+key, so the runs stored before keep theirs."""
+
+
+def keyed_settings(values: dict) -> dict:
+    """A config dict less what is not part of a run's key (`OBSERVERS`, `LATER_FIELDS` at their defaults)."""
+    return {k: v for k, v in values.items()
+            if k not in OBSERVERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
 
 @dataclass
 class TrainConfig:
@@ -122,6 +132,9 @@ class TrainConfig:
     metric: str | None = None
     """Headline metric: accuracy, macro_f1, f1, mcc (classification) or pearson_spearman (regression); default
     accuracy (macro-F1 reported too) or pearson_spearman."""
+    positive_label: str | None = None
+    """--metric f1: the class F1 counts as positive (default: the second label in sorted order, e.g. `1` of 0/1,
+    `pos` of neg/pos); the output names it."""
     precision: str = "fp32"
     """fp32, or bf16 / fp16 mixed precision (accelerate's autocast; master weights, loss and KD softmax stay fp32).
     fp16 needs CUDA; bf16 a GPU or CPU with bf16 units (AVX512-BF16 or AMX). auto: bf16 where the device computes
@@ -227,7 +240,7 @@ class TrainConfig:
         """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
         (edited data is a new run; the same data elsewhere is not). What only watches a run (checkpoints kept,
         trackers, energy) is left out: the same run watched differently is the same run."""
-        values = {k: v for k, v in self.to_dict().items() if k not in OBSERVERS}
+        values = keyed_settings(self.to_dict())
         spec = self.file_spec()
         if spec is not None:
             values = {k: v for k, v in values.items() if not k.endswith("_file")}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kdlora.backends import Backends
 from kdlora.errors import UserError
+from kdlora.sweep_search import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
 
@@ -117,13 +118,18 @@ class RayExecutor:
             try:
                 # a local Ray's workers import this checkout (and test backends) the way the driver does; a
                 # cluster's workers need kdlora installed
-                names = ("PYTHONPATH", "KDLORA_BACKENDS") if self.address is None else ("KDLORA_BACKENDS",)
-                env = {k: os.environ[k] for k in names if k in os.environ}
+                env = self._env()
                 ray.init(address=self.address, runtime_env={"env_vars": env} if env else None,
                          log_to_driver=False, include_dashboard=False)
             except ConnectionError as exc:
                 raise UserError(f"cannot reach a Ray cluster at {self.address}: {exc}") from None
         return ray
+
+    def _env(self) -> dict:
+        """The variables a worker needs as the driver has them now: test backends, a search's trial and, for a
+        local Ray, this checkout's path (a cluster's workers need kdlora installed)."""
+        names = ("KDLORA_BACKENDS", TRIAL_ENV) + (("PYTHONPATH",) if self.address is None else ())
+        return {k: os.environ[k] for k in names if k in os.environ}
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
         if not specs:
@@ -145,7 +151,10 @@ class RayExecutor:
                         driver.finish(spec, failure)
                         finished.add(spec.key)
                         continue
-                    ref = remote.remote(spec.kind, config, str(driver.out_dir(spec)), backends, False)
+                    # per task: a search's trial changes between sweeps of one Ray session
+                    searching = TRIAL_ENV in os.environ
+                    task = remote.options(runtime_env={"env_vars": self._env()}) if searching else remote
+                    ref = task.remote(spec.kind, config, str(driver.out_dir(spec)), backends, False)
                     in_flight[ref] = spec
                 if not in_flight:
                     continue

@@ -25,6 +25,10 @@ learning_rate = 1e-4
 [bench]                # any `kdlora bench` setting; one bench run per family
 families = ["bert", "roberta", "deberta"]
 
+[search]               # ranges for `kdlora sweep EXP --search optuna` (see kdlora.sweep_search)
+learning_rate = { low = 1e-4, high = 1e-3, log = true }
+rank = [8, 16]
+
 [tasks.reviews]        # a task from your files, used by name in [train] tasks like a built-in one
 train_file = "data/train.csv"   # relative to this file
 validation_file = "data/dev.csv"
@@ -51,6 +55,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method
+from kdlora.sweep_search import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
 GRID_KEYS = ("task", "family", "method", "rank", "seed", "teacher")
@@ -112,6 +117,8 @@ class Experiment:
     """Tasks from files by name: `TrainConfig` file settings (train_file, text_columns, ...), paths absolute."""
     source: str = ""
     """Where it was read from (for messages)."""
+    search: tuple | None = None
+    """`[search]`: the ranges of a hyper-parameter search (`kdlora.sweep_search.Range`s), if any."""
 
 
 BUNDLED = ("default", "paper")
@@ -144,7 +151,7 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{source}: not valid TOML ({exc})") from None
     where = _Where(source)
-    where.check_keys(data, ("name", "description", "train", "bench", "resources", "tasks"), "")
+    where.check_keys(data, ("name", "description", "train", "bench", "resources", "tasks", "search"), "")
     train = data.get("train")
     bench = data.get("bench")
     if train is None and bench is None:
@@ -157,6 +164,7 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
         resources=_resources(data.get("resources", {}), where),
         tasks=_file_tasks(where.table(data, "tasks", "", default={}), where),
         source=source,
+        search=parse_space(where.table(data, "search", ""), source) if "search" in data else None,
     )
 
 

@@ -162,9 +162,7 @@ def model_pair(model: str, student: str | None = None) -> Family:
     the same kinds, or `derive:N` / `derive:I,J,K`; default every other layer); registered for `get_family`."""
     from kdlora.modeling import layers_to_keep, parse_student
 
-    label = Path(model.rstrip("/")).name.removesuffix(".json") or model
-    if label == "config" and Path(model).is_file():
-        label = Path(model).resolve().parent.name
+    label = model_label(model)
     teacher = Architecture(model, label, config_path(model))
     how = parse_student(student)
     if isinstance(how, str):
@@ -176,6 +174,19 @@ def model_pair(model: str, student: str | None = None) -> Family:
         pupil = Architecture(f"{model} (layers {','.join(map(str, keep))})", f"{label} (layers "
                              f"{','.join(map(str, keep))})", teacher.config_file, derived=True, depth=len(keep),
                              keep=keep)
-    name = label if student is None else f"{label}+{student}"
-    PAIRS[name] = Family(name, teacher, pupil)
-    return PAIRS[name]
+    # named as `kdlora train` names a run of this model, so that bench rows and trained runs join in reports
+    PAIRS[label] = Family(label, teacher, pupil)
+    return PAIRS[label]
+
+
+def model_label(model: str) -> str:
+    """The one short name of a model given by hub name, folder or config.json, in bench rows and training runs
+    alike: `bert-base-uncased`, `my-teacher` for `.../my-teacher`, `.../my-teacher/model` and
+    `.../my-teacher/config.json` (a weights folder called `model` or `weights`, or a config file, is named by the
+    folder above it)."""
+    path = Path(model.rstrip("/"))
+    if path.name == "config.json" or (path.suffix == ".json" and path.is_file()):
+        path = path.resolve().parent if path.name == "config.json" else path.with_suffix("")
+    if path.name in ("model", "weights") and path.parent.name:
+        path = path.parent
+    return path.name or model

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora import checkpoint, tracking
+from kdlora.sweep_search import pruning_check
 
 
 @dataclass
@@ -108,23 +109,27 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    at = checkpoint.Position(run_key=config.key())
+    at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     accelerator.register_for_checkpointing(schedule, at)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = None
     if resume:
-        accelerator.load_state(str(checkpoint.resume_source(run_dir, at.run_key)), strict=False)
+        source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
+        accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
             best_state = [saved[name].to("cpu", param.dtype) for name, param in trainable]
     resumed_at = at.step
+    # inside a hyper-parameter search (`kdlora.sweep_search`): each evaluation goes to the trial, which may prune
+    prune_check = pruning_check(config.key(accelerator.num_processes))
+    pruned_at = None
     tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
 
     last = None
 
     def evaluate_and_keep(epoch: int) -> bool:
         """Score dev, keep the best, checkpoint; True when patience has run out."""
-        nonlocal best_state, last
+        nonlocal best_state, last, pruned_at
         result = last = evaluate(model, dev_loaders, task, accelerator)
         at.history.append({"epoch": epoch, "step": at.step, "score": result.score})
         tracking.log_evaluation(accelerator, result.metrics, result.score, at.step)
@@ -138,12 +143,16 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             at.stale += 1
         if config.save_checkpoints:
             checkpoint.save_checkpoint(accelerator, run_dir, is_best)
+        if prune_check is not None and prune_check(result.score, at.step):
+            pruned_at = at.step  # stops as early stopping does: the best state so far is the run's
+            return True
         return bool(config.patience and at.stale >= config.patience)
 
     def outcome(reason: str | None, with_model: bool) -> dict:
         best = Evaluation(**at.best) if at.best else None
         return {"reason": reason, "best": best, "last": last, "best_epoch": at.best_epoch, "best_step": at.best_step,
                 "steps": at.step, "warmup_steps": warmup_steps, "history": at.history, "resumed_at_step": resumed_at,
+                "pruned_at_step": pruned_at,
                 "model": accelerator.unwrap_model(model) if with_model else None}
 
     bar = tqdm(total=total_steps, initial=at.step, disable=not (progress and accelerator.is_main_process),

@@ -10,7 +10,8 @@ def compute_metrics(task, predictions, labels) -> dict:
 
     CoLA: Matthews correlation. STS-B and the rating task: Pearson, Spearman and their mean. MRPC, QQP: accuracy,
     F1 and their mean. The rest: accuracy. Every classification task also reports accuracy; a task from the
-    user's files also macro-F1 (and binary F1 or MCC when its `--metric` asks for them).
+    user's files also macro-F1 (and binary F1 or MCC when its `--metric` asks for them). Binary F1 counts
+    `task.positive_class` as positive (`task.positive_label` names it).
     """
     import numpy as np
     from scipy.stats import pearsonr, spearmanr
@@ -29,7 +30,7 @@ def compute_metrics(task, predictions, labels) -> dict:
     if task.metric == "mcc":
         out["mcc"] = float(matthews_corrcoef(labels, predictions))
     if task.metric in ("accuracy_f1", "f1"):
-        out["f1"] = float(f1_score(labels, predictions))
+        out["f1"] = float(f1_score(labels, predictions, pos_label=task.positive_class))
     if task.metric == "accuracy_f1":
         out["accuracy_f1"] = (out["accuracy"] + out["f1"]) / 2
     if task.metric == "macro_f1" or task.source == "files":

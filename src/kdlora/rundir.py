@@ -7,7 +7,9 @@ Layout written by `kdlora train`:
                    "base", "num_labels"}, and the manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with
     model/         FFT: the whole fine-tuned model (safetensors)
-    adapter/       LoRA methods: the PEFT adapter (save_pretrained), head included
+    adapter/       LoRA methods: the PEFT adapter (save_pretrained), head included, and the tokenizer; its
+                   adapter_config.json names the base below (or the hub name / folder the base was loaded from),
+                   so PEFT's AutoPeftModel loads the run with PEFT alone
     base/          the adapter's base weights when they exist nowhere else (tiny builds, derived students)
 
 A collapsed run that kept no model has kind "none". Loading a damaged file with --no-verify is still one
@@ -17,6 +19,7 @@ UserError naming the folder, never a traceback.
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -114,6 +117,17 @@ def _labels(info: dict) -> dict:
     return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
 
 
+def _point_adapter_at(adapter_dir: Path, base: str) -> None:
+    """Make adapter_config.json name the weights the adapter was trained on, so that PEFT's own loaders
+    (`AutoPeftModelForSequenceClassification.from_pretrained(RUN/"adapter")`) build the right model: PEFT writes
+    the name the model was loaded from, which for a student cut from a teacher is the teacher's. `base` is a hub
+    name or an absolute folder (a run moved elsewhere then fails to load its base, loudly)."""
+    path = adapter_dir / "adapter_config.json"
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["base_model_name_or_path"] = base
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def environment(accelerator=None) -> dict:
     """Where the run trained: the bench's machine description plus the training processes and threads."""
     import accelerate
@@ -139,6 +153,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
                 if base is None:
                     # a tiny or derived base exists only in memory: keep its untouched weights beside the adapter
                     copy.deepcopy(model).unload().save_pretrained(stage / "base")
+                _point_adapter_at(stage / "adapter", base or str((Path(out_dir) / "base").resolve()))
+                tokenizer.save_pretrained(stage / "adapter")  # PEFT's AutoPeftModel loads the tokenizer it finds here
             else:
                 model.save_pretrained(stage / "model")
             tokenizer.save_pretrained(stage / "tokenizer")

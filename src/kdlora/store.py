@@ -34,7 +34,7 @@ STATUSES = ("running", "done", "failed", "collapsed")
 KINDS = ("train", "bench")
 SCHEMA_VERSION = 2
 
-FLAGS = ("constant_predictions", "majority_class")
+FLAGS = ("constant_predictions", "majority_class", "pruned")
 """What a done run may be flagged with: every dev prediction one class (or value); that class dev's majority."""
 
 # JSON columns: what each run result contributes to them (the whole result is kept in `result` as well).

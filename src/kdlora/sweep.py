@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kdlora.backends import Backends
 from kdlora.checkpoint import CHECKPOINTS
-from kdlora.config import OBSERVERS, run_key
+from kdlora.config import keyed_settings, run_key
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.methods import get_method
@@ -74,7 +74,7 @@ def train_identity(config: dict) -> dict:
     """What identifies a train run in the store: its config, a task from files by its data's hash (see
     `TrainConfig.identity`), not by where the files lie."""
     if not config.get("train_file"):
-        return {k: v for k, v in config.items() if k not in OBSERVERS}
+        return keyed_settings(config)
     from kdlora.config import TrainConfig
 
     return TrainConfig.from_dict(config).identity()

@@ -37,7 +37,8 @@ class TrainResult:
     """`done`, or `collapsed` when the loss went non-finite."""
     reason: str | None
     flags: list = field(default_factory=list)
-    """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority)."""
+    """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority);
+    `pruned` when a hyper-parameter search stopped the run early (`kdlora.sweep_search`)."""
     task: str = ""
     family: str = ""
     method: str = ""
@@ -79,6 +80,8 @@ class TrainResult:
     model: str = ""
     """What the run started from (hub name, folder, tiny build or derived student)."""
     label_names: list = field(default_factory=list)
+    positive_label: str | None = None
+    """Tasks scored by binary F1: the class F1 counts as positive."""
     test_metrics: dict | None = None
     """`--test-file`: the best checkpoint's metrics on the test split, scored once after training."""
     lora_targets: list | None = None
@@ -266,7 +269,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         test = score_test(outcome["model"], config, task, tokenizer, data["test"], accelerator)
     result = TrainResult(
         status="collapsed" if outcome["reason"] else "done", reason=outcome["reason"],
-        flags=prediction_flags(*best.predictions, task.regression) if best else [],
+        flags=(prediction_flags(*best.predictions, task.regression) if best else [])
+        + (["pruned"] if outcome.get("pruned_at_step") else []),
         task=task.name, family=config.family, method=method.name, rank=config.rank, seed=config.seed,
         metrics=best.metrics if best else {}, score=best.score if best else None,
         last_metrics=last.metrics if last else {}, last_score=last.score if last else None,
@@ -282,6 +286,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
         model=start.description, label_names=list(task.label_names), test_metrics=test,
+        positive_label=task.positive_label,
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,

@@ -1,5 +1,5 @@
-"""Quality across seeds: per configuration of a (task, family, method, rank) cell the median and mean ± std of the
-score, and Table I.
+"""Quality across seeds: per configuration of a (task, family, method) cell the median and mean ± std of the score,
+and Table I (one figure per cell; the LoRA rank is a configuration's setting, like its alpha).
 
 Reads run records (plain dicts, as `records_from_runs` makes them from the store); never imports training code.
 A configuration is every setting of a run but its seed (and its teacher, which differs with the seed), so a grid
@@ -87,13 +87,16 @@ def _cell(record: dict) -> tuple:
 
 @dataclass
 class Aggregate:
-    """One configuration of a (task, family, method, rank) over its seeds (or, once selected, the cell's figure):
+    """One configuration of a (task, family, method) cell over its seeds (or, once selected, the cell's figure):
     done runs only; collapsed and failed counted apart."""
 
     task: str
     family: str
     method: str
     rank: int | None
+    """The configuration's LoRA rank (None for FFT, and for a selected figure drawn from several ranks)."""
+    ranks: list = field(default_factory=list)
+    """The LoRA ranks of the configurations the figure comes from ([] for FFT)."""
     seeds: list = field(default_factory=list)
     scores: list = field(default_factory=list)
     collapsed: int = 0
@@ -153,7 +156,7 @@ def _median(values):
 
 
 def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggregate]:
-    """Per configuration of each (task, family, method, rank): median and mean ± std of the done runs' scores (and
+    """Per configuration of each (task, family, method) cell: median and mean ± std of the done runs' scores (and
     median costs). Runs flagged `constant_predictions` count unless `exclude_flagged`."""
     groups: dict[tuple, list[dict]] = {}
     for record in records:
@@ -164,7 +167,8 @@ def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggreg
         done = [r for r in members if r["status"] == "done" and r["score"] is not None]
         left_out = [r for r in done if exclude_flagged and "constant_predictions" in r.get("flags", [])]
         done = sorted((r for r in done if r not in left_out), key=lambda r: r["seed"])
-        agg = Aggregate(*cell, seeds=[r["seed"] for r in done], scores=[r["score"] for r in done],
+        agg = Aggregate(*cell, ranks=[cell[3]] if cell[3] is not None else [], seeds=[r["seed"] for r in done],
+                        scores=[r["score"] for r in done],
                         collapsed=sum(r["status"] == "collapsed" for r in members),
                         failed=sum(r["status"] == "failed" for r in members), configuration=configuration,
                         runs=len(done),
@@ -194,7 +198,7 @@ def _keep_differing_params(aggregates: list[Aggregate]) -> None:
     """Each aggregate's `params`: only the settings that differ between the configurations of its cell."""
     cells: dict[tuple, list[Aggregate]] = {}
     for agg in aggregates:
-        cells.setdefault((agg.task, agg.family, agg.method, agg.rank), []).append(agg)
+        cells.setdefault((agg.task, agg.family, agg.method), []).append(agg)
     for members in cells.values():
         names = {k for a in members for k in a.params if k not in _NOT_CONFIGURATION}
         differ = sorted(k for k in names if len({json.dumps(a.params.get(k), default=str) for a in members}) > 1)
@@ -217,8 +221,8 @@ def column_name(family: str, method: str) -> str:
 
 
 def table_rank(aggregates: list[Aggregate]) -> int | None:
-    """The LoRA rank Table I shows: the smallest rank with a measured score."""
-    ranks = [a.rank for a in aggregates if a.rank is not None and a.n]
+    """The smallest LoRA rank with a measured score (where a per-rank view, e.g. a bench row, needs one rank)."""
+    ranks = [r for a in aggregates if a.n for r in a.ranks]
     return min(ranks) if ranks else None
 
 
@@ -230,22 +234,28 @@ class TableI:
     columns: list[str]
     rows: list[tuple[str, str, dict]]
     rank: int | None
+    """The one LoRA rank the table was restricted to; None: each cell's figure selects over every rank."""
     notes: dict = field(default_factory=dict)
+    ranks: dict = field(default_factory=dict)
+    """The LoRA ranks each LoRA-method column's figures come from, by column."""
 
     def score(self) -> dict:
         return next((cells for name, _, cells in self.rows if name == SCORE_ROW), {})
 
     def to_dict(self) -> dict:
-        return {"columns": self.columns, "rank": self.rank,
+        return {"columns": self.columns, "rank": self.rank, "ranks": self.ranks,
                 "rows": [{"Task": name, "Metric": label, **cells} for name, label, cells in self.rows],
                 "notes": [{"row": r, "column": c, "note": n} for (r, c), n in self.notes.items()]}
 
 
 def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
-    """Medians over seeds in %, LoRA methods at `rank` (default: `table_rank`); Score = mean of each column's rows
-    (the paper averages its ten rows, MNLI-m and MNLI-mm apart)."""
-    rank = rank if rank is not None else table_rank(aggregates)
-    shown = [a for a in aggregates if a.n and (a.rank is None or a.rank == rank)]
+    """Figures in %, one aggregate per (task, family, method) cell (`kdlora.analysis.select` makes them); with
+    `rank`, a per-rank view: LoRA methods' aggregates at that rank only. Score = mean of each column's rows (the
+    paper averages its ten rows, MNLI-m and MNLI-mm apart)."""
+    shown = [a for a in aggregates if a.n and (rank is None or a.method not in LORA_METHODS or a.rank == rank)]
+    cells = [(a.task, a.family, a.method) for a in shown]
+    if len(cells) != len(set(cells)):
+        raise ValueError("table_i takes one aggregate per (task, family, method): select them first, or pass rank")
     families = sorted({a.family for a in shown}, key=lambda f: (list(FAMILIES).index(f) if f in FAMILIES else 99, f))
     columns = [column_name(f, m) for f in families for m in METHOD_LABELS if any(
         a.family == f and a.method == m for a in shown)]
@@ -274,7 +284,11 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
             score[column] = statistics.fmean(values)
     if rows:
         rows.append((SCORE_ROW, "Average", score))
-    return TableI(columns, rows, rank, notes)
+    ranks = {}
+    for agg in shown:
+        if agg.ranks:
+            ranks.setdefault(column_name(agg.family, agg.method), set()).update(agg.ranks)
+    return TableI(columns, rows, rank, notes, {column: sorted(r) for column, r in ranks.items()})
 
 
 def reported_vs_measured(table: TableI, reference: dict[tuple[str, str], float]) -> list[dict]:

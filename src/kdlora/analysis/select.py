@@ -1,9 +1,12 @@
-"""Which figure a (task, family, method, rank) cell shows when it holds several configurations (a grid).
+"""Which figure a (task, family, method) cell of Table I shows when it holds several configurations (a grid).
 
+A cell is a task, a family and a method; the LoRA rank is one of a configuration's settings like its alpha, so a
+LoRA cell of the paper's grid ranks all its 24 configurations (3 ranks x 8), as FFT's ranks its 25.
 `median` (default): every configuration is aggregated on its own (median over its seeds, all of them listed in
 the report); the cell shows the configuration with the best median, and says of how many.
 `top-k-median`: the paper's protocol: rank the cell's configurations by their median dev score and report the
-median of the best k (all of them when the cell has fewer).
+median of the best k (all of them when the cell has fewer). The selected figure keeps the ranks it came from
+(`Aggregate.ranks`; `rank` is set only when that is one rank).
 Neither reads training code; both take `kdlora.analysis.quality.Aggregate`s, one per configuration.
 """
 
@@ -63,7 +66,7 @@ def select(aggregates: list[Aggregate], how: str = "median", k: int = DEFAULT_K)
         raise ValueError(f"unknown selection {how!r}")
     cells: dict[tuple, list[Aggregate]] = {}
     for agg in aggregates:
-        cells.setdefault((agg.task, agg.family, agg.method, agg.rank), []).append(agg)
+        cells.setdefault((agg.task, agg.family, agg.method), []).append(agg)
     chosen = []
     for members in cells.values():
         scored = sorted((a for a in members if a.n), key=lambda a: a.median, reverse=True)
@@ -86,8 +89,9 @@ def _median_of(top: list[Aggregate], members: list[Aggregate]) -> Aggregate:
     first = top[0]
     scores = [a.median for a in top]
     names = sorted({name for a in top for name in a.metrics})
+    ranks = sorted({r for a in top for r in a.ranks})
     return Aggregate(
-        first.task, first.family, first.method, first.rank,
+        first.task, first.family, first.method, ranks[0] if len(ranks) == 1 else None, ranks=ranks,
         seeds=sorted({s for a in top for s in a.seeds}), scores=scores,
         collapsed=sum(a.collapsed for a in members), failed=sum(a.failed for a in members),
         configuration=f"top-{len(top)}", params={}, runs=sum(a.runs for a in top),

@@ -20,9 +20,9 @@ PAPER_FORM = ("pytorch", "fp32", "none")
 """The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 
 
-def _pick(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> list[Aggregate]:
-    return [a for a in aggregates if a.family == family and a.method == method and a.n
-            and (method == "fft" or a.rank == rank)]
+def _pick(aggregates: list[Aggregate], family: str, method: str) -> list[Aggregate]:
+    """The family's selected figures of `method` (one per task: each selects over every rank, like Table I)."""
+    return [a for a in aggregates if a.family == family and a.method == method and a.n]
 
 
 def _mean(values):
@@ -62,17 +62,20 @@ def _same_kind(figures: dict, base: str) -> bool:
 
 
 def family_tradeoffs(aggregates: list[Aggregate], bench_rows: list[dict], rank: int | None = None) -> list[dict]:
-    """One entry per family that has quality (all three methods) or bench rows; see the module docstring."""
+    """One entry per family that has quality (all three methods) or bench rows; see the module docstring. Quality
+    and train-run costs are the selected figures of every rank (`train_ranks` says which); `rank` is the LoRA rank
+    of the bench rows (default: the smallest rank those figures come from, else the bench's smallest)."""
     rank = rank if rank is not None else table_rank(aggregates) or _bench_rank(bench_rows)
     families = list(dict.fromkeys([a.family for a in aggregates] + [r["family"] for r in bench_rows]))
     found = []
     for family in families:
-        picked = {m: _pick(aggregates, family, m, rank) for m in METHODS}
+        picked = {m: _pick(aggregates, family, m) for m in METHODS}
         tasks = sorted(set.intersection(*({a.task for a in picked[m]} for m in METHODS)))
         entry = {"family": family, "name": column_name(family, "fft")[:-4], "rank": rank, "tasks": tasks,
                  "score": None, "train": None, "bench": None}
         if tasks:
             chosen = {m: [a for a in picked[m] if a.task in tasks] for m in METHODS}
+            entry["train_ranks"] = sorted({r for m in METHODS for a in chosen[m] for r in a.ranks})
             entry["score"] = {m: _mean(a.median for a in chosen[m]) for m in METHODS}
             entry["train"] = {m: {"trainable_params": _mean(a.trainable_params for a in chosen[m]),
                                   "peak_memory_mb": _mean(a.peak_memory_mb for a in chosen[m]),
@@ -136,6 +139,9 @@ def sentence(entry: dict) -> str:
     r = entry["ratios"]
     name = entry["name"]
     rank = f"rank {entry['rank']}" if entry["rank"] else "LoRA"
+    trained = entry.get("train_ranks") or []
+    if entry["score"] and trained and trained != [entry["rank"]]:
+        rank = f"ranks {', '.join(map(str, trained))}" + (f", bench at rank {entry['rank']}" if entry["bench"] else "")
     if entry["score"]:
         text = (f"{name} ({', '.join(entry['tasks'])}; {rank}): KD-LoRA keeps {_pct(r['score_vs_lora'])} of LoRA's "
                 f"score and {_pct(r['score_vs_fft'])} of FFT's at {_pct(r['train_memory_vs_lora'])} of LoRA's peak "

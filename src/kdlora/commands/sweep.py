@@ -7,6 +7,10 @@ the interrupted one reruns). Failed runs are kept as failed until `--rerun-faile
   kdlora sweep my-grid.toml
   kdlora sweep paper --executor ray --address auto
   kdlora sweep my-grid.toml --dry-run        # list the runs and their status, run nothing
+  kdlora sweep my-grid.toml --search optuna --trials 20   # an Optuna search over the file's [search] ranges
+
+With --search, each trial's runs are stored like grid runs; the study is kept in <db name>-search.db beside the
+results store, so a killed search resumes when run again (see kdlora.sweep_search).
 """
 
 HELP = "run an experiment grid (train and bench runs) into the results store, resumably"
@@ -18,6 +22,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("experiment", metavar="EXP", help="experiment TOML file, or a bundled name: default, paper")
     add_sweep_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their stored status; run nothing")
+    parser.add_argument("--search", choices=("optuna",),
+                        help="search the experiment's [search] ranges instead of running its grid (extra `search`)")
+    parser.add_argument("--trials", type=int, metavar="N", help="--search: how many trials to finish")
+    parser.add_argument("--search-seed", type=int, default=0, metavar="S",
+                        help="--search: the sampler's seed (the same seed picks the same trials)")
+    parser.add_argument("--no-prune", dest="prune", action="store_false",
+                        help="--search: never stop a trial's run early on its dev evaluations")
 
 
 def run(args) -> int:
@@ -26,6 +37,15 @@ def run(args) -> int:
     from kdlora.store import Store
 
     experiment = load_experiment(args.experiment)
+    if args.search:
+        from kdlora.sweep_search import search_from_args
+
+        with Store(args.db) as store:
+            return 0 if search_from_args(args, experiment, store).ok else 1
+    if args.trials is not None:
+        from kdlora.errors import UserError
+
+        raise UserError("--trials applies to --search optuna")
     if args.dry_run:
         return _dry_run(experiment, args.db)
     with Store(args.db) as store:

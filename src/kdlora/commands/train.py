@@ -6,7 +6,8 @@
   kdlora train --train-file train.csv --validation-file dev.csv --text-columns review --label-column stars \
       --model bert-base-uncased --method kd-lora --student derive:6 --teacher runs/fft --out runs/kd
 
-Every setting can also come from --config FILE (JSON or YAML; flags win). Exit status 0 when the run is done,
+Every setting can also come from --config FILE (TOML, JSON or YAML, by suffix; the keys of an experiment's
+[train.params], plus task, family, method, rank, seed, teacher; flags win). Exit status 0 when the run is done,
 1 when it collapsed (non-finite loss or constant dev predictions: the reason is printed and recorded).
 Multi-GPU: `accelerate launch -m kdlora train ...`.
 
@@ -25,7 +26,9 @@ def add_arguments(parser) -> None:
     from kdlora.files import add_no_verify_argument
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
-    parser.add_argument("--config", metavar="FILE", help="JSON or YAML file with any of the settings below")
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML (.toml), JSON or YAML file with any of the settings below, by their names "
+                             "(learning_rate = 3e-4): the keys of an experiment's [train.params]")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
@@ -34,40 +37,63 @@ def add_arguments(parser) -> None:
 
 
 def _read_config_file(path: str) -> dict:
+    """The settings in a TOML (by suffix), JSON or YAML file; a bad file or an unknown key is a UserError naming
+    the file."""
+    import dataclasses
+    import tomllib
     from pathlib import Path
 
+    from kdlora.config import TrainConfig
     from kdlora.errors import UserError
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    import yaml
+    if Path(path).suffix.lower() == ".toml":
+        try:
+            values = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})") from None
+    else:
+        import yaml
 
-    try:
-        values = yaml.safe_load(text)  # JSON is YAML too
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
+        try:
+            values = yaml.safe_load(text)  # JSON is YAML too
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of settings")
+    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if isinstance(value, dict | list):  # a grid axis or a table belongs in an experiment file
+            raise UserError(f"{path}: {key} = {value!r} is not a single value (one run takes one)")
     return values
 
 
 def fill_defaults(values: dict) -> None:
-    """A task from files is called `custom` unless named; an encoder given by --model labels its own family."""
+    """A task from files is called `custom` unless named; an encoder given by --model labels its own family; with
+    --teacher RUN and neither --model nor --family, the model and its label are the teacher run's."""
     if values.get("train_file") and "task" not in values:
         values["task"] = "custom"
+    if values.get("teacher") and "model" not in values and "family" not in values:
+        from kdlora.sources import is_run_folder
+
+        if is_run_folder(values["teacher"]):
+            from kdlora.rundir import load_config
+
+            teacher = load_config(values["teacher"])
+            values["family"] = teacher.family
+            if teacher.model is not None:
+                values["model"] = teacher.model
+            elif teacher.tiny and "tiny" not in values:
+                values["tiny"] = True  # a named family's tiny build is the model too
     if values.get("model") and "family" not in values:
+        from kdlora.families import model_label
+
         values["family"] = model_label(values["model"])
-
-
-def model_label(model: str) -> str:
-    """A short name for a hub name or folder: `bert-base-uncased`, `my-teacher` (the folder's name)."""
-    from pathlib import Path
-
-    path = Path(model.rstrip("/"))
-    # a weights package's folder is often just `model/`: its parent names it
-    return (path.parent.name if path.name in ("model", "weights") and path.parent.name else path.name) or model
 
 
 def run(args) -> int:
@@ -86,6 +112,8 @@ def run(args) -> int:
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "
           f"params train -> {args.out}/metrics.json")
+    if result["positive_label"] is not None:
+        print(f"f1: positive class {result['positive_label']!r} (--positive-label to choose another)")
     if result["lora_targets"]:
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")

@@ -9,6 +9,7 @@ file never saw, a regression label that is not a number.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -39,6 +40,8 @@ class FileTaskSpec:
     task_type: str | None = None
     """classification or regression; default: regression when the labels are non-integer numbers."""
     metric: str | None = None
+    positive_label: str | None = None
+    """--metric f1: the class F1 counts as positive (default the second class in sorted order)."""
 
     def files(self) -> dict[str, str]:
         """Split name -> path, for the splits given."""
@@ -53,7 +56,8 @@ class FileTaskSpec:
         return digest.hexdigest()
 
 
-FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric")
+FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric",
+                 "positive_label")
 """The settings (TrainConfig fields, `[tasks.NAME]` keys) that make a task from files."""
 
 
@@ -72,7 +76,7 @@ def spec_of(settings) -> FileTaskSpec | None:
     if not 1 <= len(columns) <= 2 or not all(columns):
         raise UserError(f"--text-columns {settings.text_columns!r}: one column or two separated by a comma")
     return FileTaskSpec(settings.train_file, settings.validation_file, columns, settings.label_column,
-                        settings.test_file, settings.task_type, settings.metric)
+                        settings.test_file, settings.task_type, settings.metric, settings.positive_label)
 
 
 def sha256_of(path: str | Path) -> str:
@@ -106,8 +110,10 @@ def read_table(path: str | Path):
         elif kind == "JSONL":
             frame = pd.DataFrame.from_records(_json_lines(path))
         else:
+            # a TSV has no quoting (as GLUE's): a text that starts with `"` is text, not a quoted field that
+            # swallows the rows up to the next `"`
             frame = pd.read_csv(path, sep="\t" if kind == "TSV" else ",", dtype=str, keep_default_na=False,
-                                encoding="utf-8-sig")
+                                encoding="utf-8-sig", quoting=csv.QUOTE_NONE if kind == "TSV" else csv.QUOTE_MINIMAL)
     except UserError:
         raise
     except Exception as exc:  # pandas raises many types; the message names the line where it has one
@@ -263,4 +269,16 @@ def _file_task(name: str, spec: FileTaskSpec, stamps) -> Task:
         raise UserError(f"--metric f1 needs two classes; {spec.train_file} has {len(names)} (use macro_f1)")
     rows = len(read_table(spec.train_file))
     return Task(name, spec.text_columns, 1 if regression else len(names), metric, names, source="files",
-                small_data=rows < SMALL_DATA_ROWS, files=spec)
+                small_data=rows < SMALL_DATA_ROWS, files=spec, positive_class=_positive_class(spec, metric, names))
+
+
+def _positive_class(spec: FileTaskSpec, metric: str, names: tuple[str, ...]) -> int:
+    """The class id binary F1 counts as positive: --positive-label's, else the second in sorted order."""
+    if spec.positive_label is None:
+        return 1
+    if metric != "f1":
+        raise UserError(f"--positive-label {spec.positive_label!r}: only --metric f1 has a positive class")
+    if spec.positive_label not in names:
+        raise UserError(f"--positive-label {spec.positive_label!r}: not a label of {spec.train_file} (its labels: "
+                        f"{', '.join(names)})")
+    return names.index(spec.positive_label)

@@ -34,6 +34,15 @@ class Task:
     """A few thousand examples: the per-method default learning rates are higher (see TrainConfig)."""
     files: object = None
     """A task from the user's files (`source` "files"): a `kdlora.data.files.FileTaskSpec`."""
+    positive_class: int = 1
+    """The class id that binary F1 counts as positive (GLUE's: 1; a file task's: --positive-label)."""
+
+    @property
+    def positive_label(self) -> str | None:
+        """The name of F1's positive class, for tasks scored by F1 (None for the others)."""
+        if self.metric not in ("f1", "accuracy_f1"):
+            return None
+        return self.label_names[self.positive_class] if self.label_names else str(self.positive_class)
 
     @property
     def regression(self) -> bool:

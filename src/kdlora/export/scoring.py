@@ -1,4 +1,5 @@
-"""Score an exported model against the run's own PyTorch fp32 model on the run's dev split.
+"""Score an exported model against the run's own PyTorch fp32 model on the run's dev split (the examples training
+scored, `max_eval_samples` subset included).
 
 `accuracy` and `reference_accuracy` hold the task's headline metric (accuracy, or MCC, Pearson/Spearman ... for a
 task scored otherwise, named by `metric`); `agreement` is the share of dev examples on which the two predict the
@@ -34,10 +35,12 @@ def score_export(folder: Path, reference_model, tokenizer, config) -> dict:
     from kdlora.data.loaders import load_split
     from kdlora.metrics import compute_metrics, task_score
     from kdlora.predict import TorchPredictor, load_predictor
+    from kdlora.train import DEV_SUBSET_SEED
 
     task = config.task_spec()
     split = task.dev_splits[0]
-    examples = load_split(task, split, config.data_dir).subset(config.max_eval_samples, config.seed)
+    # the dev subset training scored (its seed, not the run's): reference_accuracy is then the run's own score
+    examples = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
     reference = TorchPredictor(task, reference_model, tokenizer, config.max_length, batch_size=64)
     reference_logits = reference.logits(examples.texts)
     exported_logits = load_predictor(folder, batch_size=64).logits(examples.texts)

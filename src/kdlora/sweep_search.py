@@ -1,0 +1,332 @@
+"""Hyper-parameter search (`kdlora sweep EXP --search optuna --trials N`): Optuna picks each trial's settings from
+the experiment's `[search]` ranges, and each trial runs as a small sweep, so its runs land in the results store like
+grid runs (`report` and the top-k median read them unchanged) on the local or the Ray executor.
+
+```toml
+[search]                                         # one range per setting: a table is numeric, a list is a choice
+learning_rate = { low = 1e-4, high = 1e-3, log = true }
+rank = [8, 16, 32]
+lora_alpha = [16, 32]
+lora_dropout = { low = 0.0, high = 0.1 }
+epochs = { low = 2, high = 5 }                   # integer bounds: whole numbers
+```
+
+A trial's settings apply to the grid's LoRA methods (FFT stays as `[train]` says and teaches every trial, so its run
+is trained once), or to FFT when it is the only method; its objective is the mean dev score of those runs. The
+study lives in SQLite beside the results store (`<db name>-search.db`): a killed search, run again, marks the trial
+it was in as interrupted, runs that trial's settings again (its run resumes from the store like a sweep's) and goes
+on until N trials have finished. The sampler (TPE) is seeded from `--search-seed` and each trial's position among
+the finished trials, so a resumed search picks what an uninterrupted one would have. Pruning (Optuna's median rule)
+reads each run's dev evaluations (`eval_steps` and every epoch's end) while it trains: a pruned run stops like an
+early-stopped one, keeps its best state, and is stored done with the flag `pruned`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from kdlora.errors import UserError
+
+TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
+"""JSON (storage, study, trial id, run key) that tells a training run which trial to report its evaluations to."""
+SEARCH_KEYS = ("low", "high", "log", "step")
+NOT_SEARCHED = ("task", "family", "method", "seed", "teacher")
+"""Settings the grid sets (rank is searched: it replaces `[train] ranks`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """One setting's range: `choices`, or numbers from `low` to `high` (whole numbers when both bounds are)."""
+
+    name: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+    def suggest(self, trial):
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if isinstance(self.low, int) and isinstance(self.high, int):
+            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=int(self.step or 1))
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+
+
+def parse_space(table: dict, source: str) -> tuple[Range, ...]:
+    """The `[search]` table as ranges; a bad key or range is a UserError naming the file and the key."""
+    from kdlora.config import TrainConfig
+
+    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SEARCHED]
+    ranges = []
+    for name, value in table.items():
+        where = f"{source}: [search] {name}"
+        if name not in known:
+            raise UserError(f"{where}: not a setting a search can vary (known: {', '.join(known)})")
+        if isinstance(value, list):
+            if not value or not all(isinstance(v, str | int | float | bool) for v in value):
+                raise UserError(f"{where} = {value!r}: a choice needs a non-empty list of values")
+            ranges.append(Range(name, choices=tuple(value)))
+            continue
+        if not isinstance(value, dict):
+            raise UserError(f"{where} = {value!r}: a list of choices or a table {{ low = .., high = .. }}")
+        unknown = [k for k in value if k not in SEARCH_KEYS]
+        numbers = [value.get(k) for k in ("low", "high")]
+        if unknown or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
+            raise UserError(f"{where} = {value!r}: a range needs numbers low and high (and may say log, step)")
+        low, high = numbers
+        if not low < high or (value.get("log") and low <= 0):
+            raise UserError(f"{where}: low {low} must be below high {high} (and above 0 with log = true)")
+        ranges.append(Range(name, low=low, high=high, log=bool(value.get("log", False)), step=value.get("step")))
+    if not ranges:
+        raise UserError(f"{source}: [search] holds no ranges")
+    return tuple(ranges)
+
+
+def searched_methods(grid) -> tuple[str, ...]:
+    """The methods a trial's settings apply to: every method but FFT, which teaches; FFT when it is alone."""
+    others = tuple(m for m in grid.methods if m != "fft")
+    return others or ("fft",)
+
+
+def trial_experiment(experiment, point: dict):
+    """The experiment one trial runs: its settings win over `[train.params]` and `[train.per_method]` for the
+    searched methods; a searched rank is the grid's only rank. No bench runs."""
+    grid = experiment.train
+    values = dict(point)
+    rank = values.pop("rank", None)
+    per_method = dict(grid.per_method)
+    for method in searched_methods(grid):
+        per_method[method] = {**per_method.get(method, {}), **values}
+    grid = dataclasses.replace(grid, per_method=per_method, ranks=(rank,) if rank is not None else grid.ranks)
+    return dataclasses.replace(experiment, train=grid, bench=None)
+
+
+def study_path(db_path: str | Path) -> Path:
+    """The search's Optuna storage: `<db name>-search.db` beside the results store."""
+    db_path = Path(db_path)
+    return db_path.with_name(db_path.stem + "-search.db")
+
+
+def study_name(experiment, space: tuple[Range, ...], seed: int) -> str:
+    """The experiment's name and a hash of its grid, ranges and seed: editing any of them starts another study."""
+    what = json.dumps([dataclasses.asdict(experiment.train), [dataclasses.asdict(r) for r in space], seed],
+                      sort_keys=True, default=str)
+    return f"{experiment.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise UserError("--search optuna needs the `search` extra: pip install 'kdlora[search]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _interrupted(trial) -> bool:
+    """A trial that never told its outcome: killed (still `RUNNING`) or failed by an exception mid-run."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.RUNNING, TrialState.FAIL) and not trial.user_attrs.get("finished")
+
+
+def _finished(trials) -> list:
+    from optuna.trial import TrialState
+
+    return [t for t in trials if t.state != TrialState.WAITING and not _interrupted(t)]
+
+
+def position_seeded_sampler(seed: int):
+    """TPE seeded by (seed, the trial's position among the trials that were not interrupted): a resumed search
+    samples what an uninterrupted one would have (one sampler's random state would restart at its seed)."""
+    from optuna.samplers import BaseSampler, TPESampler
+
+    class PositionSeeded(BaseSampler):
+        def __init__(self):
+            self._by_trial = {}
+
+        def _for(self, study, trial):
+            if trial.number not in self._by_trial:
+                position = sum(1 for t in study.get_trials(deepcopy=False)
+                               if t.number < trial.number and not _interrupted(t))
+                self._by_trial = {trial.number: TPESampler(seed=seed * 1_000_003 + position)}
+            return self._by_trial[trial.number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._for(study, trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._for(study, trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._for(study, trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial):
+            self._for(study, trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self._for(study, trial).after_trial(study, trial, state, values)
+
+    return PositionSeeded()
+
+
+def _pruner(prune: bool):
+    import optuna
+
+    return optuna.pruners.MedianPruner() if prune else optuna.pruners.NopPruner()
+
+
+@contextmanager
+def _reporting_to(trial_id: int, storage: str, study: str, run_key: str | None, prune: bool):
+    """Tell the searched run (by key) which trial its evaluations go to, through the environment its process
+    inherits (a Ray task gets it forwarded)."""
+    previous = os.environ.get(TRIAL_ENV)
+    if run_key is not None:
+        os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
+                                            "run_key": run_key, "prune": prune})
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TRIAL_ENV, None)
+        else:
+            os.environ[TRIAL_ENV] = previous
+
+
+def pruning_check(run_key: str):
+    """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
+    outside a search (or for a run the trial does not search, such as its FFT teacher)."""
+    text = os.environ.get(TRIAL_ENV)
+    if not text:
+        return None
+    where = json.loads(text)
+    if where["run_key"] != run_key:
+        return None
+    optuna = _optuna()
+    study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=_pruner(where["prune"]))
+    trial = optuna.trial.Trial(study, where["trial_id"])
+
+    def check(score: float, step: int) -> bool:
+        trial.report(float(score), step)
+        return trial.should_prune()
+
+    return check
+
+
+@dataclasses.dataclass
+class SearchSummary:
+    """What a search did: its trials by state, and the best one."""
+
+    study: str
+    trials: int = 0
+    states: dict = dataclasses.field(default_factory=dict)
+    best: dict | None = None
+    """number, score, params and run keys of the best complete trial."""
+    ok: bool = True
+
+    def line(self) -> str:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items()))
+        text = f"{self.trials} trials ({counts})"
+        if self.best is not None:
+            settings = " ".join(f"{k}={_shown(v)}" for k, v in self.best["params"].items())
+            text += f"; best: trial {self.best['number']}, score {self.best['score']:.4f} ({settings})"
+        return text
+
+
+def _shown(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
+               runs_dir=None, progress: bool = True) -> SearchSummary:
+    """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
+    from kdlora.sweep import expand, run_sweep
+
+    if experiment.train is None or experiment.search is None:
+        raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
+    optuna = _optuna()
+    space = experiment.search
+    storage = f"sqlite:///{study_path(store.path).resolve()}"
+    name = study_name(experiment, space, seed)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=position_seeded_sampler(seed), pruner=_pruner(prune))
+    _requeue_interrupted(study)
+    searched = set(searched_methods(experiment.train))
+    while len(_finished(study.get_trials(deepcopy=False))) < trials:
+        trial = study.ask()
+        point = {r.name: r.suggest(trial) for r in space}
+        trial_exp = trial_experiment(experiment, point)
+        specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
+        trial.set_user_attr("run_keys", [s.key for s in specs])
+        reporter = specs[0].key if len(specs) == 1 else None  # several runs would report over each other
+        with _reporting_to(trial._trial_id, storage, name, reporter, prune):
+            run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
+        runs = [store.get(s.key) for s in specs]
+        scores = [r.metrics["score"] for r in runs
+                  if r is not None and r.status == "done" and (r.metrics or {}).get("score") is not None]
+        trial.set_user_attr("finished", True)
+        settings = " ".join(f"{k}={_shown(v)}" for k, v in point.items())
+        if any("pruned" in (r.flags or []) for r in runs if r is not None):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            outcome = "pruned"
+        elif len(scores) != len(specs):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            outcome = "failed (a run did not finish: see `kdlora runs`)"
+        else:
+            study.tell(trial, sum(scores) / len(scores))
+            outcome = f"score {sum(scores) / len(scores):.4f}"
+        print(f"trial {trial.number}: {settings} -> {outcome}", file=sys.stderr)
+    return _summary(study, trials)
+
+
+def _requeue_interrupted(study) -> None:
+    """Fail each trial a killed search left running, and queue its settings again unless a later trial has them."""
+    from optuna.trial import TrialState
+
+    all_trials = study.get_trials(deepcopy=False)
+    for trial in all_trials:
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for trial in all_trials:
+        params = trial.params
+        later = [t.params or t.system_attrs.get("fixed_params", {}) for t in all_trials if t.number > trial.number]
+        if _interrupted(study._storage.get_trial(trial._trial_id)) and params and params not in later:
+            study.enqueue_trial(params, skip_if_exists=False)
+
+
+def _summary(study, trials: int) -> SearchSummary:
+    from optuna.trial import TrialState
+
+    finished = _finished(study.get_trials(deepcopy=False))
+    summary = SearchSummary(study.study_name, len(finished))
+    for trial in finished:
+        summary.states[trial.state.name.lower()] = summary.states.get(trial.state.name.lower(), 0) + 1
+    complete = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None
+                and not math.isnan(t.value)]
+    if complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        summary.best = {"number": best.number, "score": best.value, "params": best.params,
+                        "run_keys": best.user_attrs.get("run_keys", [])}
+    summary.ok = bool(complete)
+    return summary
+
+
+def search_from_args(args, experiment, store) -> SearchSummary:
+    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
+    from kdlora.backends import get_backends
+    from kdlora.executors import make_executor
+
+    if args.trials is None or args.trials < 1:
+        raise UserError("--search optuna needs --trials N (N >= 1)")
+    summary = run_search(experiment, store, make_executor(args.executor, args.address), get_backends(),
+                         args.trials, args.search_seed, args.prune, args.runs_dir, args.progress)
+    print(f"search {experiment.name}: {summary.line()}")
+    return summary
