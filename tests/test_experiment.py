@@ -113,3 +113,41 @@ def test_the_paper_grid_is_25_fft_and_24_lora_and_kd_lora_configurations():
                 and s.fields["family"] == "bert"}
     [teacher] = [s for s in specs if s.key in teachers]
     assert (teacher.config["learning_rate"], teacher.config["batch_size"]) == (2e-5, 32)
+
+
+ADAPTIVE = GRID + """
+[train.params]
+precision = "auto"
+max_train_samples = 2000
+epochs = 2
+[train.per_method.kd-lora]
+epochs = 3
+[train.by_precision.fp32]
+max_train_samples = 800
+epochs = 1
+"""
+
+
+@pytest.mark.parametrize(("avx512_bf16", "samples", "fft_epochs"), [(False, 800, 1), (True, 2000, 2)])
+def test_by_precision_applies_where_auto_resolves_to_it(monkeypatch, avx512_bf16, samples, fft_epochs):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    grid = parse_experiment(ADAPTIVE).train
+    [fft] = grid.configurations("fft")
+    [kd] = grid.configurations("kd-lora")
+    assert (fft["max_train_samples"], fft["epochs"]) == (samples, fft_epochs)
+    assert (kd["max_train_samples"], kd["epochs"]) == (samples, 3)  # per_method wins over by_precision
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("[train.by_precision.int8]\nepochs = 1\n", "[train.by_precision] unknown precision 'int8'"),
+    ("[train.by_precision.bf16]\nprecision = 'fp32'\n", "[train.by_precision.bf16] may not set `precision` itself"),
+    ("[train.by_precision.fp32]\nseed = 1\n", "[train.by_precision.fp32] `seed` is set by the grid"),
+])
+def test_by_precision_errors_name_the_table(extra, message):
+    with pytest.raises(UserError) as caught:
+        parse_experiment(GRID + extra)
+    assert message in str(caught.value)
