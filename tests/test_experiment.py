@@ -151,3 +151,19 @@ def test_by_precision_errors_name_the_table(extra, message):
     with pytest.raises(UserError) as caught:
         parse_experiment(GRID + extra)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "expected"), [(False, ("fp32", 800, 400)), (True, ("bf16", 2000, None))])
+def test_the_main_job_trains_more_where_bf16_pays(monkeypatch, avx512_bf16, expected):
+    import torch
+
+    from kdlora.config import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    grid = load_experiment("default").train
+    for method in grid.methods:
+        [values] = grid.configurations(method)
+        config = TrainConfig.from_dict({**values, "task": "movie-snippets", "family": "minilm", "method": method})
+        assert (config.precision, config.max_train_samples, config.max_eval_samples) == expected
