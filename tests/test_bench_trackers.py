@@ -48,3 +48,16 @@ print(memory.kind, memory.peak_mb)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "cpu-peak-rss-delta"
     assert 79 <= float(out[1]) <= 100
+
+
+def test_energy_is_this_processs_not_the_machines():
+    # codecarbon's default (machine) mode counts every process: concurrent runs would each count the others
+    import time
+
+    from kdlora.bench.trackers import track_energy
+
+    with track_energy() as energy:
+        time.sleep(0.5)
+    assert energy.scope == "process"  # as codecarbon recorded it
+    assert energy.method.startswith("this process: CPU ")
+    assert energy.kwh > 0

@@ -24,11 +24,12 @@ def test_small_fixture_parses(tmp_path):
     assert exp.resources == Resources(1, 0)
 
 
-@pytest.mark.parametrize("name", ["default", "paper"])
-def test_bundled_experiments_parse(name):
+@pytest.mark.parametrize("name, methods", [("default", {"fft", "lora", "kd-lora"}),
+                                           ("paper", {"fft", "lora", "kd-lora", "student-lora"})])
+def test_bundled_experiments_parse(name, methods):
     exp = load_experiment(name)
     assert exp.name == name and exp.train is not None and exp.bench is not None
-    assert set(exp.train.methods) == {"fft", "lora", "kd-lora"}
+    assert set(exp.train.methods) == methods
 
 
 def test_defaults_and_normalised_names():
@@ -47,7 +48,7 @@ def test_defaults_and_normalised_names():
     (GRID.replace('["bert"]', '["gpt"]'), "[train.families] unknown family 'gpt'"),
     (GRID + 'methods = ["qlora"]\n', "[train.methods] unknown method 'qlora'"),
     (GRID + "[train.params]\nseed = 3\n", "[train.params] `seed` is set by the grid"),
-    (GRID + "[train.per_method.dora]\nrank = 3\n", "[train.per_method] unknown method 'dora'"),
+    (GRID + "[train.per_method.qlora]\nrank = 3\n", "[train.per_method] unknown method 'qlora'"),
     (GRID + "[resources]\nnum_gpus = -1\n", "[resources] num_gpus = -1"),
     (GRID + "[resources]\ncpus = 1\n", "unknown key '[resources] cpus'"),
     (GRID + "params = 3\n", "[train] params = 3 is not a table"),
@@ -97,7 +98,7 @@ def test_real_backends_validate_and_fill_defaults():
         real_bench_settings({"colour": 1})
 
 
-def test_the_paper_grid_is_25_fft_and_24_lora_and_kd_lora_configurations():
+def test_the_paper_grid_is_25_fft_and_24_lora_kd_lora_and_student_lora_configurations():
     """Finding: experiments held one value per setting; the paper's protocol is a grid."""
     from collections import Counter
 
@@ -107,8 +108,8 @@ def test_the_paper_grid_is_25_fft_and_24_lora_and_kd_lora_configurations():
 
     specs = [s for s in expand(load_experiment("paper"), REAL) if s.kind == "train"]
     cell = Counter(s.fields["method"] for s in specs if s.fields["task"] == "rte" and s.fields["family"] == "bert")
-    assert cell == {"fft": 25, "lora": 24, "kd-lora": 24}
-    assert len(specs) == 9 * 3 * (25 + 24 + 24) and len({s.key for s in specs}) == len(specs)
+    assert cell == {"fft": 25, "lora": 24, "kd-lora": 24, "student-lora": 24}  # student-lora: the ablation
+    assert len(specs) == 9 * 3 * (25 + 24 + 24 + 24) and len({s.key for s in specs}) == len(specs)
     teachers = {s.needs for s in specs if s.fields["method"] == "kd-lora" and s.fields["task"] == "rte"
                 and s.fields["family"] == "bert"}
     [teacher] = [s for s in specs if s.key in teachers]

@@ -141,7 +141,8 @@ def test_a_failure_while_scoring_leaves_nothing_half_written(run_dir, tmp_path, 
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("method, options", [("lora", {}), ("lora", {"use_dora": True}), ("fft", {})])
+@pytest.mark.parametrize("method, options", [("lora", {}), ("dora", {}), ("adalora", {}), ("student-lora", {}),
+                                             ("fft", {})])
 def test_exported_model_loads_in_plain_transformers_with_the_same_logits(tmp_path, method, options):
     from transformers import AutoModelForSequenceClassification
 
@@ -149,7 +150,7 @@ def test_exported_model_loads_in_plain_transformers_with_the_same_logits(tmp_pat
     export_run(tmp_path / "run", tmp_path / "export", score=False)
     plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "export")).eval()
     trained = load_model(tmp_path / "run")  # the PEFT model itself for LoRA runs
-    assert hasattr(trained, "peft_config") == (method == "lora")
+    assert hasattr(trained, "peft_config") == (method != "fft")
     batch = load_tokenizer(tmp_path / "run")(["a great film", "not good at all"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(plain(**batch).logits, trained(**batch).logits, atol=1e-5)

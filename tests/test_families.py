@@ -41,7 +41,7 @@ def test_tiny_lora_trains_only_adapters_and_head(family, role):
         assert "lora_" in name or any(f".{h}." in name for h in where.head_modules), name
     for head in where.head_modules:
         assert any(f".{head}." in n for n in trainable), f"head {head} is frozen"
-    counts = count_parameters(model)
+    counts = count_parameters(model, METHODS["lora"])
     hidden = model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim
     layers = getattr(model.config, "num_hidden_layers", None) or model.config.n_layers
     # query and value: A (r x d) and B (d x r) each, per layer

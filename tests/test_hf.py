@@ -29,7 +29,7 @@ def _kd_lora_student(num_labels: int = 2):
     from kdlora.modeling import adaptation
 
     model = _tiny_bert(num_labels)
-    return get_method("kd-lora").prepare(model, adaptation(model), LoraSettings(rank=4, alpha=8, dropout=0.0))
+    return get_method("kd-lora").prepare(model, adaptation(model), LoraSettings(rank=4, lora_alpha=8, lora_dropout=0.0))
 
 
 def _args(tmp_path, **overrides):

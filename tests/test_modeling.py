@@ -53,7 +53,7 @@ def test_targets_head_adapter_count_and_merge(model_type):
     assert where.lora_targets == targets and where.head_modules == head
     pretrained_before = {n: p.detach().clone() for n, p in base.named_parameters()}
     model = _nonzero_adapters(METHODS["lora"].prepare(base, where, LoraSettings(rank=RANK))).eval()
-    counts = count_parameters(model)
+    counts = count_parameters(model, METHODS["lora"])
     # query and value, each A (r x in) and B (out x r), in every layer; ALBERT shares one layer across depth
     layers = 1 if model_type == "albert" else LAYERS
     assert counts.adapter == layers * 2 * (HIDDEN * RANK + RANK * HIDDEN)

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdlora.methods import baseline
 
-def train_run(out_dir: str | Path, method: str = "fft", *, task: str | None = None, family: str | None = None,
+
+def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str | None = None, family: str | None = None,
               model: str | Path | None = None, train_file: str | Path | None = None,
               validation_file: str | Path | None = None, text_columns: str | Sequence[str] | None = None,
               label_column: str | None = None, progress: bool = False, **settings):

@@ -17,38 +17,37 @@ from typing import get_type_hints
 
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
-from kdlora.methods import METHODS, get_method
+from kdlora.methods import AdaLoraSettings, get_method, paper_methods, settings_classes
 from kdlora.precision import AUTO, PRECISIONS, resolve_precision
 
 TRACKERS = ("tensorboard", "mlflow")
 """Experiment trackers `report_to` may name (accelerate's trackers of those names)."""
 
-DEFAULT_LEARNING_RATES = {
-    # GLUE-sized data (thousands of steps): the usual values for BERT-base FFT and for LoRA.
-    "glue": {"fft": 2e-5, "lora": 5e-4, "kd-lora": 5e-4},
-    # A few thousand examples give ~150 steps: at 2e-5 FFT barely moves (0.54 dev accuracy on 800 snippets),
-    # and LoRA/KD-LoRA need larger steps still; these were measured on the movie snippets.
-    "small": {"fft": 1e-4, "lora": 2e-3, "kd-lora": 3e-3},
-}
-
-
 OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
 """TrainConfig fields that watch a run without changing what it computes: not part of its key."""
 
-LATER_FIELDS = {"positive_label": None}
+LATER_FIELDS = {"positive_label": None,
+                **{f.name: f.default for f in dataclasses.fields(AdaLoraSettings)}}
 """TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
 key, so the runs stored before keep theirs."""
 
+RETIRED_FIELDS = {"use_dora": False}
+"""Fields that left TrainConfig (DoRA is a method now) and the value every run keyed without them had: put back
+into the key, so the runs stored before keep theirs."""
+
 
 def keyed_settings(values: dict) -> dict:
-    """A config dict less what is not part of a run's key (`OBSERVERS`, `LATER_FIELDS` at their defaults)."""
-    return {k: v for k, v in values.items()
+    """A config dict less what is not part of a run's key (`OBSERVERS`, `LATER_FIELDS` at their defaults), with
+    `RETIRED_FIELDS` put back."""
+    kept = {k: v for k, v in values.items()
             if k not in OBSERVERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return {**RETIRED_FIELDS, **kept}
 
 
-@dataclass
-class TrainConfig:
-    """Everything that decides one training run; `key()` identifies it in the results store."""
+@dataclass(kw_only=True)
+class TrainConfig(*settings_classes()):
+    """Everything that decides one training run; `key()` identifies it in the results store. The methods' own
+    settings (LoRA's rank, KD's temperature, AdaLoRA's budget, ...) are its bases, from the method registry."""
 
     task: str
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating;
@@ -57,24 +56,16 @@ class TrainConfig:
     """Model family: bert, roberta, deberta, or minilm (offline real weights); with --model, a label for the
     model pair in reports (default: the model's name)."""
     method: str
-    """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD)."""
-    rank: int = 8
-    """LoRA rank r."""
-    lora_alpha: int = 16
-    """LoRA alpha: the update is scaled by alpha / r."""
-    lora_dropout: float = 0.1
-    """Dropout on the LoRA adapters' input."""
-    use_rslora: bool = False
-    """Rank-stabilised LoRA scaling alpha / sqrt(r) (PEFT)."""
-    use_dora: bool = False
-    """Weight-decomposed LoRA, DoRA (PEFT)."""
+    """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD),
+    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora (see `kdlora.methods`)."""
     seed: int = 42
     """Seed of initialisation, data order, dropout and subsampling."""
     epochs: int = 3
     """Passes over the training data."""
     learning_rate: float | None = None
-    """Peak learning rate; default per method and data size: FFT 2e-5, LoRA/KD-LoRA 5e-4 on GLUE; on the small
-    movie-snippet data (~150 steps) FFT 1e-4, LoRA 2e-3, KD-LoRA 3e-3, because 2e-5 leaves FFT under-trained."""
+    """Peak learning rate; default per method and data size: FFT 2e-5, the LoRA methods 5e-4 on GLUE; on the small
+    movie-snippet data (~150 steps) FFT 1e-4, on the teacher 2e-3, on the student 3e-3, because 2e-5 leaves FFT
+    under-trained."""
     batch_size: int = 32
     """Examples per batch (per device under accelerate)."""
     max_length: int = 128
@@ -89,10 +80,6 @@ class TrainConfig:
     """AdamW weight decay."""
     patience: int | None = None
     """Stop after this many evaluations (one per epoch) without a better dev score, counted after warm-up only."""
-    temperature: float = 2.0
-    """KD softmax temperature T."""
-    kd_alpha: float = 0.5
-    """Weight of the KD term: loss = alpha * KD + (1 - alpha) * task loss."""
     teacher: str | None = None
     """kd-lora: run folder of the trained FFT teacher (its logits supervise the student; a derived student is cut
     from it)."""
@@ -175,19 +162,20 @@ class TrainConfig:
         if self.precision == AUTO:
             self.precision = resolve_precision(AUTO, self.device)
         checks = {
-            "rank": self.rank > 0, "lora_alpha": self.lora_alpha > 0, "lora_dropout": 0 <= self.lora_dropout < 1,
             "epochs": self.epochs > 0, "batch_size": self.batch_size > 0, "max_length": self.max_length >= 8,
             "learning_rate": self.learning_rate is None or self.learning_rate > 0,
             "max_train_samples": self.max_train_samples is None or self.max_train_samples > 0,
             "max_eval_samples": self.max_eval_samples is None or self.max_eval_samples > 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1, "weight_decay": self.weight_decay >= 0,
-            "patience": self.patience is None or self.patience > 0, "temperature": self.temperature > 0,
-            "kd_alpha": 0 <= self.kd_alpha <= 1, "student_init": self.student_init in ("trained", "pretrained"),
+            "patience": self.patience is None or self.patience > 0,
+            "student_init": self.student_init in ("trained", "pretrained"),
             "device": self.device in (None, "cpu", "cuda"),
             "precision": self.precision in PRECISIONS, "grad_accum": self.grad_accum > 0,
             "eval_steps": self.eval_steps is None or self.eval_steps > 0,
             "report_to": all(name in TRACKERS for name in self.trackers),
         }
+        for settings in settings_classes():  # each method's settings check their own fields
+            checks.update(settings.checks(self))
         for key, ok in checks.items():
             if not ok:
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
@@ -216,7 +204,7 @@ class TrainConfig:
         """The learning rate in effect (the per-method default when none was given)."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return DEFAULT_LEARNING_RATES["small" if self.task_spec().small_data else "glue"][self.method]
+        return get_method(self.method).learning_rates["small" if self.task_spec().small_data else "glue"]
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -266,8 +254,9 @@ class BenchSettings:
 
     families: tuple[str, ...] = PAPER_FAMILIES
     """Model families (teacher -> student) to measure."""
-    methods: tuple[str, ...] = tuple(METHODS)
-    """Methods: FFT and LoRA on the teacher, KD-LoRA on the student."""
+    methods: tuple[str, ...] = paper_methods()
+    """Methods: the paper's FFT and LoRA on the teacher, KD-LoRA on the student; any registered one (`kdlora
+    train --help` lists them)."""
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     """LoRA ranks: exact counts at every rank; memory and latency at the first unless --all-ranks."""
     device: str = "cpu"
@@ -394,12 +383,13 @@ def field_docs(cls=TrainConfig) -> dict[str, str]:
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
     docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a method's settings too
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:], strict=False):
+            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and \
+                    isinstance(after.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from statistics import fmean
 
 from kdlora.files import staged_output
+from kdlora.methods import paper_trio
 
-METHOD_ORDER = ("fft", "lora", "kd-lora")
+METHOD_ORDER = tuple(m.name for m in paper_trio())
+"""FFT, LoRA, KD-LoRA (the registry's names)."""
 PAPER_SHARE_OF_LORA = 0.98
 """The paper's claim: KD-LoRA keeps ~98 % of LoRA's performance."""
 
@@ -39,11 +41,11 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
     runs: dict[str, list[dict]] = {m: [] for m in METHOD_ORDER}
     started = time.perf_counter()
     for seed in seeds:
-        teacher_dir = out / "runs" / f"seed{seed}" / "fft"
+        teacher_dir = out / "runs" / f"seed{seed}" / METHOD_ORDER[0]
         for method in METHOD_ORDER:
             config = TrainConfig(task=task, family="minilm", method=method, seed=seed, epochs=epochs,
                                  max_train_samples=train_samples, max_length=max_length, batch_size=batch_size,
-                                 teacher=None if method == "fft" else str(teacher_dir), tiny=tiny,
+                                 teacher=None if method == METHOD_ORDER[0] else str(teacher_dir), tiny=tiny,
                                  precision=precision)
             if progress:
                 print(f"[demo] seed {seed}: {method} ...", flush=True)
@@ -77,7 +79,7 @@ def _summarise(results: list[dict]) -> dict:
 
 def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total_seconds: float) -> str:
     """A short report: the three methods side by side and KD-LoRA's share of LoRA's and FFT's accuracy."""
-    kd, lora, fft = summary["kd-lora"]["accuracy"], summary["lora"]["accuracy"], summary["fft"]["accuracy"]
+    fft, lora, kd = (summary[name]["accuracy"] for name in METHOD_ORDER)
     lines = [
         "# kdlora demo: movie-review snippets, all-MiniLM-L6-v2",
         "",
@@ -88,7 +90,8 @@ def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total
         "| method | model | dev accuracy | train seconds | trainable params |",
         "|---|---|---:|---:|---:|",
     ]
-    models = {"fft": "MiniLM-L6 (teacher)", "lora": "MiniLM-L6 (teacher)", "kd-lora": "MiniLM-L3 (derived student)"}
+    models = dict(zip(METHOD_ORDER, ("MiniLM-L6 (teacher)", "MiniLM-L6 (teacher)", "MiniLM-L3 (derived student)"),
+                      strict=True))
     for method in METHOD_ORDER:
         row = summary[method]
         lines.append(f"| {method} | {models[method]} | {row['accuracy']:.4f} | {row['train_seconds']:.1f} | "

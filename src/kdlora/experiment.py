@@ -58,7 +58,7 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.families import get_family
-from kdlora.methods import get_method
+from kdlora.methods import get_method, paper_methods
 from kdlora.precision import PRECISIONS
 from kdlora.sweep_search import parse_space
 
@@ -84,7 +84,7 @@ class TrainGrid:
     """Task names (`kdlora train --task`)."""
     families: tuple[str, ...]
     """Model families; each gives the teacher (FFT, LoRA) and the student (KD-LoRA)."""
-    methods: tuple[str, ...] = ("fft", "lora", "kd-lora")
+    methods: tuple[str, ...] = paper_methods()
     """Methods; KD-LoRA's FFT teacher runs even when `fft` is not listed."""
     ranks: tuple[int, ...] = (8,)
     """LoRA ranks (LoRA methods only)."""
@@ -196,7 +196,7 @@ def _train_grid(train, where: _Where) -> TrainGrid:
     for name in families:
         where.wrap("train.families", lambda n=name: get_family(n))
     methods = [where.wrap("train.methods", lambda m=m: get_method(m)).name
-               for m in where.strings(train, "methods", "train", default=("fft", "lora", "kd-lora"))]
+               for m in where.strings(train, "methods", "train", default=paper_methods())]
     params = dict(where.table(train, "params", "train", default={}))
     per_method = {}
     for method_name, values in where.table(train, "per_method", "train", default={}).items():

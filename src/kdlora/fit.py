@@ -26,12 +26,17 @@ class Evaluation:
 
 
 def forward_loss(model, method, batch, teacher, config, regression: bool):
-    """One batch's training loss (the test for collapse detection replaces this)."""
+    """One batch's training loss: the method's, from the outputs, the batch (labels kept in it) and the teacher's
+    logits (the test for collapse detection replaces this)."""
     idx, labels = batch.pop("idx"), batch.pop("labels")
-    logits = model(**batch).logits
+    outputs = model(**batch)  # no labels: the model's own loss would be computed and thrown away
     teacher_logits = teacher.lookup(idx) if method.distills else None
-    return method.loss(logits, labels, teacher_logits, regression=regression, temperature=config.temperature,
-                       alpha=config.kd_alpha)
+    return method.loss(model, outputs, {**batch, "labels": labels}, teacher_logits, config, regression)
+
+
+def optimiser_steps(batches: int, config) -> int:
+    """Optimiser steps of a run whose training loader gives this process `batches` batches an epoch."""
+    return math.ceil(batches / config.grad_accum) * config.epochs
 
 
 def prediction_flags(predictions, labels, regression: bool) -> list[str]:
@@ -105,7 +110,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     model, optimizer, train_loader, *loaders = accelerator.prepare(model, optimizer, train_loader,
                                                                    *dev_loaders.values())
     dev_loaders = dict(zip(dev_loaders, loaders, strict=True))
-    total_steps = math.ceil(len(train_loader) / config.grad_accum) * config.epochs  # optimiser steps, this process
+    total_steps = optimiser_steps(len(train_loader), config)  # optimiser steps, this process
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -180,6 +185,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
                 optimizer.step()
                 if accelerator.sync_gradients:
                     schedule.step()
+                    # before zero_grad: AdaLoRA's budget update scores importance from the gradients
+                    method.after_step(accelerator.unwrap_model(model), at.step + 1, config)
                 optimizer.zero_grad()
             at.batch += 1
             losses.append(loss.item())

@@ -16,7 +16,6 @@ import copy
 from dataclasses import dataclass
 
 from kdlora.errors import UserError
-from kdlora.methods import LoraSettings
 
 # Small sizes per model type for tests and smoke runs: same code paths, seconds instead of minutes.
 TINY_SIZES = {
@@ -154,9 +153,9 @@ class Counts:
     """Exact parameter counts of one (family, method, rank)."""
 
     adapter_params: int
-    """LoRA A and B matrices only."""
+    """The method's adapter parameters only (LoRA's A and B, DoRA's magnitudes, AdaLoRA's singular values)."""
     trainable_params: int
-    """Adapters + head under LoRA methods; every weight under FFT."""
+    """Adapters + head under the adapter methods; every weight under FFT."""
     total_params: int
     """The model as it runs inference: adapters merged, no duplicate head copies."""
 
@@ -187,9 +186,10 @@ def _build(arch, num_labels: int, pretrained: bool, tiny: bool = False):
 
 
 def prepare(model, method, rank: int | None, targets=None):
-    """The model as `method` trains it (a PEFT wrapper for LoRA methods; `rank` is ignored for FFT)."""
+    """The model as `method` trains it at its default settings (a PEFT wrapper for the adapter methods; `rank` is
+    ignored for FFT)."""
     where = adaptation(model, targets=targets) if method.uses_lora else None
-    return method.prepare(model, where, LoraSettings(rank=rank or 8))
+    return method.prepare(model, where, method.default_settings(rank))
 
 
 def merged(model):
@@ -206,8 +206,8 @@ def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = Fa
     arch, base = build_base(family, method, num_labels, tiny=tiny, on_meta=True)
     with torch.device("meta"):
         model = prepare(base, method, rank)
-        trained = count_parameters(model)
-        inference = count_parameters(merged(model))
+        trained = count_parameters(model, method)
+        inference = count_parameters(merged(model), method)
     return Counts(trained.adapter, trained.trainable, inference.total)
 
 

@@ -21,7 +21,7 @@ from kdlora.checkpoint import CHECKPOINTS
 from kdlora.config import keyed_settings, run_key
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
-from kdlora.methods import get_method
+from kdlora.methods import baseline, get_method
 from kdlora.rundir import check_run
 from kdlora.store import Store, config_key
 
@@ -104,12 +104,12 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
                          [f"{name}={settings[name]}" for name in grid.axes(method.name)])
         return RunSpec(key, "train", label, config, fields, teacher.key if teacher else None)
 
-    fft = get_method("fft")
+    fft = baseline()  # the teacher of every distilling method
     for task in grid.tasks:
         for family in grid.families:
             for seed in grid.seeds:
-                needs_teacher = any(m.distills for m in methods)
-                ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations("fft")]
+                needs_teacher = any(_needs_teacher(m, family, grid.configurations(m.name)) for m in methods)
+                ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations(fft.name)]
                 teacher = ffts[0] if needs_teacher else None  # FFT's first configuration teaches
                 specs += ffts if fft in methods else [teacher] if teacher else []
                 for method in methods:
@@ -118,9 +118,23 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
                     ranks = grid.ranks if method.uses_lora else (None,)
                     for rank in ranks:
                         for settings in grid.configurations(method.name):
+                            taught = _needs_teacher(method, family, [settings])
                             specs.append(make(task, family, method, seed, settings, rank,
-                                              teacher if method.distills else None))
+                                              teacher if taught else None))
     return specs
+
+
+def _needs_teacher(method, family: str, configurations: list[dict]) -> bool:
+    """Whether runs of `method` need the FFT run: a distilling method learns from it, and a student derived by
+    cutting layers (minilm's) is cut from the trained teacher (`student_init = "trained"`) whether it distils or
+    not, so that LoRA on the student without KD starts where KD-LoRA does."""
+    if method.distills:
+        return True
+    from kdlora.families import FAMILIES
+
+    known = FAMILIES.get(family)
+    return method.role == "student" and bool(known and known.student.derived) and any(
+        c.get("student_init", "trained") == "trained" and not c.get("model") for c in configurations)
 
 
 @dataclass

@@ -92,8 +92,11 @@ def parse_space(table: dict, source: str) -> tuple[Range, ...]:
 
 def searched_methods(grid) -> tuple[str, ...]:
     """The methods a trial's settings apply to: every method but FFT, which teaches; FFT when it is alone."""
-    others = tuple(m for m in grid.methods if m != "fft")
-    return others or ("fft",)
+    from kdlora.methods import baseline
+
+    teacher = baseline().name
+    others = tuple(m for m in grid.methods if m != teacher)
+    return others or (teacher,)
 
 
 def trial_experiment(experiment, point: dict):

@@ -1,13 +1,15 @@
-"""One training run: FFT, LoRA or KD-LoRA, driven by an accelerate loop that asks the Method what to do.
+"""One training run of any registered method (FFT, LoRA, KD-LoRA, ...), driven by an accelerate loop that asks
+the Method what to do.
 
     setup (data, teacher logits, model)  ->  fit (`kdlora.fit`: epochs, evaluation, best state)  ->  save (staged)
 
 The loop never looks at the method's name: `method.prepare` decides what trains, `method.distills` whether the
-teacher's logits are needed, `method.loss` the loss. Plain accelerate rather than the HF Trainer: the KD loss
-needs each batch's example ids to fetch teacher logits, and early stopping, collapse detection and the warm-up
-are a few readable lines here instead of Trainer callbacks; `accelerate launch -m kdlora train ...` runs it on
-several GPUs unchanged: a non-finite loss on any process stops every process, and the teacher's logits are
-computed by the main process while the others wait, then read from the cache.
+teacher's logits are needed, `method.loss` the loss, `method.after_step` what follows each optimiser step. Plain
+accelerate rather than the HF Trainer: the KD loss needs each batch's example ids to fetch teacher logits, and
+early stopping, collapse detection and the warm-up are a few readable lines here instead of Trainer callbacks;
+`accelerate launch -m kdlora train ...` runs it on several GPUs unchanged: a non-finite loss on any process stops
+every process, and the teacher's logits are computed by the main process while the others wait, then read from the
+cache.
 
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
 training it, less the process's memory before: taken after the teacher's logits exist, so no student's figure
@@ -16,6 +18,7 @@ includes its teacher, with the best checkpoint's copy kept in CPU memory, never 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +26,7 @@ from pathlib import Path
 from kdlora import checkpoint, tracking
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
-from kdlora.fit import EpochShuffle, evaluate, fit, prediction_flags
+from kdlora.fit import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
 
 DEV_SUBSET_SEED = 0
 """Seed of the dev subset (`max_eval_samples`): the same examples for every run, so seeds differ in training only."""
@@ -88,6 +91,8 @@ class TrainResult:
     """LoRA methods: the modules the adapters sit on."""
     trained_modules: list | None = None
     """LoRA methods: the modules trained in full beside the adapters (the task head)."""
+    method_details: dict | None = None
+    """What the method records about itself beyond its settings (AdaLoRA: its rank budget, initial to final)."""
     teacher_logits: dict | None = None
     """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
     run_key: str = ""
@@ -209,7 +214,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
 
     from kdlora.bench.trackers import release_freed_memory, restart_peak, track_energy, track_memory, warm_up_runtime
     from kdlora.families import get_family
-    from kdlora.methods import LoraSettings, get_method
+    from kdlora.methods import get_method
     from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters
     from kdlora.precision import ACCELERATE_MIXED_PRECISION
@@ -247,14 +252,15 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         start = starting_model(config, task, family, method)
         model, tokenizer, base = start.model, start.tokenizer, start.base
         name_labels(model, task.label_names)  # saved models name their classes (teacher checks read them)
-        lora = LoraSettings(config.rank, config.lora_alpha, config.lora_dropout, config.use_rslora, config.use_dora)
+        train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
+        # accelerate gives each process its share of the batches; AdaLoRA's schedule needs the step count up front
+        total_steps = optimiser_steps(math.ceil(len(train_loader) / accelerator.num_processes), config)
         where = adaptation(model, start.missing, config.lora_targets) if method.uses_lora else None
-        model = method.prepare(model, where, lora)
+        model = method.prepare(model, where, config, total_steps)
         # what loading left behind (a derived student's teacher, cut from and dropped) is not the run's cost
         release_freed_memory()
         restart_peak(str(accelerator.device))
-        counts = count_parameters(model)
-        train_loader, dev_loaders = _loaders(config, task, tokenizer, data)
+        counts = count_parameters(model, method)
         started = time.perf_counter()
         try:
             with track_energy(config.track_energy) as energy:
@@ -289,6 +295,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         positive_label=task.positive_label,
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
+        method_details=method.record(outcome["model"], config) if outcome.get("model") is not None else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment={**environment(accelerator), "precision": config.precision,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlora.analysis.tradeoff import PAPER_FORM, bench_form, pareto_plot
+from kdlora.methods import paper_trio
 
 SPEEDUP_LABEL = "inference speedup vs the FFT teacher, fp32 eager (×)"
 
@@ -27,20 +28,24 @@ def form_name(form: tuple[str, str, str]) -> str:
 def deployment_table(trades: list[dict], bench_rows: list[dict]) -> list[dict]:
     """Rows (family, model, role, form, speedup, size_mb, score, given_up_points) for every family whose teacher
     was benched in the paper's form with a throughput; the student at its first measured rank, in every form."""
-    scores = {t["family"]: t["score"] for t in trades if t.get("score")}
+    fft, _, kd = (m.name for m in paper_trio())
+    scores = {}
+    for t in trades:
+        if t.get("score") and t["methods"][2] == kd:
+            scores.setdefault(t["family"], t["score"])
     table = []
     for family in dict.fromkeys(r["family"] for r in bench_rows):
         mine = [r for r in bench_rows if r["family"] == family and r.get("throughput_per_s")]
-        teacher = next((r for r in mine if r["method"] == "fft" and bench_form(r) == PAPER_FORM), None)
+        teacher = next((r for r in mine if r["method"] == fft and bench_form(r) == PAPER_FORM), None)
         if teacher is None:
             continue
         score = scores.get(family) or {}
-        students = [r for r in mine if r["method"] == "kd-lora"]
+        students = [r for r in mine if r["method"] == kd]
         students = [r for r in students if r["rank"] == students[0]["rank"]] if students else []
-        for role, row, method in [("teacher", teacher, "fft")] + [("student", r, "kd-lora") for r in students]:
+        for role, row, method in [("teacher", teacher, fft)] + [("student", r, kd) for r in students]:
             given_up = None
-            if role == "student" and score.get("fft") is not None and score.get("kd-lora") is not None:
-                given_up = 100 * (score["fft"] - score["kd-lora"])
+            if role == "student" and score.get(fft) is not None and score.get(kd) is not None:
+                given_up = 100 * (score[fft] - score[kd])
             table.append({"family": family, "model": row["model"], "role": role, "method": method,
                           "form": form_name(bench_form(row)),
                           "speedup": row["throughput_per_s"] / teacher["throughput_per_s"],

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from kdlora.analysis.paper import paper_scores
 from kdlora.analysis.table import Table
+from kdlora.methods import paper_trio
+
+# the paper's three methods, as its tables label them (the labels are the registry's)
+FFT, LORA, KD_LORA = (m.label for m in paper_trio())
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -43,11 +47,11 @@ def parameter_findings(table: Table, analysis: dict) -> list[str]:
         ranges = ", ".join(f"**{percent_range([ranks[str(r)] for ranks in by_family.values()])}** at rank {r}"
                            for r in table.ranks)
         verb = "reduces trainable parameters by"
-        if method == "KD-LoRA" and "LoRA" in averages and all(
-                averages["KD-LoRA"][str(r)] > averages["LoRA"][str(r)] for r in table.ranks):
+        if method == KD_LORA and LORA in averages and all(
+                averages[KD_LORA][str(r)] > averages[LORA][str(r)] for r in table.ranks):
             verb = "achieves even higher reduction:"
         lines.append(f"- **{method}** {verb} {ranges} (across {count_words(len(by_family), 'model family')}).")
-    students = [row.model for row in table.rows if row.method == "KD-LoRA"]
+    students = [row.model for row in table.rows if row.method == KD_LORA]
     if students:
         lines.append(f"- KD-LoRA trains LoRA adapters on a distilled student ({', '.join(students)}), which has "
                      "fewer parameters than the base model FFT trains; its reduction combines both savings.")
@@ -82,7 +86,7 @@ def speed_findings(analysis: dict, versus: dict) -> list[str]:
         mean_speedup = sum(speedups) / len(speedups)
         lines.append(f"- Against LoRA directly, KD-LoRA is **{mean_speedup:.2f}×** as fast on average "
                      f"(range {min(speedups):.2f}–{max(speedups):.2f}×).")
-    if any(v < 1 for v in analysis["speedup"].get("LoRA", {}).values()):
+    if any(v < 1 for v in analysis["speedup"].get(LORA, {}).values()):
         lines.append("- LoRA slower than FFT means the adapters ran unmerged: merged into the weights, LoRA computes "
                      "exactly what FFT's model computes, at the same speed.")
     return lines
@@ -103,8 +107,8 @@ def tradeoff_findings(table: Table, analysis: dict) -> list[str]:
                            for family, by_method in scores.items())
         lines.append(f"- Table II holds no accuracy. The paper's Table I (GLUE dev average) reports: {quoted}.")
     averages = analysis["average_speedup"], analysis["average_memory_reduction"]
-    if all(("LoRA" in a and "KD-LoRA" in a) for a in averages):
-        if averages[0]["KD-LoRA"] > averages[0]["LoRA"] and averages[1]["KD-LoRA"] > averages[1]["LoRA"]:
+    if all((LORA in a and KD_LORA in a) for a in averages):
+        if averages[0][KD_LORA] > averages[0][LORA] and averages[1][KD_LORA] > averages[1][LORA]:
             lines.append("\nWhere inference latency and memory matter most, KD-LoRA is the cheaper choice on both "
                          "counts in this table; where the highest score matters, LoRA keeps the full base model.")
         else:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlora.analysis.table import METHODS, Table
-
-COLOURS = {"FFT": "#4c72b0", "LoRA": "#dd8452", "KD-LoRA": "#55a868"}
-LINES = {"FFT": dict(linestyle="--", marker="s"), "LoRA": dict(linestyle="-", marker="o"),
-         "KD-LoRA": dict(linestyle=":", marker="^")}
+from kdlora.analysis.table import Table
+from kdlora.methods import baseline, by_label, colour_of, labels
 
 
 def new_figure(width: float = 8.0, height: float = 4.5):
@@ -36,7 +33,7 @@ def bar_chart(path, groups: list[str], series: dict[str, list[float | None]], ti
     for i, (label, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
         kept = [(x, v) for x, v in zip(xs, values, strict=True) if v is not None]
-        bars = ax.bar([x for x, _ in kept], [v for _, v in kept], width, label=label, color=COLOURS.get(label))
+        bars = ax.bar([x for x, _ in kept], [v for _, v in kept], width, label=label, color=colour_of(label))
         ax.bar_label(bars, labels=[f"{v:.3g}" for _, v in kept], fontsize=7, padding=1)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
@@ -97,14 +94,14 @@ def line_styles(table: Table) -> dict[str, dict]:
     """Per `model method` line: one colour per family, one line style and marker per method."""
     palette = [f"C{i % 10}" for i in range(len(table.families))]
     colour = dict(zip(table.families, palette, strict=True))
-    return {f"{r.model} {r.method}": dict(color=colour[r.family], **LINES[r.method]) for r in table.rows}
+    return {f"{r.model} {r.method}": dict(color=colour[r.family], **by_label(r.method).line) for r in table.rows}
 
 
 def efficiency_plots(table: Table, analysis: dict, folder: str | Path) -> list[tuple[str, str]]:
     """Write the report's five PNGs into `folder`; return (file name, title) of each, in report order."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    methods = [m for m in METHODS if m == "FFT" or m in table.methods]
+    methods = [m for m in labels().values() if m == baseline().label or m in table.methods]
 
     def by_method(figure):
         return {m: [figure(row) if (row := table.row(f, m)) else None for f in table.families] for m in methods}

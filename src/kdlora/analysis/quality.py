@@ -17,10 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from kdlora.data.tasks import TASKS
 from kdlora.families import FAMILIES
-from kdlora.methods import METHODS
-
-METHOD_LABELS = {m.name: m.label for m in METHODS.values()}
-LORA_METHODS = tuple(m.name for m in METHODS.values() if m.uses_lora)
+from kdlora.methods import METHODS, labels
 
 # The paper's Table I rows: (row, metric label, task, metric key in a run's metrics). Tasks outside GLUE get one
 # row named after the task, valued by the run's headline score.
@@ -66,7 +63,7 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             flags = list(result.get("last_flags") or [])
         records.append({
             "key": run.key, "task": run.task, "family": run.family, "method": run.method,
-            "rank": run.rank if run.method in LORA_METHODS else None, "seed": run.seed, "status": run.status,
+            "rank": run.rank if _adapts(run.method) else None, "seed": run.seed, "status": run.status,
             "reason": run.reason, "score": score, "metrics": metrics, "flags": flags,
             "configuration": configuration_of(run.config), "config": run.config or {},
             "trainable_params": (run.params or {}).get("trainable_params"),
@@ -79,6 +76,11 @@ def records_from_runs(runs, epoch: str = "best") -> list[dict]:
             "finished_at": run.finished_at or "",
         })
     return records
+
+
+def _adapts(method: str) -> bool:
+    """Whether `method` is a registered adapter method (its runs have a rank)."""
+    return method in METHODS and METHODS[method].uses_lora
 
 
 def _cell(record: dict) -> tuple:
@@ -208,16 +210,16 @@ def _keep_differing_params(aggregates: list[Aggregate]) -> None:
 
 
 def _order(cell: tuple) -> tuple:
-    """Sort key of a (task, family, method, rank) cell: methods in the paper's order FFT, LoRA, KD-LoRA."""
+    """Sort key of a (task, family, method, rank) cell: methods in the registry's order (FFT, LoRA, KD-LoRA, ...)."""
     task, family, method, rank = cell
-    methods = list(METHOD_LABELS)
+    methods = list(labels())
     return (task, family, methods.index(method) if method in methods else 9, method, rank or 0)
 
 
 def column_name(family: str, method: str) -> str:
     """Table I's column for a family and method, as the paper names it (`BERT-base KD-LoRA`)."""
     known = FAMILIES.get(family)
-    return f"{known.teacher.display_name if known else family} {METHOD_LABELS.get(method, method)}"
+    return f"{known.teacher.display_name if known else family} {labels().get(method, method)}"
 
 
 def table_rank(aggregates: list[Aggregate]) -> int | None:
@@ -252,12 +254,12 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
     """Figures in %, one aggregate per (task, family, method) cell (`kdlora.analysis.select` makes them); with
     `rank`, a per-rank view: LoRA methods' aggregates at that rank only. Score = mean of each column's rows (the
     paper averages its ten rows, MNLI-m and MNLI-mm apart)."""
-    shown = [a for a in aggregates if a.n and (rank is None or a.method not in LORA_METHODS or a.rank == rank)]
+    shown = [a for a in aggregates if a.n and (rank is None or not _adapts(a.method) or a.rank == rank)]
     cells = [(a.task, a.family, a.method) for a in shown]
     if len(cells) != len(set(cells)):
         raise ValueError("table_i takes one aggregate per (task, family, method): select them first, or pass rank")
     families = sorted({a.family for a in shown}, key=lambda f: (list(FAMILIES).index(f) if f in FAMILIES else 99, f))
-    columns = [column_name(f, m) for f in families for m in METHOD_LABELS if any(
+    columns = [column_name(f, m) for f in families for m in labels() if any(
         a.family == f and a.method == m for a in shown)]
     by_task: dict[str, list[Aggregate]] = {}
     for agg in shown:

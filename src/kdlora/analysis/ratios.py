@@ -11,6 +11,10 @@ from statistics import mean
 
 from kdlora.analysis.table import Table, name_key
 from kdlora.families import FAMILIES, Architecture
+from kdlora.methods import paper_trio
+
+# the paper's three methods, as its tables label them (the labels are the registry's)
+FFT, LORA, KD_LORA = (m.label for m in paper_trio())
 
 
 def reduction(fft: float, value: float) -> float:
@@ -24,7 +28,7 @@ def _average(values: list[float]) -> float | None:
 
 def param_reduction(table: Table) -> dict:
     """{method: {family: {rank: reduction of trainable parameters}}}."""
-    return {method: {family: {str(rank): reduction(table.row(family, "FFT").params_m[rank], row.params_m[rank])
+    return {method: {family: {str(rank): reduction(table.row(family, FFT).params_m[rank], row.params_m[rank])
                               for rank in table.ranks}
                      for family in table.families if (row := table.row(family, method))}
             for method in table.methods}
@@ -32,7 +36,7 @@ def param_reduction(table: Table) -> dict:
 
 def per_family(table: Table, figure) -> dict:
     """{method: {family: figure(fft_row, method_row)}} over the families that have the method."""
-    return {method: {family: figure(table.row(family, "FFT"), row)
+    return {method: {family: figure(table.row(family, FFT), row)
                      for family in table.families if (row := table.row(family, method))}
             for method in table.methods}
 
@@ -59,7 +63,7 @@ def kd_lora_vs_lora(table: Table) -> dict:
     "param_ratio": {rank: KD-LoRA / LoRA parameters}}} for families with both rows."""
     result = {}
     for family in table.families:
-        lora, kd = table.row(family, "LoRA"), table.row(family, "KD-LoRA")
+        lora, kd = table.row(family, LORA), table.row(family, KD_LORA)
         if lora and kd:
             result[family] = {"memory_ratio": kd.memory_mb / lora.memory_mb,
                               "speedup": lora.inference_s / kd.inference_s,
@@ -110,12 +114,12 @@ def sanity_checks(table: Table) -> list[dict]:
     found = []
     for row in table.rows:
         counts = [(rank, row.params_m[rank]) for rank in table.ranks]
-        fft = table.row(row.family, "FFT")
+        fft = table.row(row.family, FFT)
         if max(v for _, v in counts) >= RAW_COUNT_M:
             found.append(_check("raw-count", row, f"{row.model} {row.method} trains {max(v for _, v in counts):,.0f}M "
                                 "parameters by the table: bare numbers are millions; write raw counts with a unit "
                                 "(294912 as 294.912K or 0.294912M)"))
-        if row.method == "FFT":
+        if row.method == FFT:
             if len({v for _, v in counts}) > 1:
                 found.append(_check("fft-varies-with-rank", row, f"FFT of {row.model} trains every weight, yet its "
                                     "count changes with the LoRA rank"))
@@ -142,7 +146,7 @@ def sanity_checks(table: Table) -> list[dict]:
                                         f"layers, {width} wide) adds {expected:,} parameters per rank "
                                         f"({expected * table.ranks[0]:,} at rank {table.ranks[0]}); the table's "
                                         f"counts grow by {slope * 1e6:,.0f} per rank: {factor:.1f}× that"))
-        if row.method == "KD-LoRA":
+        if row.method == KD_LORA:
             found.extend(_speed_checks(row, fft))
     return found
 
@@ -185,7 +189,7 @@ def compare(table: Table, reference: Table) -> dict:
                    "column": column, "reference": reported, "table": measured, "ratio": reported / measured}
                   for column, reported, measured in figures]
         common = [r for r in table.ranks if r in ref.params_m]
-        if row.method != "FFT" and len(common) >= 2:
+        if row.method != FFT and len(common) >= 2:
             reported = _fit_line([(r, ref.params_m[r]) for r in common])[1] * 1e6
             measured = _fit_line([(r, row.params_m[r]) for r in common])[1] * 1e6
             if measured > 0:

@@ -13,6 +13,7 @@ from kdlora.analysis import findings, ratios
 from kdlora.analysis.plots import efficiency_plots
 from kdlora.analysis.table import Table, load_table
 from kdlora.files import staged_output
+from kdlora.methods import baseline
 
 
 def build_analysis(table: Table, reference: Table | None = None) -> dict:
@@ -156,7 +157,7 @@ def _reference_section(table: Table, comparison: dict) -> list[str]:
 
 def render_markdown(table: Table, analysis: dict, plots: list[tuple[str, str]], generated: datetime) -> str:
     """The report's markdown: the seed report's sections in order, then KD-LoRA vs LoRA, sanity and reference."""
-    names = ["FFT", *table.methods]
+    names = [baseline().label, *table.methods]
     methods = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     lines = ["# Efficiency Analysis of KD-LoRA", "",
              f"This report analyzes the efficiency results from `{Path(table.path).name}`, comparing {methods} across "

@@ -13,11 +13,12 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kdlora.analysis import deployment, quality, tradeoff
+from kdlora.analysis import ablation, deployment, quality, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
 from kdlora.files import staged_output
+from kdlora.methods import baseline, labels
 from kdlora.store import Run, Store
 
 
@@ -51,6 +52,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     bench_rows = bench["rows"] if bench else []
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
     deploy = deployment.deployment_table(trades, bench_rows)
+    ablations = ablation.ablations(aggregates)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
@@ -58,7 +60,8 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         "runs": _counts(runs), "flags": _flag_counts(records, selection),
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
-        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "deployment": deploy,
+        "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "ablation": ablations,
+        "deployment": deploy,
     }
     with staged_output(out_dir) as stage:
         plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
@@ -68,6 +71,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         results["efficiency"] = efficiency
         lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
                           selection)
+        lines += ablation.markdown(ablations, aggregates)
         lines += ["", "## Deployment: the student in each form against the teacher", "",
                   *deployment.markdown(deploy, deploy_plot)]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -205,7 +209,7 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         lines += ["", "### Every configuration (median over seeds)", ""]
         lines += _table(["task", "family", "method", "rank", "configuration", "median %", "mean ± std %", "seeds",
                          "constant", "collapsed", "failed", "train s", "peak MB", "energy Wh", "g CO2-eq"],
-                        [[a.task, a.family, quality.METHOD_LABELS.get(a.method, a.method), a.rank or "–",
+                        [[a.task, a.family, labels().get(a.method, a.method), a.rank or "–",
                           _params(a), _fmt(_percent(a.median), 2),
                           f"{_fmt(_percent(a.mean), 2)} ± {_fmt(_percent(a.std), 2)}" if a.n else "–",
                           a.n, a.constant + a.left_out, a.collapsed, a.failed, _fmt(a.train_seconds),
@@ -242,8 +246,10 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
         speed = efficiency.get("average_speedup") or {}
         memory = efficiency.get("average_memory_reduction") or {}
         if speed or memory:
-            lines += ["", *(f"- {m}: average memory reduction vs FFT {_fmt(_percent(memory.get(m)))} %, "
-                            f"average inference speedup vs FFT {_fmt(speed.get(m), 2)}×" for m in ("LoRA", "KD-LoRA"))]
+            base = baseline().label
+            shown = [m for m in labels().values() if m != base and (m in speed or m in memory)]
+            lines += ["", *(f"- {m}: average memory reduction vs {base} {_fmt(_percent(memory.get(m)))} %, "
+                            f"average inference speedup vs {base} {_fmt(speed.get(m), 2)}×" for m in shown)]
     else:
         lines += ["No bench runs in the store."]
     lines += ["", "## Trade-off: score next to cost", ""]

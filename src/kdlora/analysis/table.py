@@ -16,9 +16,7 @@ from pathlib import Path
 from kdlora.analysis.units import MEMORY, PARAMS, TIME, Quantity, UnitError, parse_value
 from kdlora.errors import UserError
 from kdlora.families import FAMILIES
-
-METHODS = ("FFT", "LoRA", "KD-LoRA")
-_METHOD_ALIASES = {"fft": "FFT", "fullfinetuning": "FFT", "lora": "LoRA", "kdlora": "KD-LoRA"}
+from kdlora.methods import baseline, by_label, labels
 
 # Distilled student -> the teacher it was distilled from (by the names papers and hubs use). Our registry's pairs
 # are added below, so a new family needs no entry here.
@@ -82,9 +80,9 @@ class Table:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The non-FFT methods that have at least one row, in the order LoRA, KD-LoRA."""
+        """The methods other than FFT that have at least one row, in the registry's order (LoRA, KD-LoRA, ...)."""
         present = {row.method for row in self.rows}
-        return tuple(m for m in METHODS[1:] if m in present)
+        return tuple(m for m in labels().values() if m in present and m != baseline().label)
 
     def row(self, family: str, method: str) -> Row | None:
         return next((r for r in self.rows if r.family == family and r.method == method), None)
@@ -171,10 +169,11 @@ class _Columns:
 
 def _method(columns: _Columns, cells: list[str], line: int) -> str:
     text = columns.cell(cells, line, "Method")
-    method = _METHOD_ALIASES.get(re.sub(r"[\s_-]", "", text.lower()))
+    method = by_label(text)  # the paper's labels are data; what they mean is the registry's
     if method is None:
-        raise columns.error(line, columns.index["method"], f"unknown method {text!r} (FFT, LoRA or KD-LoRA)")
-    return method
+        raise columns.error(line, columns.index["method"], f"unknown method {text!r} "
+                            f"({', '.join(labels().values())})")
+    return method.label
 
 
 def load_table(path: str | Path) -> Table:
@@ -206,7 +205,8 @@ def load_table(path: str | Path) -> Table:
                        memory_mb=columns.number(cells, line, "Memory Usage", MEMORY),
                        inference_s=columns.number(cells, line, "Inference Time", TIME))
         raw.append((line, cells, figures))
-    families = {name_key(f["model"]): f["model"] for _, _, f in raw if f["method"] == "FFT"}
+    base = baseline().label
+    families = {name_key(f["model"]): f["model"] for _, _, f in raw if f["method"] == base}
     if not families:
         raise columns.error(raw[0][0], columns.index["method"], "the table has no FFT row: reductions and "
                             "speedups are relative to FFT")
@@ -235,7 +235,7 @@ def _records(name: str, text: str):
 def _family(columns: _Columns, cells: list[str], line: int, figures: dict, families: dict[str, str]) -> str:
     """The FFT model whose family this row belongs to."""
     model, method = figures["model"], figures["method"]
-    if method == "FFT":
+    if method == baseline().label:
         return model
     named = columns.cell(cells, line, "Model Family", required=False)
     if named:
@@ -247,13 +247,13 @@ def _family(columns: _Columns, cells: list[str], line: int, figures: dict, famil
     if name_key(model) in families:
         return families[name_key(model)]
     model_column = columns.index["model"]
-    if method == "LoRA":
-        raise columns.error(line, model_column, f"LoRA row for {model}, which has no FFT row (LoRA trains the FFT "
-                            "model; name its family in a 'Model Family' column)")
+    if by_label(method).role == "teacher":
+        raise columns.error(line, model_column, f"{method} row for {model}, which has no FFT row ({method} trains "
+                            "the FFT model; name its family in a 'Model Family' column)")
     teacher = _TEACHER_OF.get(name_key(model))
     if teacher is None:
-        raise columns.error(line, model_column, f"KD-LoRA row for {model}: no family (not a known student; name "
+        raise columns.error(line, model_column, f"{method} row for {model}: no family (not a known student; name "
                             "its teacher's FFT model in a 'Model Family' column)")
     if name_key(teacher) not in families:
-        raise columns.error(line, model_column, f"KD-LoRA row for {model}: its teacher {teacher} has no FFT row")
+        raise columns.error(line, model_column, f"{method} row for {model}: its teacher {teacher} has no FFT row")
     return families[name_key(teacher)]

@@ -5,8 +5,10 @@ Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the proc
 freed by one configuration may stay in the allocator and hide the next one's growth, which is why every
 configuration runs in its own worker process.
 Latency: wall time per batch (CUDA events on a GPU), reported as total, p50, p90 and throughput.
-Energy: codecarbon's offline tracker (extra `energy`; no network): kWh and g CO2-eq of the block. Without RAPL or
-NVML it estimates CPU power from the CPU's TDP and load and RAM power from its size, and says so in `method`.
+Energy: codecarbon's offline tracker (extra `energy`; no network) in its process mode: kWh and g CO2-eq of the block
+for this process and its children, not the whole machine (other runs on it are not counted). Without RAPL it
+estimates CPU power as the CPU's TDP x this process's share of CPU time, and RAM power from this process's memory;
+RAPL (CPU) and NVML (GPU) read whole devices, other processes included. `method` says which held.
 """
 
 from __future__ import annotations
@@ -215,11 +217,14 @@ ENERGY_COUNTRY_ENV = "KDLORA_ENERGY_COUNTRY"
 @dataclass
 class EnergyResult:
     kwh: float | None = None
-    """Energy the machine used during the block (CPU, RAM and GPU), kWh."""
+    """Energy of the block (CPU, RAM and GPU), kWh: this process's where codecarbon can tell (see `method`)."""
     g_co2eq: float | None = None
     """Emissions of that energy on the country's grid, grams CO2-equivalent."""
     method: str = ""
-    """How codecarbon measured the CPU: `measured (RAPL)`, or `estimated (TDP x load)` where it cannot read power."""
+    """What was measured and how, per device: e.g. `this process: CPU estimated (TDP x its CPU time), RAM estimated
+    (its memory)`, or the CPU `measured (intel_rapl): whole package, other processes included`."""
+    scope: str = ""
+    """What codecarbon says it tracked: `process` (this process and its children) or `machine`."""
     country: str = ""
     """The grid's country (ISO 3166 alpha-3)."""
 
@@ -248,8 +253,9 @@ def track_energy(enabled: bool = True) -> Iterator[EnergyResult]:
     logging.getLogger("codecarbon").setLevel(logging.ERROR)  # after the import, which sets its own level
 
     result.country = os.environ.get(ENERGY_COUNTRY_ENV, "USA")
+    # process mode: the default (machine) counts every process on the machine, concurrent runs in each of them
     tracker = OfflineEmissionsTracker(country_iso_code=result.country, output_methods=[], log_level="error",
-                                      measure_power_secs=5)
+                                      measure_power_secs=5, tracking_mode="process")
     tracker.start()
     try:
         yield result
@@ -258,7 +264,27 @@ def track_energy(enabled: bool = True) -> Iterator[EnergyResult]:
         data = tracker.final_emissions_data
         result.kwh = float(data.energy_consumed)
         result.g_co2eq = float(kg) * 1000
+        result.scope = str(getattr(data, "tracking_mode", "") or "machine")
         modes = {type(h).__name__: getattr(h, "_mode", "") for h in getattr(tracker, "_hardware", [])}
-        cpu_mode = modes.get("CPU", "")
-        result.method = ("measured (" + cpu_mode + ")" if cpu_mode in ("intel_rapl", "intel_power_gadget")
-                         else f"estimated (CPU: {cpu_mode or 'TDP'}, RAM: size-based)")
+        result.method = energy_method(modes, result.scope)
+
+
+METERED_CPU = ("intel_rapl", "intel_power_gadget", "windows_emi", "apple_powermetrics")
+"""codecarbon's CPU modes that read a power meter: whole packages, whatever the tracking mode."""
+
+
+def energy_method(modes: dict[str, str], scope: str) -> str:
+    """What a codecarbon figure covers, per device, from its hardware modes (`{"CPU": "cpu_load", ...}`)."""
+    mine = scope == "process"
+    cpu = modes.get("CPU", "")
+    if cpu in METERED_CPU:
+        parts = [f"CPU measured ({cpu}): whole package, other processes included"]
+    elif cpu == "cpu_load" and mine:
+        parts = ["CPU estimated (TDP x its CPU time)"]
+    else:
+        parts = [f"CPU estimated ({cpu or 'TDP'}): whole machine"]
+    parts.append("RAM estimated (its memory)" if mine else "RAM estimated (the machine's memory)")
+    if "GPU" in modes:
+        parts.append("GPU measured (NVML): whole devices, other processes included")
+    return ("this process: " if mine else "whole machine: ") + ", ".join(parts)
+

@@ -55,7 +55,7 @@ def train_step(model, optimizer, method, batch: dict, precision: str = "fp32") -
     device = "cuda" if batch["input_ids"].is_cuda else "cpu"
     with autocast(device, precision):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss = method.loss(out.logits.float(), batch["labels"], teacher_logits=batch["teacher_logits"])
+        loss = method.loss(model, out, batch, teacher_logits=batch["teacher_logits"])
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

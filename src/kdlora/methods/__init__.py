@@ -1,21 +1,140 @@
-"""The fine-tuning methods, registered by name; the CLI's choices come from here."""
+"""The fine-tuning methods, registered by name: the only list of method names, labels and colours in the toolkit.
+
+A new method is one module here (a `Method`, see `base.py`) and one line in `REGISTERED`. Everything else (the CLI's
+choices, `TrainConfig`'s fields, the sweep, bench, tables, plots and reports) reads this registry. Light: importing
+it never imports torch, transformers or peft.
+
+A method outside the package is a module that calls `register(METHOD)`, named in `$KDLORA_METHODS` (comma-separated
+module names), imported here after the built-in ones, so that every process (a sweep's child runs, the bench's
+workers) knows it. Its settings must be fields some registered method already has (TrainConfig's fields are fixed
+when it is first imported).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
 
 from kdlora.errors import UserError
-from kdlora.methods.base import LoraSettings, Method
+from kdlora.methods.adalora import ADALORA, KD_ADALORA, AdaLoraSettings
+from kdlora.methods.base import DistillSettings, Method
+from kdlora.methods.dora import DORA, KD_DORA
 from kdlora.methods.fft import FFT
-from kdlora.methods.kd_lora import KD_LORA
-from kdlora.methods.lora import LORA
+from kdlora.methods.lora import KD_LORA, LORA, STUDENT_LORA, LoraSettings
 
-METHODS: dict[str, Method] = {m.name: m for m in (FFT, LORA, KD_LORA)}
+REGISTERED = (FFT, LORA, KD_LORA, STUDENT_LORA, DORA, KD_DORA, ADALORA, KD_ADALORA)
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add `method` to the registry (a name registered twice is a bug)."""
+    if method.name in METHODS:
+        raise ValueError(f"method {method.name!r} is registered twice")
+    METHODS[method.name] = method
+    return method
+
+
+for _method in REGISTERED:
+    register(_method)
+
+PLUGINS_ENV = "KDLORA_METHODS"
+"""Modules to import after the built-in methods, comma-separated; each registers its own method(s)."""
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(" ", "-")
 
 
 def get_method(name: str) -> Method:
     """The method called `name` (`kd_lora` and `KD-LoRA` are accepted too), or a UserError."""
-    key = name.strip().lower().replace("_", "-").replace(" ", "-")
-    try:
-        return METHODS[key]
-    except KeyError:
-        raise UserError(f"unknown method {name!r} (known: {', '.join(METHODS)})") from None
+    key = _key(name)
+    found = METHODS.get(key) or next((m for m in METHODS.values() if _key(m.label) == key), None)
+    if found is None:
+        raise UserError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+    return found
 
 
-__all__ = ["METHODS", "LoraSettings", "Method", "get_method"]
+def by_label(label: str) -> Method | None:
+    """The method a table names `label` ("KD-LoRA", "kdlora", "Full Fine-Tuning" for FFT), else None."""
+    key = "".join(ch for ch in label.lower() if ch.isalnum())
+    aliases = {"fullfinetuning": baseline().name}
+    for method in METHODS.values():
+        if key in ("".join(ch for ch in m.lower() if ch.isalnum()) for m in (method.name, method.label)):
+            return method
+    return METHODS.get(aliases.get(key, ""))
+
+
+def baseline() -> Method:
+    """The method every other is set against and distilling methods learn from (full fine-tuning)."""
+    return next(m for m in METHODS.values() if m.teaches)
+
+
+def paper_methods() -> tuple[str, ...]:
+    """The paper's methods (FFT, LoRA, KD-LoRA): `kdlora bench`'s default and Table II's rows."""
+    return tuple(m.name for m in METHODS.values() if m.in_paper)
+
+
+def paper_trio() -> tuple[Method, Method, Method]:
+    """The paper's three methods as (full fine-tuning, the adapter on the teacher, the adapter on the student with
+    KD): FFT, LoRA, KD-LoRA."""
+    base = baseline()
+    on_teacher, distiller = (next(m for m in METHODS.values() if m.in_paper and m is not base and m.distills == d)
+                             for d in (False, True))
+    return base, on_teacher, distiller
+
+
+def twin(method: Method, role: str, distills: bool) -> Method | None:
+    """The registered method with `method`'s adapter on the `role` model, distilling or not (None if none)."""
+    return next((m for m in METHODS.values() if m.adapter == method.adapter and m.adapter is not None
+                 and m.role == role and m.distills == distills), None)
+
+
+def comparisons() -> list[tuple[Method, Method, Method | None]]:
+    """(the adapter on the teacher, on the student with KD, on the student without KD or None) for every
+    distilling method whose teacher twin is registered: LoRA / KD-LoRA / Student-LoRA, DoRA / KD-DoRA / None, ..."""
+    found = []
+    for method in METHODS.values():
+        teacher_twin = twin(method, "teacher", False) if method.distills else None
+        if teacher_twin is not None:
+            found.append((teacher_twin, method, twin(method, "student", False)))
+    return found
+
+
+def labels() -> dict[str, str]:
+    """Each method's table label by name, in registration order (FFT, LoRA, KD-LoRA first)."""
+    return {m.name: m.label for m in METHODS.values()}
+
+
+def colour_of(label: str) -> str | None:
+    """The plot colour of the method a table or plot names `label` (None for a name no method has)."""
+    method = by_label(label)
+    return method.colour if method else None
+
+
+def settings_classes() -> tuple[type, ...]:
+    """Every registered method's settings dataclasses, each once, in registration order (TrainConfig's bases)."""
+    return tuple(dict.fromkeys(cls for m in METHODS.values() for cls in m.settings))
+
+
+def owned_settings(method_name: str) -> set[str]:
+    """The names of the settings fields `method_name` reads (of every method's settings, only its own)."""
+    from dataclasses import fields
+
+    return {f.name for cls in get_method(method_name).settings for f in fields(cls)}
+
+
+def method_settings_fields() -> set[str]:
+    """The names of every registered method's settings fields."""
+    from dataclasses import fields
+
+    return {f.name for cls in settings_classes() for f in fields(cls)}
+
+
+__all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraSettings", "Method", "baseline", "by_label",
+           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio", "register",
+           "settings_classes", "twin"]
+
+
+for _module in filter(None, (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(","))):
+    importlib.import_module(_module)  # after every helper above exists: the plug-in calls `register`

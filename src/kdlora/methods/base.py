@@ -1,31 +1,20 @@
-"""What a fine-tuning method is: which model it starts from, which parameters train, and its loss."""
+"""What a fine-tuning method is: a plug-in that owns everything the rest of the toolkit asks of a method.
+
+A `Method` says which model it starts from (`role`), what trains (`prepare`, which sees the run's settings and its
+total optimiser steps), its loss (`loss`: from the model's outputs, the batch and the teacher's logits, plus the
+method's own term), an optional hook after each optimiser step, its settings dataclasses (whose fields become
+`TrainConfig` fields, CLI flags and experiment keys), its label, colour and line in tables and plots, its default
+learning rates, which parameters count as adapter parameters, and what it records about itself in a run. The
+training loop, the sweep, the bench and the analysis ask it and never branch on its name.
+
+Light on purpose (the analysis imports the registry and must not pay for torch): heavy imports live in functions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters, passed to PEFT as they are."""
-
-    rank: int = 8
-    """Rank r of the update B·A."""
-    alpha: int = 16
-    """Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA)."""
-    dropout: float = 0.1
-    """Dropout on the adapter's input."""
-    use_rslora: bool = False
-    """Rank-stabilised scaling alpha / sqrt(r) (PEFT's `use_rslora`)."""
-    use_dora: bool = False
-    """Weight-decomposed LoRA (PEFT's `use_dora`)."""
-
-    def __post_init__(self):
-        if self.rank <= 0:
-            from kdlora.errors import UserError
-
-            raise UserError(f"rank must be a positive integer, got {self.rank}")
+from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 
 
 def task_loss(logits, labels, regression: bool):
@@ -39,25 +28,20 @@ def task_loss(logits, labels, regression: bool):
     return F.cross_entropy(logits, labels.view(-1))
 
 
-def add_lora(model, adaptation, lora: LoraSettings):
-    """Wrap `model` in PEFT LoRA on `adaptation.lora_targets`; only adapters and `adaptation.head_modules` train
-    (`kdlora.modeling.adaptation` finds both)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+@dataclass
+class DistillSettings:
+    """How a distilling method mixes the teacher's soft targets into its loss."""
 
-    config = LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=lora.rank,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(adaptation.lora_targets),
-        modules_to_save=list(adaptation.head_modules),
-        use_rslora=lora.use_rslora,
-        use_dora=lora.use_dora,
-    )
-    return get_peft_model(model, config)
+    temperature: float = 2.0
+    """KD softmax temperature T."""
+    kd_alpha: float = 0.5
+    """Weight of the KD term: loss = alpha * KD + (1 - alpha) * task loss."""
+
+    def checks(self) -> dict[str, bool]:
+        return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1}
 
 
-def _train_everything(model, adaptation, lora):
+def _train_everything(model, adaptation, settings, total_steps):
     for param in model.parameters():
         param.requires_grad_(True)
     return model
@@ -68,30 +52,85 @@ class Method:
     """A fine-tuning method. The training loop asks it what to do and never branches on its name."""
 
     name: str
-    """CLI name: `fft`, `lora`, `kd-lora`."""
+    """CLI name: `fft`, `lora`, `kd-lora`, ..."""
     label: str
-    """Name in the paper's tables: `FFT`, `LoRA`, `KD-LoRA`."""
+    """Name in tables and plots: `FFT`, `LoRA`, `KD-LoRA`, ..."""
     role: str
     """Which model of the family it fine-tunes: "teacher" or "student"."""
-    distills: bool
+    learning_rates: dict
+    """Default peak learning rate by data size: "glue" (thousands of steps) and "small" (~150 steps)."""
+    colour: str = "#7f7f7f"
+    """Its colour in every plot."""
+    line: dict = field(default_factory=lambda: {"linestyle": "-", "marker": "o"})
+    """Its matplotlib line style and marker."""
+    distills: bool = False
     """Whether its loss needs the FFT teacher's logits."""
-    uses_lora: bool
-    """Whether adapters are added (and can be merged for inference)."""
+    teaches: bool = False
+    """Whether its runs are the teachers distilling methods learn from (full fine-tuning)."""
+    adapter: str | None = None
+    """The adapter it adds ("lora", "dora", "adalora"; None: full fine-tuning). Methods with one adapter are set
+    against each other in reports: on the teacher, on the student, on the student with KD."""
+    in_paper: bool = False
+    """One of the paper's three methods (the default of `kdlora bench` and of Table II)."""
+    settings: tuple[type, ...] = ()
+    """Settings dataclasses whose fields it reads (they become TrainConfig fields, CLI flags, experiment keys)."""
+    adapter_markers: tuple[str, ...] = ()
+    """Parameter-name parts that mark its adapter parameters (`.lora_A.`, a DoRA magnitude vector, ...)."""
     _prepare: Callable = field(repr=False, default=_train_everything)
+    _extra_loss: Callable | None = field(repr=False, default=None)
+    """(model, settings) -> the method's own loss term, added to the task or KD loss."""
+    _after_step: Callable | None = field(repr=False, default=None)
+    """(model, step, settings) -> None, after every optimiser step (before gradients are zeroed)."""
+    _record: Callable | None = field(repr=False, default=None)
+    """(model, settings) -> a dict the run records about the method (AdaLoRA: its rank budget)."""
 
-    def prepare(self, model, adaptation, lora: LoraSettings | None = None):
-        """Set which parameters train (`adaptation`: where LoRA goes, what else trains; see
-        `kdlora.modeling.adaptation`); returns the model to train (a PEFT wrapper for LoRA methods)."""
-        return self._prepare(model, adaptation, lora or LoraSettings())
+    @property
+    def uses_lora(self) -> bool:
+        """Whether adapters are added (and merged for inference)."""
+        return self.adapter is not None
 
-    def loss(self, logits, labels, teacher_logits=None, regression: bool = False, temperature: float = 2.0,
-             alpha: float = 0.5):
-        """The training loss of one batch."""
+    def default_settings(self, rank: int | None = None) -> SimpleNamespace:
+        """Every setting the method reads at its default (`rank` overriding), for the bench and counts."""
+        values = {}
+        for cls in self.settings:
+            values.update({f.name: f.default for f in fields(cls)})
+        if rank is not None and "rank" in values:
+            values["rank"] = rank
+        return SimpleNamespace(**values)
+
+    def prepare(self, model, adaptation, settings=None, total_steps: int | None = None):
+        """Set which parameters train (`adaptation`: where adapters go, what else trains; see
+        `kdlora.modeling.adaptation`; `settings`: a TrainConfig or anything with the method's setting names;
+        `total_steps`: the run's optimiser steps); returns the model to train (a PEFT wrapper for adapters)."""
+        return self._prepare(model, adaptation, settings or self.default_settings(), total_steps)
+
+    def loss(self, model, outputs, batch: dict, teacher_logits=None, settings=None, regression: bool = False):
+        """The training loss of one batch: task loss (or KD against `teacher_logits`) plus the method's own term.
+        `batch` holds the labels; `settings` the temperature and KD weight of a distilling method."""
+        logits, labels = outputs.logits, batch["labels"]
         if not self.distills:
-            return task_loss(logits, labels, regression)
-        if teacher_logits is None:
+            loss = task_loss(logits, labels, regression)
+        elif teacher_logits is None:
             raise ValueError(f"method {self.name} needs teacher logits")
-        from kdlora.distill import kd_loss
+        else:
+            from kdlora.distill import kd_loss
 
-        return kd_loss(logits, teacher_logits, labels, temperature=temperature, alpha=alpha,
-                       regression=regression)
+            settings = settings or self.default_settings()
+            loss = kd_loss(logits, teacher_logits, labels, temperature=settings.temperature,
+                           alpha=settings.kd_alpha, regression=regression)
+        if self._extra_loss is not None:
+            loss = loss + self._extra_loss(model, settings or self.default_settings())
+        return loss
+
+    def after_step(self, model, step: int, settings=None) -> None:
+        """Called after optimiser step `step` (1-based), before gradients are zeroed."""
+        if self._after_step is not None:
+            self._after_step(model, step, settings or self.default_settings())
+
+    def record(self, model, settings=None) -> dict | None:
+        """What a run stores about the method beyond its settings (None for most)."""
+        return self._record(model, settings or self.default_settings()) if self._record else None
+
+    def is_adapter_parameter(self, name: str) -> bool:
+        """Whether the parameter called `name` is one of the method's adapter parameters."""
+        return any(marker in name for marker in self.adapter_markers)
