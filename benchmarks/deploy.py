@@ -7,7 +7,8 @@ accuracy on a trained demo-task run.
    away, so the plain student architecture) in each form `kdlora export` writes: PyTorch fp32, PyTorch bf16 (only
    where the CPU has AVX512-BF16 or AMX: emulated bf16 is slower than fp32 and says nothing about deployment),
    ONNX Runtime fp32 and ONNX Runtime int8 (dynamic, per channel); the teacher in ONNX Runtime int8 too. Random
-   weights from the bundled configs (speed does not depend on the values), batch 32 x 64 tokens. Every model sits
+   weights from the bundled configs (speed does not depend on the values), batch 32 x 64 tokens; --fused adds the
+   student as ONNX Runtime's fused transformer graph (fp32, int8). Every model sits
    in this one process and takes a batch in turn, the start rotating each round, so load from other processes
    falls on all of them alike; each call's wall time and the process's CPU time are both kept (one thread per
    model: on a shared machine the CPU-time ratio is the steadier one). Size on disk is the form's weights file.
@@ -36,6 +37,9 @@ from kdlora.precision import bf16_supported
 STUDENT_FORMS = [("pytorch", "fp32", "none"), ("pytorch", "bf16", "none"), ("onnxruntime", "fp32", "none"),
                  ("onnxruntime", "fp32", "int8")]
 TEACHER_FORMS = [("pytorch", "fp32", "none"), ("onnxruntime", "fp32", "int8")]
+FUSED_FORMS = [("onnxruntime-fused", "fp32", "none"), ("onnxruntime-fused", "fp32", "int8")]
+"""--fused: ONNX Runtime's transformer optimiser (attention, GELU, LayerNorm fused into single ops) before the
+optional int8 quantisation; measured here only, to see whether `kdlora export` should write it."""
 GOALS = {"speedup": 8.0, "points_given_up": 1.0, "agreement_bf16": 0.99, "agreement_int8": 0.97}
 
 
@@ -47,20 +51,56 @@ def _batch(vocab_size: int, batch: int, tokens: int, seed: int) -> dict:
             "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
 
 
-def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int) -> list[dict]:
+def fused_runner(model, quantize: str, sample: dict, threads: int):
+    """(run, prepare, size_bytes) of `model` traced to ONNX, fused by ONNX Runtime's transformer optimiser and,
+    for int8, quantised like `kdlora export` does (dynamic, per channel)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from kdlora.export.onnx_model import trace_onnx
+
+    with tempfile.TemporaryDirectory(prefix="kdlora-fused-") as folder:
+        path = Path(folder) / "model.onnx"
+        trace_onnx(model, {k: v[:2] for k, v in sample.items()}, path)
+        fused = optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
+                               hidden_size=model.config.hidden_size)
+        path = Path(folder) / "fused.onnx"
+        fused.save_model_to_file(str(path))
+        if quantize == "int8":
+            # the fused ops are outside ONNX's domain, so shape inference cannot type their outputs: say float
+            quantize_dynamic(str(path), str(Path(folder) / "fused-int8.onnx"), weight_type=QuantType.QInt8,
+                             per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            path = Path(folder) / "fused-int8.onnx"
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        size = path.stat().st_size
+    return (lambda feeds: session.run(["logits"], feeds)[0]), (lambda b: {k: v.numpy() for k, v in b.items()}), size
+
+
+def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, fused: bool = False) -> list[dict]:
     """Seconds per batch of every (role, form) of one family, interleaved; throughput and speedup vs the teacher."""
     import torch
 
     family = get_family(family_name)
     forms = [("teacher", f) for f in TEACHER_FORMS] + [("student", f) for f in STUDENT_FORMS
                                                         if f[1] != "bf16" or bf16_supported("cpu")]
+    forms += [("student", f) for f in FUSED_FORMS] if fused else []
     runners = {}
     for role, form in forms:
         architecture = family.architecture(role)
         torch.manual_seed(0)
         model = architecture.build(2).eval()
         sample = _batch(model.config.vocab_size, batch, tokens, seed=1)
-        run, prepare, size = inference_runner(model, form, sample, threads)
+        if form[0] == "onnxruntime-fused":
+            run, prepare, size = fused_runner(model, form[2], sample, threads)
+        else:
+            run, prepare, size = inference_runner(model, form, sample, threads)
         runners[role, form] = (run, prepare(sample), size, architecture.display_name)
     keys = list(runners)
     wall, cpu = {key: [] for key in keys}, {key: [] for key in keys}
@@ -151,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="threads per model, PyTorch and ONNX Runtime alike (default 1: on a shared machine a "
                              "descheduled second thread stalls eager PyTorch's every parallel region)")
     parser.add_argument("--no-accuracy", action="store_true", help="speed only")
+    parser.add_argument("--fused", action="store_true",
+                        help="also time the student as ONNX Runtime's fused transformer graph, fp32 and int8")
     parser.add_argument("--out", default="deploy-results",
                         help="folder for deploy.json, and runs/ (the trained teacher and student, their exports)")
     args = parser.parse_args(argv)
@@ -163,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     environment = describe_environment("cpu")
     started = time.perf_counter()
     speeds = [row for f in args.families.split(",") if f
-              for row in speed(f, args.rounds, args.batch, args.tokens, args.threads)]
+              for row in speed(f, args.rounds, args.batch, args.tokens, args.threads, args.fused)]
     speed_seconds = time.perf_counter() - started
     for row in speeds:
         print(json.dumps(row))

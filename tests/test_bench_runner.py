@@ -89,3 +89,21 @@ def test_cuda_without_a_gpu_is_a_user_error(monkeypatch):
     with pytest.raises(UserError, match="no CUDA GPU"):
         run_bench(BenchSettings(device="cuda", families=("minilm",), tiny=True), progress=False,
                   launch=lambda job: pytest.fail("no worker may start"))
+
+
+def test_workers_fork_from_one_server_that_imported_the_libraries_once():
+    import multiprocessing.forkserver
+
+    from kdlora.bench.runner import PRELOADED, run_worker
+
+    settings = BenchSettings(families=("minilm",), methods=("kd-lora",), tiny=True, eval_size=4)
+    [job] = [j for j in plan(settings) if j.measure]
+    first = run_worker(worker_job(settings, job))
+    server = multiprocessing.forkserver._forkserver._forkserver_pid
+    second = run_worker(worker_job(settings, job))
+    assert "error" not in first and "error" not in second
+    assert first["memory_kind"] == second["memory_kind"] == "cpu-peak-rss-delta"
+    assert first["eval_tokens"] == second["eval_tokens"] and first["peak_memory_mb"] > 0
+    assert server is not None and multiprocessing.forkserver._forkserver._forkserver_pid == server
+    assert multiprocessing.forkserver._forkserver._preload_modules == list(PRELOADED)
+

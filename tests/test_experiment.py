@@ -115,3 +115,57 @@ def test_the_paper_grid_is_25_fft_and_24_lora_kd_lora_and_student_lora_configura
     [candidates] = teachers  # every KD-LoRA run of the cell distils from the best of FFT's 25 (teacher = "best")
     assert {s.key for s in specs if s.fields["method"] == "fft" and s.fields["task"] == "rte"
             and s.fields["family"] == "bert"} == set(candidates) and len(candidates) == 25
+
+
+ADAPTIVE = GRID + """
+[train.params]
+precision = "auto"
+max_train_samples = 2000
+epochs = 2
+[train.per_method.kd-lora]
+epochs = 3
+[train.by_precision.fp32]
+max_train_samples = 800
+epochs = 1
+"""
+
+
+@pytest.mark.parametrize(("avx512_bf16", "samples", "fft_epochs"), [(False, 800, 1), (True, 2000, 2)])
+def test_by_precision_applies_where_auto_resolves_to_it(monkeypatch, avx512_bf16, samples, fft_epochs):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    grid = parse_experiment(ADAPTIVE).train
+    [fft] = grid.configurations("fft")
+    [kd] = grid.configurations("kd-lora")
+    assert (fft["max_train_samples"], fft["epochs"]) == (samples, fft_epochs)
+    assert (kd["max_train_samples"], kd["epochs"]) == (samples, 3)  # per_method wins over by_precision
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("[train.by_precision.int8]\nepochs = 1\n", "[train.by_precision] unknown precision 'int8'"),
+    ("[train.by_precision.bf16]\nprecision = 'fp32'\n", "[train.by_precision.bf16] may not set `precision` itself"),
+    ("[train.by_precision.fp32]\nseed = 1\n", "[train.by_precision.fp32] `seed` is set by the grid"),
+])
+def test_by_precision_errors_name_the_table(extra, message):
+    with pytest.raises(UserError) as caught:
+        parse_experiment(GRID + extra)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "expected"), [(False, ("fp32", 800, 400)), (True, ("bf16", 2000, None))])
+def test_the_main_job_trains_more_where_bf16_pays(monkeypatch, avx512_bf16, expected):
+    import torch
+
+    from kdlora.config import TrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    grid = load_experiment("default").train
+    for method in grid.methods:
+        [values] = grid.configurations(method)
+        config = TrainConfig.from_dict({**values, "task": "movie-snippets", "family": "minilm", "method": method})
+        assert (config.precision, config.max_train_samples, config.max_eval_samples) == expected

@@ -164,3 +164,20 @@ def test_a_resumed_runs_costs_are_left_out_and_said(tmp_path):
     assert results["resumed_costs_left_out"] == 1
     assert "1 resumed run: its training time, energy and peak memory cover only the segment after the resume" in \
         (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_report_says_what_the_train_runs_ran(store):
+    from kdlora.analysis.store_report import what_trained
+
+    runs = store.runs()
+    # the fake backends' configs: epochs 1 from the experiment, no limit on training sentences
+    assert what_trained(runs) == "\nWhat the 9 train runs ran: max train samples all, epochs 1."
+    trained = [r for r in runs if r.kind == "train"]
+    for run, precision in zip(trained, ["bf16"] * 8 + ["fp32"], strict=True):
+        run.config["precision"] = precision
+        run.environment = {"cpu_model": "AMD EPYC", "precision_auto": "bf16",
+                           "precision_auto_why": "this CPU computes bf16 natively: avx512_bf16"}
+    assert what_trained(runs) == (
+        "\nWhat the 9 train runs ran: precision bf16 / fp32, max train samples all, epochs 1, CPU AMD EPYC; "
+        "precision auto there: bf16 (this CPU computes bf16 natively: avx512_bf16).")
+    assert what_trained([r for r in runs if r.kind == "bench"]) == ""

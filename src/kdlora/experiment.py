@@ -23,6 +23,9 @@ learning_rate = [1e-4, 3e-4]   # two configurations per (task, family, method, r
 [train.per_method.fft] # settings for one method only
 learning_rate = 1e-4
 
+[train.by_precision.fp32]  # settings where the runs' precision resolves to fp32 (`precision = "auto"` on a CPU
+max_train_samples = 800    # without bf16 units): a main job can fit its time on either kind of machine
+
 [bench]                # any `kdlora bench` setting; one bench run per family
 families = ["bert", "roberta", "deberta"]
 
@@ -39,9 +42,11 @@ label_column = "verdict"
 
 A setting whose value is a list is an axis of the grid: the runs of a method are the product of its axes
 (`[train.params]` and its `[train.per_method]` together, the latter winning), each a configuration of its own in
-the store. A distilling method's teacher is an FFT run of the same task, family and seed: with `teacher = "best"`
-(default) the FFT configuration with the best dev score, chosen when those runs are done (as the paper's teacher is
-its best fine-tuned model); with `teacher = "first"` FFT's first configuration (list the teacher's values first).
+the store. `[train.by_precision.P]` applies where the precision in effect (`auto` resolved on this machine) is P,
+between the two. A distilling method's teacher is an FFT run of the same task, family and seed: with
+`teacher = "best"` (default) the FFT configuration with the best dev score, chosen when those runs are done (as the
+paper's teacher is its best fine-tuned model); with `teacher = "first"` FFT's first configuration (list the teacher's
+values first).
 
 Loaded once, validated at the edge: an unknown key or a bad value is a UserError naming the file and the key.
 """
@@ -57,6 +62,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method, paper_methods
+from kdlora.precision import PRECISIONS
 from kdlora.sweep_search import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
@@ -96,17 +102,29 @@ class TrainGrid:
     teacher: str = "best"
     """KD-LoRA's FFT teacher (`TEACHERS`): `best`, the configuration with the best dev score among FFT's runs of the
     same (task, family, seed), or `first`, FFT's first configuration."""
+    by_precision: dict = field(default_factory=dict)
+    """Settings by the precision in effect (fp32, bf16, fp16; `auto` resolved here); `per_method` wins over them."""
 
     def configurations(self, method: str) -> list[dict]:
         """The method's settings, one dict per configuration: the product of every list-valued setting."""
-        values = {**self.params, **self.per_method.get(method, {})}
+        values = self.settings(method)
         axes = [name for name, value in values.items() if isinstance(value, list)]
         return [{**values, **dict(zip(axes, point, strict=True))}
                 for point in itertools.product(*(values[name] for name in axes))]
 
+    def settings(self, method: str) -> dict:
+        """`params`, then what `by_precision` says for the precision these runs resolve to, then `per_method`."""
+        values = {**self.params, **self.per_method.get(method, {})}
+        if self.by_precision and isinstance(values.get("precision", "fp32"), str):
+            from kdlora.precision import resolve_precision
+
+            precision = resolve_precision(values.get("precision", "fp32"), values.get("device"))
+            values = {**self.params, **self.by_precision.get(precision, {}), **self.per_method.get(method, {})}
+        return values
+
     def axes(self, method: str) -> tuple[str, ...]:
         """The settings the method's configurations differ in."""
-        values = {**self.params, **self.per_method.get(method, {})}
+        values = self.settings(method)
         return tuple(name for name, value in values.items() if isinstance(value, list) and len(value) > 1)
 
 
@@ -177,8 +195,8 @@ def parse_experiment(text: str, source: str = "<experiment>") -> Experiment:
 
 def _train_grid(train, where: _Where) -> TrainGrid:
     where.table({"train": train}, "train", "")
-    where.check_keys(train, ("tasks", "families", "methods", "ranks", "seeds", "teacher", "params", "per_method"),
-                     "train")
+    where.check_keys(train, ("tasks", "families", "methods", "ranks", "seeds", "teacher", "params", "per_method",
+                             "by_precision"), "train")
     for required in ("tasks", "families"):
         if required not in train:
             raise UserError(f"{where.source}: [train] needs `{required}`")
@@ -192,7 +210,16 @@ def _train_grid(train, where: _Where) -> TrainGrid:
     for method_name, values in where.table(train, "per_method", "train", default={}).items():
         method = where.wrap("train.per_method", lambda m=method_name: get_method(m)).name
         per_method[method] = dict(where.table({method_name: values}, method_name, "train.per_method"))
-    for section, values in (("train.params", params), *((f"train.per_method.{m}", v) for m, v in per_method.items())):
+    by_precision = {}
+    for name, values in where.table(train, "by_precision", "train", default={}).items():
+        if name not in PRECISIONS:
+            raise UserError(f"{where.source}: [train.by_precision] unknown precision {name!r} (choose from "
+                            f"{', '.join(PRECISIONS)})")
+        by_precision[name] = dict(where.table({name: values}, name, "train.by_precision"))
+        if "precision" in by_precision[name]:
+            raise UserError(f"{where.source}: [train.by_precision.{name}] may not set `precision` itself")
+    for section, values in (("train.params", params), *((f"train.per_method.{m}", v) for m, v in per_method.items()),
+                            *((f"train.by_precision.{p}", v) for p, v in by_precision.items())):
         for key in GRID_KEYS:
             if key in values:
                 raise UserError(f"{where.source}: [{section}] `{key}` is set by the grid, not here")
@@ -203,7 +230,7 @@ def _train_grid(train, where: _Where) -> TrainGrid:
         tasks=tasks, families=families, methods=tuple(dict.fromkeys(methods)),
         ranks=where.integers(train, "ranks", "train", default=(8,), positive=True),
         seeds=where.integers(train, "seeds", "train", default=(42,)),
-        params=params, per_method=per_method, teacher=_teacher(train, where),
+        params=params, per_method=per_method, teacher=_teacher(train, where), by_precision=by_precision,
     )
 
 

@@ -81,6 +81,29 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     return results
 
 
+TRAINING_SIZE = ("precision", "max_train_samples", "epochs", "max_length")
+"""The settings `what_trained` names: what a main job that adapts to its machine may have chosen."""
+
+
+def what_trained(runs: list[Run]) -> str:
+    """One sentence on what the train runs ran: their precision (and why, where `auto` could have chosen it), the
+    training sentences, epochs and length, and the CPU; "" without train runs."""
+    trained = [r for r in runs if r.kind == "train" and r.status == "done"]
+    if not trained:
+        return ""
+    said = []
+    for name in TRAINING_SIZE:
+        values = sorted({str(r.config[name]) for r in trained if name in r.config})
+        if values:  # None: no limit (every training sentence)
+            said.append(f"{name.replace('_', ' ')} {' / '.join('all' if v == 'None' else v for v in values)}")
+    machines = sorted({(r.environment or {}).get("cpu_model") for r in trained} - {None})
+    said += [f"CPU {', '.join(machines)}"] if machines else []
+    autos = sorted({f"{env['precision_auto']} ({env['precision_auto_why']})" for env in
+                    (r.environment or {} for r in trained) if env.get("precision_auto")})
+    auto = f"; precision auto there: {'; '.join(autos)}" if autos else ""
+    return f"\nWhat the {len(trained)} train runs ran: {', '.join(said)}{auto}."
+
+
 def _flag_counts(records: list[dict], selection: Selection) -> dict:
     """How many counted train runs are flagged, and whether the report left them out."""
     done = [r for r in records if r["status"] == "done"]
@@ -190,6 +213,7 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     lines = [f"# {title}", "", f"Generated {results['generated']} from `{results['store']}`.", ""]
     lines += ["## Runs", ""]
     lines += _table(["kind", "status", "runs"], [[k, s, n] for k, by in results["runs"].items() for s, n in by.items()])
+    lines += [line for line in [what_trained(runs)] if line]
     problems = [r for r in runs if r.status in ("failed", "collapsed")]
     if problems:
         lines += ["", "Not averaged in:", ""]

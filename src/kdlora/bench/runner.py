@@ -2,17 +2,17 @@
 
 Parameter counts are exact and take seconds (meta-device builds), so they cover every rank. Memory and latency do
 not depend on the rank beyond a rounding error, so by default they are measured at the first rank only, each
-configuration in a fresh `kdlora.bench.worker` process; `all_ranks` measures every rank.
+configuration in a fresh worker process (forked from a server that imported the libraries once); `all_ranks`
+measures every rank.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from kdlora import modeling
 from kdlora.bench.forms import DEFAULT_FORM
@@ -115,19 +115,55 @@ def worker_job(settings: BenchSettings, job: Job) -> dict:
             "backend": backend, "precision": precision, "quantize": quantize}
 
 
+PRELOADED = ("torch", "transformers", "peft", "kdlora.bench.worker")
+"""What the worker server imports once (~4.5 CPU-seconds on a 2-core EPYC): each worker forked from it starts
+with them in memory instead of importing them again. Only imports: the server never runs a torch operation, so no
+thread pool exists yet when it forks."""
+
+
 def run_worker(job: dict) -> dict:
-    """Measure one configuration in a fresh `python -m kdlora.bench.worker` process."""
-    proc = subprocess.run([sys.executable, "-m", "kdlora.bench.worker", json.dumps(job)], capture_output=True,
-                          text=True)
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode < 0:
-        return {"error": f"worker killed by signal {-proc.returncode}" +
-                (" (out of memory?)" if proc.returncode == -9 else "")}
-    try:
-        return json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"worker exited with code {proc.returncode}: {tail[:300]}"}
+    """Measure one configuration in a fresh process of its own, forked from a server that has the libraries
+    imported (multiprocessing's forkserver, PRELOADED): one process per configuration still makes its peak RSS
+    (Linux VmHWM, reset when its tracker starts) and any crash its own."""
+    import multiprocessing
+    import tempfile
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOADED))  # read when the server starts: the first call
+    receiver, sender = context.Pipe(duplex=False)
+    with tempfile.TemporaryDirectory(prefix="kdlora-worker-") as folder:
+        log = Path(folder) / "output.log"  # a forked server's child inherits no descriptor of ours: a path
+        proc = context.Process(target=_worker_main, args=(job, sender, str(log)), daemon=True)
+        proc.start()
+        sender.close()
+        try:
+            result = receiver.recv()
+        except EOFError:  # the worker died before it could answer
+            result = None
+        proc.join()
+        text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    tail = (text.strip().splitlines() or ["no output"])[-1]
+    if proc.exitcode is not None and proc.exitcode < 0:
+        return {"error": f"worker killed by signal {-proc.exitcode}" +
+                (" (out of memory?)" if proc.exitcode == -9 else "")}
+    if result is None:
+        return {"error": f"worker exited with code {proc.exitcode}: {tail[:300]}"}
+    return result
+
+
+def _worker_main(job: dict, sender, log: str) -> None:
+    """In the forked worker: its output into `log` (the terminal stays quiet, a crash's last line is kept), then
+    `measure` (whose failures come back as `{"error": ...}`, like the command-line worker's)."""
+    import os
+
+    from kdlora.bench import worker
+
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sender.send(worker.run_job(job))
 
 
 def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:

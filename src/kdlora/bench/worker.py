@@ -142,14 +142,17 @@ def measure(job: dict) -> dict:
     return result
 
 
-def main(argv: list[str]) -> int:
-    job = json.loads(argv[0])
+def run_job(job: dict) -> dict:
+    """`measure(job)`, or `{"error": "Type: first line"}` when it failed."""
     try:
-        result = measure(job)
+        return measure(job)
     except Exception as exc:  # one failed configuration (e.g. out of memory) must not lose the others
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        result = {"error": f"{type(exc).__name__}: {first_line}"}
-    print(json.dumps(result), flush=True)
+        return {"error": f"{type(exc).__name__}: {first_line}"}
+
+
+def main(argv: list[str]) -> int:
+    print(json.dumps(run_job(json.loads(argv[0]))), flush=True)
     return 0
 
 

@@ -17,8 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                        help="training precision of every run (default fp32; bf16 needs a CPU with AVX512-BF16 or "
-                             "AMX, or a GPU)")
+                        help="training precision of every run (default fp32: bf16's demo accuracy is not yet "
+                             "measured on 3 seeds; bf16 needs a CPU with AVX512-BF16 or AMX, or a GPU; auto: bf16 "
+                             "where the device computes it natively, else fp32)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
