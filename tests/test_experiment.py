@@ -24,7 +24,7 @@ def test_small_fixture_parses(tmp_path):
     assert exp.resources == Resources(1, 0)
 
 
-@pytest.mark.parametrize("name, methods", [("default", {"fft", "lora", "kd-lora"}),
+@pytest.mark.parametrize("name, methods", [("default", {"fft", "lora", "kd-lora", "student-lora"}),
                                            ("paper", {"fft", "lora", "kd-lora", "student-lora"})])
 def test_bundled_experiments_parse(name, methods):
     exp = load_experiment(name)
