@@ -79,3 +79,16 @@ def test_a_runs_adapter_loads_with_peft_alone(student):
     with torch.no_grad():
         # the same weights through the same kernels: exact
         assert torch.equal(loaded(**batch).logits, load_model(student)(**batch).logits)
+
+
+def test_a_garbled_teacher_run_is_one_line_when_it_names_the_model(own, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(own / "fft", tmp_path / "fft")
+    (tmp_path / "fft" / "metrics.json").write_bytes(b'{"status": "\x9a"}')  # not UTF-8
+    code = _train(own, tmp_path / "kd", "--method", "kd-lora", "--teacher", str(tmp_path / "fft"), "--student",
+                  f"derive:{STUDENT_LAYERS}")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'fft' / 'metrics.json'}: not valid JSON (not UTF-8 text at byte 12)" in err
+    assert not (tmp_path / "kd").exists()

@@ -73,7 +73,7 @@ def read_json(run_dir: str | Path, name: str) -> dict:
         raise UserError(f"{run_dir}: not a kdlora run folder (no {name})") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    except UnicodeDecodeError as exc:
+    except UnicodeDecodeError as exc:  # garbled bytes: not even text
         raise UserError(f"{path}: not valid JSON (not UTF-8 text at byte {exc.start})") from None
 
 

@@ -75,23 +75,23 @@ def _read_config_file(path: str) -> dict:
 
 def fill_defaults(values: dict) -> None:
     """A task from files is called `custom` unless named; an encoder given by --model labels its own family; with
-    --teacher RUN and no --model, the model and its label (unless --family gives one) are the teacher run's."""
+    --teacher RUN and neither --model nor --family, the model and its label are the teacher run's."""
     if values.get("train_file") and "task" not in values:
         values["task"] = "custom"
-    if values.get("teacher") and "model" not in values:
+    # only when nothing names the model: reading a teacher run's config before it is verified (train does that
+    # first) is kept to the case that needs it
+    if values.get("teacher") and "model" not in values and "family" not in values:
         from kdlora.sources import is_run_folder
 
         if is_run_folder(values["teacher"]):
             from kdlora.rundir import load_config
 
             teacher = load_config(values["teacher"])
+            values["family"] = teacher.family
             if teacher.model is not None:
                 values["model"] = teacher.model
-                values.setdefault("family", teacher.family)
-            elif "family" not in values:
-                values["family"] = teacher.family
-                if teacher.tiny and "tiny" not in values:
-                    values["tiny"] = True  # a named family's tiny build is the model too
+            elif teacher.tiny and "tiny" not in values:
+                values["tiny"] = True  # a named family's tiny build is the model too
     if values.get("model") and "family" not in values:
         from kdlora.families import model_label
 
