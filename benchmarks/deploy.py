@@ -8,7 +8,9 @@ accuracy on a trained demo-task run.
    where the CPU has AVX512-BF16 or AMX: emulated bf16 is slower than fp32 and says nothing about deployment),
    ONNX Runtime fp32 and ONNX Runtime int8 (dynamic, per channel); the teacher in ONNX Runtime int8 too. Random
    weights from the bundled configs (speed does not depend on the values), batch 32 x 64 tokens; --fused adds the
-   student as ONNX Runtime's fused transformer graph (fp32, int8). Every model sits
+   student as ONNX Runtime's fused transformer graph (fp32, int8); --static the student in ONNX Runtime static
+   int8 (QDQ, activations calibrated on a few batches); --compile the student through torch.compile (inductor,
+   frozen weights so oneDNN packs them for the CPU's matrix units) in fp32 and, with bf16 units, bf16. Every model sits
    in this one process and takes a batch in turn, the start rotating each round, so load from other processes
    falls on all of them alike; each call's wall time and the process's CPU time are both kept (one thread per
    model: on a shared machine the CPU-time ratio is the steadier one). Size on disk is the form's weights file.
@@ -40,6 +42,11 @@ TEACHER_FORMS = [("pytorch", "fp32", "none"), ("onnxruntime", "fp32", "int8")]
 FUSED_FORMS = [("onnxruntime-fused", "fp32", "none"), ("onnxruntime-fused", "fp32", "int8")]
 """--fused: ONNX Runtime's transformer optimiser (attention, GELU, LayerNorm fused into single ops) before the
 optional int8 quantisation; measured here only, to see whether `kdlora export` should write it."""
+STATIC_FORMS = [("onnxruntime-static", "fp32", "int8")]
+"""--static: int8 weights and activations with calibrated scales (QDQ), against the dynamic quantisation's per-batch
+activation scales; measured here only."""
+COMPILED_FORMS = [("pytorch-compiled", "fp32", "none"), ("pytorch-compiled", "bf16", "none")]
+"""--compile: torch.compile (inductor, freezing) of the student; measured here only."""
 GOALS = {"speedup": 8.0, "points_given_up": 1.0, "agreement_bf16": 0.99, "agreement_int8": 0.97}
 
 
@@ -51,13 +58,25 @@ def _batch(vocab_size: int, batch: int, tokens: int, seed: int) -> dict:
             "attention_mask": torch.ones(batch, tokens, dtype=torch.long)}
 
 
+def _onnx_runner(path: Path, threads: int):
+    """(run, prepare, size_bytes) of the ONNX model at `path` in an ONNX Runtime CPU session (`path` may go once
+    this returns: the session holds the model)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    run = lambda feeds: session.run(["logits"], feeds)[0]  # noqa: E731
+    return run, (lambda b: {k: v.numpy() for k, v in b.items()}), path.stat().st_size
+
+
 def fused_runner(model, quantize: str, sample: dict, threads: int):
     """(run, prepare, size_bytes) of `model` traced to ONNX, fused by ONNX Runtime's transformer optimiser and,
     for int8, quantised like `kdlora export` does (dynamic, per channel)."""
     import tempfile
 
     import onnx
-    import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -75,15 +94,58 @@ def fused_runner(model, quantize: str, sample: dict, threads: int):
             quantize_dynamic(str(path), str(Path(folder) / "fused-int8.onnx"), weight_type=QuantType.QInt8,
                              per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
             path = Path(folder) / "fused-int8.onnx"
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        size = path.stat().st_size
-    return (lambda feeds: session.run(["logits"], feeds)[0]), (lambda b: {k: v.numpy() for k, v in b.items()}), size
+        return _onnx_runner(path, threads)
 
 
-def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, fused: bool = False) -> list[dict]:
+def static_runner(model, sample: dict, threads: int):
+    """(run, prepare, size_bytes) of `model` traced to ONNX and quantised statically: int8 weights (per channel)
+    and int8 activations whose scales were calibrated on batches like `sample` (QDQ format, unsigned activations
+    and signed weights: the pair x86's VNNI and AMX int8 instructions take)."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from kdlora.export.onnx_model import trace_onnx
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            vocab = model.config.vocab_size
+            self.feeds = iter([{k: v.numpy() for k, v in _batch(vocab, 8, sample["input_ids"].shape[1], seed).items()}
+                               for seed in range(100, 104)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory(prefix="kdlora-static-") as folder:
+        path = Path(folder) / "model.onnx"
+        trace_onnx(model, {k: v[:2] for k, v in sample.items()}, path)
+        quantized = Path(folder) / "static-int8.onnx"
+        quantize_static(str(path), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return _onnx_runner(quantized, threads)
+
+
+def compiled_runner(model, precision: str, sample: dict):
+    """(run, prepare, size_bytes) of `model` in `precision` through torch.compile (inductor with frozen weights:
+    constant-folded and pre-packed by oneDNN, the path to AMX on a Xeon); compiled on the first call."""
+    import tempfile
+
+    import torch
+    import torch._inductor.config as inductor
+
+    from kdlora.precision import torch_dtype
+
+    inductor.freezing = True
+    model = model.to(torch_dtype(precision))
+    with tempfile.TemporaryDirectory(prefix="kdlora-compiled-") as folder:
+        model.save_pretrained(folder)
+        size = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
+    compiled = torch.compile(model)
+    return (lambda batch: compiled(**batch).logits), (lambda batch: batch), size
+
+
+def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, fused: bool = False,
+          static: bool = False, compiled: bool = False) -> list[dict]:
     """Seconds per batch of every (role, form) of one family, interleaved; throughput and speedup vs the teacher."""
     import torch
 
@@ -91,6 +153,8 @@ def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, 
     forms = [("teacher", f) for f in TEACHER_FORMS] + [("student", f) for f in STUDENT_FORMS
                                                         if f[1] != "bf16" or bf16_supported("cpu")]
     forms += [("student", f) for f in FUSED_FORMS] if fused else []
+    forms += [("student", f) for f in STATIC_FORMS] if static else []
+    forms += [("student", f) for f in COMPILED_FORMS if f[1] != "bf16" or bf16_supported("cpu")] if compiled else []
     runners = {}
     for role, form in forms:
         architecture = family.architecture(role)
@@ -99,14 +163,21 @@ def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, 
         sample = _batch(model.config.vocab_size, batch, tokens, seed=1)
         if form[0] == "onnxruntime-fused":
             run, prepare, size = fused_runner(model, form[2], sample, threads)
+        elif form[0] == "onnxruntime-static":
+            run, prepare, size = static_runner(model, sample, threads)
+        elif form[0] == "pytorch-compiled":
+            run, prepare, size = compiled_runner(model, form[1], sample)
         else:
             run, prepare, size = inference_runner(model, form, sample, threads)
         runners[role, form] = (run, prepare(sample), size, architecture.display_name)
     keys = list(runners)
     wall, cpu = {key: [] for key in keys}, {key: [] for key in keys}
+    warm_up = {}
     with torch.inference_mode():
-        for key in keys:  # warm-up: first calls allocate and pick kernels
+        for key in keys:  # warm-up: first calls allocate and pick kernels (and compile, for --compile)
+            start = time.perf_counter()
             runners[key][0](runners[key][1])
+            warm_up[key] = time.perf_counter() - start
         for i in range(rounds):
             for key in keys[i % len(keys):] + keys[:i % len(keys)]:
                 run, inputs = runners[key][:2]
@@ -117,12 +188,13 @@ def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, 
     medians = {key: statistics.median(wall[key]) for key in keys}
     cpu_medians = {key: statistics.median(cpu[key]) for key in keys}
     base, cpu_base = medians["teacher", TEACHER_FORMS[0]], cpu_medians["teacher", TEACHER_FORMS[0]]
-    return [{"family": family_name, "role": role, "model": runners[role, form][3], "backend": form[0],
+    return [{"family": family_name, "role": role, "model": runners[role, form][3], "runtime": form[0],
              "precision": form[1], "quantize": form[2], "median_batch_s": round(medians[role, form], 4),
              "throughput_per_s": round(batch / medians[role, form], 1), "speedup": round(base / medians[role, form], 2),
              "median_batch_cpu_s": round(cpu_medians[role, form], 4),
              "cpu_speedup": round(cpu_base / cpu_medians[role, form], 2),
-             "size_mb": round(runners[role, form][2] / 1e6, 1)} for role, form in keys]
+             "size_mb": round(runners[role, form][2] / 1e6, 1), "first_call_s": round(warm_up[role, form], 2)}
+            for role, form in keys]
 
 
 def accuracy(folder: Path, train_samples: int) -> dict:
@@ -149,10 +221,10 @@ def accuracy(folder: Path, train_samples: int) -> dict:
     train_seconds = time.perf_counter() - started
     kdlora.precision.bf16_supported = lambda device=None: True  # scoring only: emulated bf16 has the same numerics
     forms = {}
-    for backend, precision, quantize in STUDENT_FORMS:
-        settings = ExportSettings("safetensors" if backend == "pytorch" else "onnx", precision, quantize)
-        info = export_run(folder / "kd", folder / f"export-{backend}-{precision}-{quantize}", settings)
-        forms[f"{backend}/{precision}/{quantize}"] = {k: info[k] for k in ("accuracy", "reference_accuracy",
+    for runtime, precision, quantize in STUDENT_FORMS:
+        settings = ExportSettings("safetensors" if runtime == "pytorch" else "onnx", precision, quantize)
+        info = export_run(folder / "kd", folder / f"export-{runtime}-{precision}-{quantize}", settings)
+        forms[f"{runtime}/{precision}/{quantize}"] = {k: info[k] for k in ("accuracy", "reference_accuracy",
                                                                           "agreement", "size_bytes", "dev_examples")}
     return {"teacher_accuracy": teacher["metrics"]["accuracy"], "student_accuracy": student["metrics"]["accuracy"],
             "train_samples": train_samples, "train_seconds": round(train_seconds, 1), "forms": forms}
@@ -162,12 +234,12 @@ def verdicts(speeds: list[dict], scores: dict | None) -> list[str]:
     """The goals, met or not, in words."""
     lines = []
     for family in sorted({r["family"] for r in speeds}):
-        exported = [r for r in speeds if r["family"] == family and r["role"] == "student" and r["backend"] != "pytorch"
+        exported = [r for r in speeds if r["family"] == family and r["role"] == "student" and r["runtime"] != "pytorch"
                     or r["family"] == family and r["role"] == "student" and r["precision"] == "bf16"]
         for figure, what in (("speedup", "wall"), ("cpu_speedup", "CPU time")):
             best = max(exported, key=lambda r: r[figure])
             met = "met" if best[figure] >= GOALS["speedup"] else "not met"
-            lines.append(f"{family}: best exported student {best['backend']} {best['precision']} {best['quantize']} "
+            lines.append(f"{family}: best student form {best['runtime']} {best['precision']} {best['quantize']} "
                          f"{best[figure]:.2f}x the teacher's fp32 eager throughput by {what} (goal >= 8x: {met})")
     for name, form in (scores or {}).get("forms", {}).items():
         given_up = 100 * (form["reference_accuracy"] - form["accuracy"])
@@ -193,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-accuracy", action="store_true", help="speed only")
     parser.add_argument("--fused", action="store_true",
                         help="also time the student as ONNX Runtime's fused transformer graph, fp32 and int8")
+    parser.add_argument("--static", action="store_true",
+                        help="also time the student in ONNX Runtime static int8 (calibrated activations, QDQ)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the student through torch.compile (inductor, frozen weights), fp32 and bf16")
     parser.add_argument("--out", default="deploy-results",
                         help="folder for deploy.json, and runs/ (the trained teacher and student, their exports)")
     args = parser.parse_args(argv)
@@ -205,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     environment = describe_environment("cpu")
     started = time.perf_counter()
     speeds = [row for f in args.families.split(",") if f
-              for row in speed(f, args.rounds, args.batch, args.tokens, args.threads, args.fused)]
+              for row in speed(f, args.rounds, args.batch, args.tokens, args.threads, args.fused, args.static,
+                               args.compile)]
     speed_seconds = time.perf_counter() - started
     for row in speeds:
         print(json.dumps(row))

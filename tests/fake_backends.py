@@ -13,9 +13,9 @@ import signal
 import time
 from pathlib import Path
 
-from kdlora.backends import Backends
 from kdlora.errors import UserError
 from kdlora.files import write_manifest
+from kdlora.sweep.backends import Backends
 
 TRAIN_DEFAULTS = {"task": None, "family": None, "method": None, "rank": 8, "lora_alpha": 16, "seed": 42,
                   "epochs": 1, "learning_rate": None, "max_train_samples": None, "teacher": None, "fail": False}

@@ -19,7 +19,7 @@ def bf16_cpu(monkeypatch):
 
 
 def test_the_full_product_keeps_the_four_supported_forms(bf16_cpu):
-    # 2 backends x 2 precisions x 2 quantisations = 8; int8 needs onnxruntime, bf16 needs pytorch
+    # 2 runtimes x 2 precisions x 2 quantisations = 8; int8 needs onnxruntime, bf16 needs pytorch
     assert plan_forms(("pytorch", "onnxruntime"), ("fp32", "bf16"), ("none", "int8"), "cpu") == [
         ("pytorch", "fp32", "none"), ("pytorch", "bf16", "none"),
         ("onnxruntime", "fp32", "none"), ("onnxruntime", "fp32", "int8")]
@@ -27,7 +27,7 @@ def test_the_full_product_keeps_the_four_supported_forms(bf16_cpu):
 
 def test_each_measured_rank_gets_a_row_per_form_and_counts_one():
     settings = BenchSettings(families=("minilm",), methods=("fft", "kd-lora"), ranks=(8, 16),
-                             backend=("pytorch", "onnxruntime"), quantize=("none", "int8"), tiny=True)
+                             runtime=("pytorch", "onnxruntime"), quantize=("none", "int8"), tiny=True)
     jobs = plan(settings)
     assert [j.name for j in jobs] == [
         "minilm/fft", "minilm/fft/onnxruntime-fp32", "minilm/fft/onnxruntime-fp32-int8",
@@ -35,20 +35,43 @@ def test_each_measured_rank_gets_a_row_per_form_and_counts_one():
         "minilm/kd-lora/r16"]
     assert [j.measure for j in jobs] == [True] * 6 + [False]
     job = worker_job(settings, jobs[2])
-    assert (job["backend"], job["precision"], job["quantize"]) == ("onnxruntime", "fp32", "int8")
+    assert (job["runtime"], job["precision"], job["quantize"]) == ("onnxruntime", "fp32", "int8")
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--backend", "pytorch", "--quantize", "int8"], form_problem("pytorch", "fp32", "int8")),
-    (["--backend", "onnxruntime", "--precision", "bf16"], form_problem("onnxruntime", "bf16", "none")),
-    (["--backend", "tensorrt"], "backend: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),
+    (["--runtime", "pytorch", "--quantize", "int8"], form_problem("pytorch", "fp32", "int8")),
+    (["--runtime", "onnxruntime", "--precision", "bf16"], form_problem("onnxruntime", "bf16", "none")),
+    (["--runtime", "tensorrt"], "runtime: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),
+    (["--backend", "tensorrt"], "runtime: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),  # the old flag
     (["--precision", "bf16"], "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support; use fp32"),
 ])
 def test_unsupported_forms_are_one_line_and_exit_2(flags, message, monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: "--backend" in flags)
+    monkeypatch.setattr(kdlora.precision, "bf16_supported", lambda device=None: "--runtime" in flags)
     assert main(["bench", "--params-only", "--tiny", "--out", str(tmp_path / "out"), *flags]) == 2
     assert capsys.readouterr().err == f"kdlora bench: error: {message}\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_int8_names_the_runtime_it_needs():
+    assert form_problem("pytorch", "fp32", "int8") == ("int8 runs in ONNX Runtime only (runtime onnxruntime: its "
+                                                       "dynamic quantisation; PyTorch int8 is not supported)")
+
+
+def test_an_experiment_written_with_the_old_backend_key_still_reads():
+    from kdlora.sweep.backends import real_bench_settings
+
+    settings = real_bench_settings({"families": ["minilm"], "backend": ["onnxruntime"], "tiny": True})
+    assert settings["runtime"] == ["onnxruntime"] and "backend" not in settings
+
+
+def test_rows_written_before_the_rename_keep_their_form():
+    from kdlora.bench.forms import row_form
+
+    assert row_form({"backend": "onnxruntime", "precision": "fp32", "quantize": "int8"}) == (
+        "onnxruntime", "fp32", "int8")
+    assert row_form({"runtime": "onnxruntime", "precision": "fp32", "quantize": "none"}) == (
+        "onnxruntime", "fp32", "none")
+    assert row_form({}) == ("pytorch", "fp32", "none")  # before the axes existed
 
 
 def test_unknown_quantisation_is_a_user_error():

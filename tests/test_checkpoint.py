@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlora.backends import real_train
 from kdlora.checkpoint import has_checkpoint, resume_source
 from kdlora.cli import main
 from kdlora.errors import UserError
 from kdlora.store import Store
-from kdlora.sweep import Driver, RunSpec
+from kdlora.sweep.backends import real_train
+from kdlora.sweep.driver import Driver
+from kdlora.sweep.expand import RunSpec
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 

@@ -57,10 +57,10 @@ def test_every_field_has_a_docstring_for_the_cli():
 
 def test_the_run_key_covers_the_number_of_processes_and_is_the_stores_key():
     """Finding: two processes (twice the effective batch) and one process shared a key; the store used its own."""
-    from kdlora.backends import REAL
     from kdlora.config import TrainConfig, run_key
     from kdlora.experiment import parse_experiment
-    from kdlora.sweep import expand, train_identity
+    from kdlora.sweep.backends import REAL
+    from kdlora.sweep.expand import expand, train_identity
 
     config = TrainConfig(task="sst2", family="bert", method="fft", tiny=True)
     assert config.key() == config.key(1) != config.key(2)

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from kdlora.data.files import FileTaskSpec, file_task, load_file_split
+from kdlora.data.file_tasks import FileTaskSpec, file_task, load_file_split
 from kdlora.data.loaders import load_split
 from kdlora.data.tables import read_table
 from kdlora.data.tasks import get_task

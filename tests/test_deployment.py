@@ -5,9 +5,9 @@ from kdlora.analysis.tradeoff import family_tradeoffs, pareto_front
 from test_tradeoff import _aggregates
 
 
-def row(method, backend, precision, quantize, throughput, size, rank=None, family="minilm"):
+def row(method, runtime, precision, quantize, throughput, size, rank=None, family="minilm"):
     return {"family": family, "model": {"fft": "MiniLM-L6"}.get(method, "MiniLM-L3"), "method": method, "rank": rank,
-            "backend": backend, "precision": precision, "quantize": quantize, "throughput_per_s": throughput,
+            "runtime": runtime, "precision": precision, "quantize": quantize, "throughput_per_s": throughput,
             "size_mb": size, "eval_seconds": 1.0, "peak_train_memory_mb": 1.0}
 
 
@@ -37,7 +37,7 @@ def test_a_family_without_train_runs_has_speed_and_size_only(tmp_path):
 
 
 def test_rows_from_before_the_axes_are_pytorch_fp32():
-    old = [{k: v for k, v in r.items() if k not in ("backend", "precision", "quantize")} for r in BENCH[:3:2]]
+    old = [{k: v for k, v in r.items() if k not in ("runtime", "precision", "quantize")} for r in BENCH[:3:2]]
     table = deployment_table([], old)
     assert [(r["form"], r["speedup"]) for r in table] == [("PyTorch fp32", 1.0), ("PyTorch fp32", 2.0)]
     assert "Only the paper's form (PyTorch fp32) was benched" in "\n".join(markdown(table, None))

@@ -4,12 +4,12 @@ from pathlib import Path
 import pytest
 
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
-from kdlora.backends import Backends
 from kdlora.errors import UserError
-from kdlora.executors import LocalExecutor, RayExecutor, execute, execute_in_child, make_executor
 from kdlora.experiment import load_experiment
 from kdlora.store import Store
-from kdlora.sweep import run_sweep
+from kdlora.sweep.backends import Backends
+from kdlora.sweep.driver import run_sweep
+from kdlora.sweep.executors import LocalExecutor, RayExecutor, execute, execute_in_child, make_executor
 
 TESTS = Path(__file__).parent
 

@@ -84,7 +84,7 @@ def test_sweep_cli_bad_experiment_is_one_line_exit_2(tmp_path, monkeypatch, caps
 
 
 def test_real_backends_validate_and_fill_defaults():
-    from kdlora.backends import real_bench_settings, real_train_config
+    from kdlora.sweep.backends import real_bench_settings, real_train_config
 
     config = real_train_config({"task": "SST-2", "family": "bert", "method": "kd_lora", "seed": 3})
     assert (config["task"], config["method"], config["seed"], config["rank"]) == ("sst2", "kd-lora", 3, 8)
@@ -102,9 +102,9 @@ def test_the_paper_grid_is_25_fft_and_24_lora_kd_lora_and_student_lora_configura
     """Finding: experiments held one value per setting; the paper's protocol is a grid."""
     from collections import Counter
 
-    from kdlora.backends import REAL
     from kdlora.experiment import load_experiment
-    from kdlora.sweep import expand
+    from kdlora.sweep.backends import REAL
+    from kdlora.sweep.expand import expand
 
     specs = [s for s in expand(load_experiment("paper"), REAL) if s.kind == "train"]
     cell = Counter(s.fields["method"] for s in specs if s.fields["task"] == "rte" and s.fields["family"] == "bert")

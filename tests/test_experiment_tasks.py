@@ -4,12 +4,12 @@ import shutil
 
 import pytest
 
-from kdlora.backends import REAL
 from kdlora.cli import main
 from kdlora.errors import UserError
 from kdlora.experiment import load_experiment, parse_experiment
 from kdlora.store import Store
-from kdlora.sweep import expand
+from kdlora.sweep.backends import REAL
+from kdlora.sweep.expand import expand
 
 EXPERIMENT = """
 name = "reviews"

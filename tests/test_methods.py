@@ -200,9 +200,9 @@ def test_a_toy_method_runs_through_train_sweep_report_and_bench(tmp_path, toy, c
 def test_student_lora_on_a_derived_student_is_cut_from_the_sweeps_fft_teacher():
     """Finding: a sweep gave only distilling methods a teacher, so student-lora on minilm (whose student is cut
     from the trained FFT teacher) failed with "pass --teacher"; on DistilBERT it needs none."""
-    from kdlora.backends import REAL
     from kdlora.experiment import parse_experiment
-    from kdlora.sweep import expand
+    from kdlora.sweep.backends import REAL
+    from kdlora.sweep.expand import expand
 
     for family, taught in (("minilm", True), ("bert", False)):
         specs = expand(parse_experiment(f'name = "a"\n[train]\ntasks = ["sst2"]\nfamilies = ["{family}"]\n'

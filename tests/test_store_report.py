@@ -5,10 +5,10 @@ import pytest
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
 from kdlora.analysis.store_report import write_study_report
 from kdlora.cli import main
-from kdlora.executors import LocalExecutor
 from kdlora.experiment import parse_experiment
 from kdlora.store import Store
-from kdlora.sweep import run_sweep
+from kdlora.sweep.driver import run_sweep
+from kdlora.sweep.executors import LocalExecutor
 
 # sst2 on BERT-base (a Table I cell of the paper), seeds 1, 2, 13 (seed 13's LoRA run predicts one class: flagged),
 # and a bench of the same family so the trade-off joins both

@@ -10,10 +10,11 @@ import pytest
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
 from kdlora.analysis.store_report import write_study_report
 from kdlora.cli import main
-from kdlora.executors import LocalExecutor
 from kdlora.experiment import load_experiment, parse_experiment
 from kdlora.store import Store
-from kdlora.sweep import expand, run_sweep
+from kdlora.sweep.driver import run_sweep
+from kdlora.sweep.executors import LocalExecutor
+from kdlora.sweep.expand import expand
 
 TESTS = Path(__file__).parent
 SMALL = TESTS / "data" / "sweep" / "small.toml"

@@ -7,13 +7,13 @@ import os
 import pytest
 
 import fake_backends
-from kdlora.backends import REAL
 from kdlora.cli import main
 from kdlora.errors import UserError
-from kdlora.executors import LocalExecutor
 from kdlora.experiment import parse_experiment
 from kdlora.store import Store
-from kdlora.sweep_search import run_search, study_name, study_path
+from kdlora.sweep.backends import REAL
+from kdlora.sweep.executors import LocalExecutor
+from kdlora.sweep.search import run_search, study_name, study_path
 from train_helpers import DATA
 
 # the fake backends score a LoRA run 0.88 - 0.001 * rank + 10 * learning_rate (seed 42): the search has a slope
@@ -156,7 +156,7 @@ def test_search_ranges_are_checked_where_they_are_written():
 def test_a_search_runs_its_trials_on_ray_workers(tmp_path, monkeypatch):
     import ray
 
-    from kdlora.executors import RayExecutor
+    from kdlora.sweep.executors import RayExecutor
 
     tests = os.path.dirname(fake_backends.__file__)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))

@@ -182,13 +182,13 @@ class TrainConfig(*settings_classes()):
 
     def file_spec(self):
         """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
-        from kdlora.data.files import spec_of
+        from kdlora.data.file_tasks import spec_of
 
         return spec_of(self)
 
     def task_spec(self):
         """The `Task` this run trains on: a built-in one by name, or the one its files define (read here)."""
-        from kdlora.data.files import file_task
+        from kdlora.data.file_tasks import file_task
         from kdlora.data.tasks import get_task
 
         spec = self.file_spec()
@@ -287,13 +287,13 @@ class BenchSettings:
     """Seed of the evaluation set, the training batch and the random weights."""
     threads: int | None = None
     """CPU threads per worker (default: PyTorch's, one per core)."""
-    backend: tuple[str, ...] = ("pytorch",)
-    """Inference backends: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
+    runtime: tuple[str, ...] = ("pytorch",)
+    """Inference runtimes (alias --backend): pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
     precision: tuple[str, ...] = ("fp32",)
-    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch backend, on a
+    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch runtime, on a
     CPU with AVX512-BF16 or AMX or a CUDA GPU), auto (bf16 where the device computes it natively, else fp32)."""
     quantize: tuple[str, ...] = ("none",)
-    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime backend). Unsupported combinations of
+    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime runtime). Unsupported combinations of
     the three axes are skipped; a value in no supported one is an error."""
     tiny: bool = False
     """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
@@ -318,7 +318,7 @@ class BenchSettings:
         if self.student is not None and self.model is None:
             raise UserError("--student needs --model")
         if self.track_energy:
-            from kdlora.bench.trackers import require_energy
+            from kdlora.meters import require_energy
 
             require_energy()
         for name in self.family_names():
@@ -344,11 +344,11 @@ class BenchSettings:
         return self
 
     def forms(self) -> list[tuple[str, str, str]]:
-        """The supported (backend, precision, quantize) combinations of the three axes (UserError if a value is in
+        """The supported (runtime, precision, quantize) combinations of the three axes (UserError if a value is in
         none; see `kdlora.bench.forms`)."""
         from kdlora.bench.forms import plan_forms
 
-        return plan_forms(self.backend, self.precision, self.quantize, self.device)
+        return plan_forms(self.runtime, self.precision, self.quantize, self.device)
 
 
 def _coerce(key: str, value, hint):

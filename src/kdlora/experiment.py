@@ -29,7 +29,7 @@ max_train_samples = 800    # without bf16 units): a main job can fit its time on
 [bench]                # any `kdlora bench` setting; one bench run per family
 families = ["bert", "roberta", "deberta"]
 
-[search]               # ranges for `kdlora sweep EXP --search optuna` (see kdlora.sweep_search)
+[search]               # ranges for `kdlora sweep EXP --search optuna` (see kdlora.sweep.search)
 learning_rate = { low = 1e-4, high = 1e-3, log = true }
 rank = [8, 16]
 
@@ -63,7 +63,7 @@ from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method, paper_methods
 from kdlora.precision import PRECISIONS
-from kdlora.sweep_search import parse_space
+from kdlora.sweep.search import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
 GRID_KEYS = ("task", "family", "method", "rank", "seed", "teacher")
@@ -143,7 +143,7 @@ class Experiment:
     source: str = ""
     """Where it was read from (for messages)."""
     search: tuple | None = None
-    """`[search]`: the ranges of a hyper-parameter search (`kdlora.sweep_search.Range`s), if any."""
+    """`[search]`: the ranges of a hyper-parameter search (`kdlora.sweep.search.Range`s), if any."""
 
 
 BUNDLED = ("default", "paper")
@@ -243,7 +243,7 @@ def _teacher(train: dict, where: _Where) -> str:
 
 def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
     """`[tasks.NAME]` tables: the `kdlora train --train-file ...` settings of a task from files, by name."""
-    from kdlora.data.files import FILE_SETTINGS
+    from kdlora.data.file_tasks import FILE_SETTINGS
     from kdlora.data.tasks import TASKS
 
     folder = Path(where.source.split(" ")[0]).resolve().parent

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora import checkpoint, tracking
-from kdlora.sweep_search import pruning_check
+from kdlora.sweep.search import pruning_check
 
 
 @dataclass
@@ -143,7 +143,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
     best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome.
     `outside_measure()`: the context the bookkeeping runs in (keeping the best state, writing checkpoints), which
-    the run's memory figure leaves out (`kdlora.bench.trackers.left_out_of_peak`)."""
+    the run's memory figure leaves out (`kdlora.meters.left_out_of_peak`)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -169,7 +169,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             with outside_measure():
                 best_state.keep([(name, saved[name]) for name, _ in trainable])
     resumed_at = at.step
-    # inside a hyper-parameter search (`kdlora.sweep_search`): each evaluation goes to the trial, which may prune
+    # inside a hyper-parameter search (`kdlora.sweep.search`): each evaluation goes to the trial, which may prune
     prune_check = pruning_check(run_dir)
     pruned_at = None
     tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)

@@ -44,7 +44,7 @@ class TrainResult:
     reason: str | None
     flags: list = field(default_factory=list)
     """`constant_predictions` (every dev prediction the same) and `majority_class` (that one is dev's majority);
-    `pruned` when a hyper-parameter search stopped the run early (`kdlora.sweep_search`)."""
+    `pruned` when a hyper-parameter search stopped the run early (`kdlora.sweep.search`)."""
     task: str = ""
     family: str = ""
     method: str = ""
@@ -189,8 +189,8 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     the teacher (given and whole) and the weights package."""
     import torch
 
-    from kdlora.bench.trackers import require_energy
     from kdlora.files import check_writable
+    from kdlora.meters import require_energy
     from kdlora.modeling import quiet_peft_deprecation
     from kdlora.precision import check_precision
     from kdlora.rundir import check_run
@@ -235,7 +235,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import set_seed
 
-    from kdlora.bench.trackers import (
+    from kdlora.families import get_family
+    from kdlora.meters import (
         left_out_of_peak,
         release_freed_memory,
         restart_peak,
@@ -243,7 +244,6 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         track_memory,
         warm_up_runtime,
     )
-    from kdlora.families import get_family
     from kdlora.methods import get_method
     from kdlora.modeling import adaptation, name_labels
     from kdlora.params import count_parameters

@@ -1,5 +1,5 @@
 """The deployment table: per family, the FFT teacher in fp32 eager PyTorch as 1.00x, then the KD-LoRA student in
-every inference form `kdlora bench` measured (backend, precision, quantisation): its speedup, its size on disk,
+every inference form `kdlora bench` measured (runtime, precision, quantisation): its speedup, its size on disk,
 the dev score of a trained run where the store has one, and the score given up against the teacher.
 
 Speed and size come from bench rows (random weights: they do not depend on the values), the throughput of each
@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlora.analysis.tradeoff import PAPER_FORM, bench_form, pareto_plot
+from kdlora.analysis.tradeoff import PAPER_FORM, pareto_plot
+from kdlora.bench.forms import row_form
 from kdlora.methods import paper_trio
 
 SPEEDUP_LABEL = "inference speedup vs the FFT teacher, fp32 eager (×)"
 
 
 def form_name(form: tuple[str, str, str]) -> str:
-    backend, precision, quantize = form
-    runtime = "ONNX Runtime" if backend == "onnxruntime" else "PyTorch"
+    runtime, precision, quantize = form
+    runtime = "ONNX Runtime" if runtime == "onnxruntime" else "PyTorch"
     return f"{runtime} {quantize if quantize != 'none' else precision}"
 
 
@@ -38,7 +39,7 @@ def deployment_table(trades: list[dict], bench_rows: list[dict]) -> list[dict]:
     table = []
     for family in dict.fromkeys(r["family"] for r in bench_rows):
         mine = [r for r in bench_rows if r["family"] == family and r.get("throughput_per_s")]
-        teacher = next((r for r in mine if r["method"] == fft and bench_form(r) == PAPER_FORM), None)
+        teacher = next((r for r in mine if r["method"] == fft and row_form(r) == PAPER_FORM), None)
         if teacher is None:
             continue
         score = scores.get(family) or {}
@@ -49,7 +50,7 @@ def deployment_table(trades: list[dict], bench_rows: list[dict]) -> list[dict]:
             if role == "student" and score.get(fft) is not None and score.get(kd) is not None:
                 given_up = 100 * (score[fft] - score[kd])
             table.append({"family": family, "model": row["model"], "role": role, "method": method,
-                          "form": form_name(bench_form(row)),
+                          "form": form_name(row_form(row)),
                           "speedup": row["throughput_per_s"] / teacher["throughput_per_s"],
                           "size_mb": row.get("size_mb"), "score": score.get(method), "given_up_points": given_up})
     return table
@@ -73,7 +74,7 @@ def markdown(table: list[dict], plot: str | None, dev_precisions=("fp32",)) -> l
     """The report's deployment section; `dev_precisions`: what the train runs' dev scores were scored in."""
     if not table:
         return ["No family's FFT teacher was benched with a throughput (PyTorch fp32): no deployment table."]
-    lines = ["Speed and size from `kdlora bench` (`--backend/--precision/--quantize`; random weights, each form in "
+    lines = ["Speed and size from `kdlora bench` (`--runtime/--precision/--quantize`; random weights, each form in "
              "its own process); score: the dev score of the trained runs (PyTorch, as scored in training: "
              f"{_precisions_said(dev_precisions)}; median over seeds, %), the "
              "same for every form of the student — what a form itself gives up is in `kdlora export`'s export.json. "
@@ -87,7 +88,7 @@ def markdown(table: list[dict], plot: str | None, dev_precisions=("fp32",)) -> l
         lines.append(f"| {r['family']} | {r['model']} | {r['form']} | {r['speedup']:.2f}× | {size} | {score} | "
                      f"{given} |")
     if all(r["form"] == form_name(PAPER_FORM) for r in table):
-        lines += ["", "Only the paper's form (PyTorch fp32) was benched: `kdlora bench --backend pytorch,onnxruntime "
+        lines += ["", "Only the paper's form (PyTorch fp32) was benched: `kdlora bench --runtime pytorch,onnxruntime "
                   "--quantize none,int8` (and `--precision fp32,bf16` on a CPU with bf16 units) adds the deployed "
                   "forms."]
     if plot:

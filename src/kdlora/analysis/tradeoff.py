@@ -16,9 +16,10 @@ import statistics
 from pathlib import Path
 
 from kdlora.analysis.quality import Aggregate, column_name, table_rank
+from kdlora.bench.forms import DEFAULT_FORM, row_form
 from kdlora.methods import METHODS, baseline, colour_of, comparisons, labels
 
-PAPER_FORM = ("pytorch", "fp32", "none")
+PAPER_FORM = DEFAULT_FORM
 """The inference form the paper measures (eager PyTorch, fp32, not quantised): the bench row a trade-off uses."""
 
 
@@ -36,17 +37,12 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
-def bench_form(row: dict) -> tuple[str, str, str]:
-    """A bench row's (backend, precision, quantize); rows from before the bench had these axes are PyTorch fp32."""
-    return (row.get("backend") or "pytorch", row.get("precision") or "fp32", row.get("quantize") or "none")
-
-
 def _bench_figures(rows: list[dict], family: str, method: str, rank: int | None) -> dict | None:
     """The bench row of (family, method), at `rank` for LoRA methods when measured there, else any measured rank;
     in the paper's form (PAPER_FORM) when the bench measured it."""
     mine = [r for r in rows if r.get("family") == family and r.get("method") == method]
     measured = [r for r in mine if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
-    measured = [r for r in measured if bench_form(r) == PAPER_FORM] or measured
+    measured = [r for r in measured if row_form(r) == PAPER_FORM] or measured
     at_rank = [r for r in measured if not _adapts(method) or r.get("rank") == rank] or measured
     params = [r for r in mine if not _adapts(method) or r.get("rank") == rank]
     if not at_rank and not params:

@@ -1,4 +1,7 @@
-"""The inference forms a bench row measures: backend x precision x quantisation.
+"""The inference forms a bench row measures: runtime x precision x quantisation.
+
+The runtime is what executes the merged model (eager PyTorch or ONNX Runtime); "backend" is not used for it, so
+that it cannot be confused with the sweep's `Backends` seam (`kdlora.sweep.backends`).
 
     pytorch      fp32  none    eager PyTorch: the paper's setting, the row Table II shows
     pytorch      bf16  none    bf16 weights (a CPU with AVX512-BF16 or AMX, or a CUDA GPU); bf16 autocast training
@@ -18,38 +21,46 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 
-BACKENDS = ("pytorch", "onnxruntime")
+RUNTIMES = ("pytorch", "onnxruntime")
 QUANTIZATIONS = ("none", "int8")
 DEFAULT_FORM = ("pytorch", "fp32", "none")
+"""The paper's form (eager PyTorch, fp32, not quantised): the row Table II and the trade-offs use."""
 
 
-def form_problem(backend: str, precision: str, quantize: str) -> str | None:
-    """Why kdlora does not measure this (backend, precision, quantize), or None when it does."""
-    if quantize == "int8" and backend != "onnxruntime":
-        return "int8 runs on the onnxruntime backend only (ONNX Runtime's dynamic quantisation; PyTorch int8 is " \
+def row_form(row: dict) -> tuple[str, str, str]:
+    """A bench row's (runtime, precision, quantize). Rows written before these axes existed are PyTorch fp32, and
+    rows written before the axis was called `runtime` name it `backend`."""
+    runtime = row.get("runtime") or row.get("backend") or DEFAULT_FORM[0]
+    return runtime, row.get("precision") or DEFAULT_FORM[1], row.get("quantize") or DEFAULT_FORM[2]
+
+
+def form_problem(runtime: str, precision: str, quantize: str) -> str | None:
+    """Why kdlora does not measure this (runtime, precision, quantize), or None when it does."""
+    if quantize == "int8" and runtime != "onnxruntime":
+        return "int8 runs in ONNX Runtime only (runtime onnxruntime: its dynamic quantisation; PyTorch int8 is " \
                "not supported)"
-    if precision != "fp32" and backend == "onnxruntime":
-        return f"{precision} runs on the pytorch backend only (ONNX Runtime's CPU kernels have no fast " \
+    if precision != "fp32" and runtime == "onnxruntime":
+        return f"{precision} runs in PyTorch only (runtime pytorch: ONNX Runtime's CPU kernels have no fast " \
                f"{precision} path)"
     return None
 
 
-def plan_forms(backends, precisions, quantizations, device: str) -> list[tuple[str, str, str]]:
-    """Every supported (backend, precision, quantize) of the axes, in axis order; a UserError when a value given
+def plan_forms(runtimes, precisions, quantizations, device: str) -> list[tuple[str, str, str]]:
+    """Every supported (runtime, precision, quantize) of the axes, in axis order; a UserError when a value given
     is in no supported form (the reason of its first combination) or the device cannot run it."""
     from kdlora.precision import check_precision
 
-    for name, values, allowed in (("backend", backends, BACKENDS), ("quantize", quantizations, QUANTIZATIONS)):
+    for name, values, allowed in (("runtime", runtimes, RUNTIMES), ("quantize", quantizations, QUANTIZATIONS)):
         for value in values:
             if value not in allowed:
                 raise UserError(f"{name}: unknown {value!r} (choose from {', '.join(allowed)})")
     for precision in precisions:
         check_precision(precision, device)
-    if "onnxruntime" in backends and device != "cpu":
-        raise UserError("backend onnxruntime: measured on the CPU only (--device cpu)")
-    forms = [(b, p, q) for b in backends for p in precisions for q in quantizations]
+    if "onnxruntime" in runtimes and device != "cpu":
+        raise UserError("runtime onnxruntime: measured on the CPU only (--device cpu)")
+    forms = [(b, p, q) for b in runtimes for p in precisions for q in quantizations]
     supported = [form for form in forms if form_problem(*form) is None]
-    for axis, values in enumerate((backends, precisions, quantizations)):
+    for axis, values in enumerate((runtimes, precisions, quantizations)):
         for value in values:
             if not any(form[axis] == value for form in supported):
                 raise UserError(form_problem(*next(f for f in forms if f[axis] == value)))
@@ -63,9 +74,9 @@ def inference_runner(model, form: tuple[str, str, str], sample: dict, threads: i
 
     from kdlora.precision import torch_dtype
 
-    backend, precision, quantize = form
+    runtime, precision, quantize = form
     with tempfile.TemporaryDirectory(prefix="kdlora-form-") as folder:
-        if backend == "pytorch":
+        if runtime == "pytorch":
             model = model.to(torch_dtype(precision))
             model.save_pretrained(folder)
             size = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))

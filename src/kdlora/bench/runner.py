@@ -33,8 +33,8 @@ class BenchRow:
     """Hub name of the architecture the method trains."""
     method: str
     rank: int | None
-    backend: str
-    """Inference backend of the measured form (kdlora.bench.forms)."""
+    runtime: str
+    """Inference runtime of the measured form (kdlora.bench.forms): pytorch or onnxruntime."""
     precision: str
     quantize: str
     adapter_params: int
@@ -43,7 +43,7 @@ class BenchRow:
     peak_memory_mb: float | None = None
     """Peak memory of the training step, MB; what it is says `memory_kind` (same names as a train run's)."""
     memory_kind: str | None = None
-    """`cpu-peak-rss-delta` or `cuda-max-memory-allocated` (kdlora.bench.trackers)."""
+    """`cpu-peak-rss-delta` or `cuda-max-memory-allocated` (kdlora.meters)."""
     train_step_seconds: float | None = None
     eval_seconds: float | None = None
     """The evaluation set's time, adapters merged."""
@@ -82,7 +82,7 @@ class Job:
     rank: int | None
     measure: bool
     form: tuple[str, str, str] = DEFAULT_FORM
-    """(backend, precision, quantize) of the inference measured."""
+    """(runtime, precision, quantize) of the inference measured."""
     row: BenchRow | None = None
 
     @property
@@ -110,9 +110,9 @@ def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
     keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student", "track_energy")
-    backend, precision, quantize = job.form
+    runtime, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
-            "backend": backend, "precision": precision, "quantize": quantize}
+            "runtime": runtime, "precision": precision, "quantize": quantize}
 
 
 PRELOADED = ("torch", "transformers", "peft", "kdlora.bench.worker")

@@ -13,7 +13,7 @@ import csv
 import json
 from pathlib import Path
 
-from kdlora.bench.forms import DEFAULT_FORM
+from kdlora.bench.forms import DEFAULT_FORM, row_form
 from kdlora.families import get_family
 from kdlora.files import staged_output
 from kdlora.methods import get_method
@@ -35,8 +35,7 @@ def _measured(rows: list[dict]) -> dict | None:
     """The row whose memory and time stand for the method in Table II: the first measured rank, in the paper's
     form (PyTorch fp32, not quantised) when it was measured, else the first form measured."""
     measured = [r for r in rows if r.get("eval_seconds") is not None or r.get("peak_memory_mb") is not None]
-    paper = [r for r in measured if (r.get("backend"), r.get("precision"), r.get("quantize")) in
-             (DEFAULT_FORM, (None, None, None))]
+    paper = [r for r in measured if row_form(r) == DEFAULT_FORM]
     return (paper or measured or [None])[0]
 
 

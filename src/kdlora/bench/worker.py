@@ -2,8 +2,8 @@
 
 A fresh process per configuration is what makes a CPU peak RSS the configuration's own. The worker builds the
 model, runs the method's real training step (AdamW; KD-LoRA's KD loss against cached teacher logits, the teacher
-not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods, PyTorch backend)
-and merged, in the job's inference form (`kdlora.bench.forms`: backend, precision, quantisation; a bf16 job also
+not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods, PyTorch runtime)
+and merged, in the job's inference form (`kdlora.bench.forms`: runtime, precision, quantisation; a bf16 job also
 trains under bf16 autocast; with `track_energy` codecarbon measures the merged evaluation's energy, also per 1,000
 predictions). It prints one JSON line: the measurements, or `{"error": ...}` when the
 configuration failed.
@@ -18,8 +18,8 @@ import time
 from kdlora import modeling
 from kdlora.bench import evalset
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
-from kdlora.bench.trackers import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.families import get_family, model_pair
+from kdlora.meters import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.methods import get_method
 
 
@@ -98,7 +98,7 @@ def measure(job: dict) -> dict:
     device, method = job["device"], get_method(job["method"])
     if job.get("model"):
         model_pair(job["model"], job.get("student"))  # a pair is registered per process
-    form = tuple(job.get(k) or v for k, v in zip(("backend", "precision", "quantize"), DEFAULT_FORM, strict=True))
+    form = tuple(job.get(k) or v for k, v in zip(("runtime", "precision", "quantize"), DEFAULT_FORM, strict=True))
     precision = form[1]
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 def add_sweep_arguments(parser, with_out: bool = False) -> None:
     """The options `kdlora sweep` and `kdlora reproduce` share."""
-    from kdlora.executors import EXECUTORS
+    from kdlora.sweep.executors import EXECUTORS
 
     add_db_argument(parser)
     parser.add_argument("--runs-dir", metavar="DIR",
@@ -28,9 +28,9 @@ def add_db_argument(parser) -> None:
 
 def sweep_from_args(args, experiment, store):
     """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments)."""
-    from kdlora.backends import get_backends
-    from kdlora.executors import make_executor
-    from kdlora.sweep import run_sweep
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.driver import run_sweep
+    from kdlora.sweep.executors import make_executor
 
     executor = make_executor(args.executor, args.address)
     summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,

@@ -12,9 +12,9 @@ examples:
   kdlora bench --params-only                 exact counts of the three paper families (seconds)
   kdlora bench --out bench-results           the full table on this machine
   kdlora bench --families minilm --pad-to 512
-  kdlora bench --families bert --methods fft,kd-lora --backend pytorch,onnxruntime --quantize none,int8
+  kdlora bench --families bert --methods fft,kd-lora --runtime pytorch,onnxruntime --quantize none,int8
                                              the teacher and the student in each deployed form (rows in
-                                             bench.json with backend, precision, quantize, size_mb)
+                                             bench.json with runtime, precision, quantize, size_mb)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
                              "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_settings_arguments(parser, BenchSettings, hidden=("tiny",))
+    add_settings_arguments(parser, BenchSettings, hidden=("tiny",), aliases={"runtime": ["--backend"]})
 
 
 def settings_from_args(args: argparse.Namespace):

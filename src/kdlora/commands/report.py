@@ -42,9 +42,9 @@ def run(args) -> int:
     keys, title = None, "KD-LoRA results"
     with Store(args.db, readonly=True) as store:
         if args.experiment:
-            from kdlora.backends import get_backends
             from kdlora.experiment import load_experiment
-            from kdlora.sweep import expand
+            from kdlora.sweep.backends import get_backends
+            from kdlora.sweep.expand import expand
 
             experiment = load_experiment(args.experiment)
             keys = [s.key for s in expand(experiment, get_backends())]

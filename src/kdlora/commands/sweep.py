@@ -10,7 +10,7 @@ the interrupted one reruns). Failed runs are kept as failed until `--rerun-faile
   kdlora sweep my-grid.toml --search optuna --trials 20   # an Optuna search over the file's [search] ranges
 
 With --search, each trial's runs are stored like grid runs; the study is kept in <db name>-search.db beside the
-results store, so a killed search resumes when run again (see kdlora.sweep_search).
+results store, so a killed search resumes when run again (see kdlora.sweep.search).
 """
 
 HELP = "run an experiment grid (train and bench runs) into the results store, resumably"
@@ -38,7 +38,7 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment)
     if args.search:
-        from kdlora.sweep_search import search_from_args
+        from kdlora.sweep.search import search_from_args
 
         with Store(args.db) as store:
             return 0 if search_from_args(args, experiment, store).ok else 1
@@ -56,9 +56,9 @@ def run(args) -> int:
 def _dry_run(experiment, db) -> int:
     from pathlib import Path
 
-    from kdlora.backends import get_backends
     from kdlora.store import Store, default_db_path
-    from kdlora.sweep import expand
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.expand import expand
 
     specs = expand(experiment, get_backends())
     statuses = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlora.data.examples import Examples
-from kdlora.data.files import load_file_split
+from kdlora.data.file_tasks import load_file_split
 from kdlora.data.snippets import load_snippets
 from kdlora.data.tables import is_empty, read_rows, read_table, texts_of
 from kdlora.data.tasks import Task

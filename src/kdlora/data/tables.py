@@ -1,6 +1,6 @@
 """The one reader of local data files: CSV, TSV, JSONL or Parquet (by suffix) as a table of strings.
 
-Both kinds of local data read through it: a task from the user's files (`kdlora.data.files`) and the GLUE-layout
+Both kinds of local data read through it: a task from the user's files (`kdlora.data.file_tasks`) and the GLUE-layout
 files of a `--data-dir` (`kdlora.data.loaders`). Every cell is text as written (no value is guessed to be missing:
 an empty cell is "", a JSON null None, both empty to `is_empty`); errors are one UserError naming the file and,
 where there is one, the row (data rows count from 1, the header not counted) and the column.

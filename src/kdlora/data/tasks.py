@@ -1,5 +1,5 @@
 """The task table: GLUE's nine tasks and the two offline movie-snippet tasks (a user's own files make a task in
-`kdlora.data.files`)."""
+`kdlora.data.file_tasks`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Task:
     small_data: bool = False
     """A few thousand examples: the per-method default learning rates are higher (see TrainConfig)."""
     files: object = None
-    """A task from the user's files (`source` "files"): a `kdlora.data.files.FileTaskSpec`."""
+    """A task from the user's files (`source` "files"): a `kdlora.data.file_tasks.FileTaskSpec`."""
     positive_class: int = 1
     """The class id that binary F1 counts as positive (GLUE's: 1; a file task's: --positive-label)."""
 

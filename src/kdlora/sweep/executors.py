@@ -17,9 +17,9 @@ import time
 import traceback
 from pathlib import Path
 
-from kdlora.backends import Backends
 from kdlora.errors import UserError
-from kdlora.sweep_search import TRIAL_ENV
+from kdlora.sweep.backends import Backends
+from kdlora.sweep.search import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
 
@@ -75,13 +75,13 @@ def _die_with_parent() -> None:
 
 
 def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
-    """`execute` in a fresh `python -m kdlora.executors` process; its result comes back through a JSON file."""
+    """`execute` in a fresh `python -m kdlora.sweep.executors` process; its result comes back through a JSON file."""
     with tempfile.TemporaryDirectory(prefix="kdlora-run-") as folder:
         job, answer = Path(folder) / "job.json", Path(folder) / "result.json"
         job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
                                    "result": str(answer)}), encoding="utf-8")
         started = time.monotonic()
-        code = subprocess.run([sys.executable, "-m", "kdlora.executors", str(job)],
+        code = subprocess.run([sys.executable, "-m", "kdlora.sweep.executors", str(job)],
                               preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
         if answer.is_file():
             return json.loads(answer.read_text(encoding="utf-8"))
@@ -91,7 +91,7 @@ def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> d
 
 
 def _child_main(job_path: str) -> int:
-    from kdlora.backends import get_backends
+    from kdlora.sweep.backends import get_backends
 
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     result = execute(job["kind"], job["config"], job["out_dir"], get_backends(), job["progress"])

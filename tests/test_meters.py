@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from kdlora.bench.trackers import LatencyResult, percentile, track_latency
+from kdlora.meters import LatencyResult, percentile, track_latency
 
 
 def test_percentile_interpolates_like_numpy():
@@ -37,7 +37,7 @@ def test_latency_timer_times_each_batch():
 def test_cpu_memory_tracker_sees_a_peak_that_was_freed():
     # a fresh process, as in the bench: ru_maxrss is a lifetime peak
     code = """
-from kdlora.bench.trackers import track_memory
+from kdlora.meters import track_memory
 with track_memory("cpu") as memory:
     block = bytearray(80 * 1024 * 1024)
     for i in range(0, len(block), 4096):
@@ -54,7 +54,7 @@ def test_bookkeeping_left_out_of_the_peak_is_not_counted_but_the_peak_before_it_
     """A training run's best-weights copy and checkpoint writing run inside `left_out_of_peak` (Linux: the peak
     RSS restarts after it, through /proc/self/clear_refs)."""
     code = """
-from kdlora.bench.trackers import left_out_of_peak, track_memory
+from kdlora.meters import left_out_of_peak, track_memory
 
 def touched(mb):
     block = bytearray(mb * 1024 * 1024)
@@ -79,7 +79,7 @@ def test_energy_is_this_processs_not_the_machines():
     # codecarbon's default (machine) mode counts every process: concurrent runs would each count the others
     import time
 
-    from kdlora.bench.trackers import track_energy
+    from kdlora.meters import track_energy
 
     with track_energy() as energy:
         time.sleep(0.5)

@@ -1,7 +1,10 @@
-"""How things are measured: context managers that hand back small result dataclasses.
+"""Meters: how memory, latency and energy are measured, for `kdlora bench` and for a training run alike.
+
+Each is a context manager that hands back a small result dataclass (optimum-benchmark calls these "trackers";
+here that word is kept for TensorBoard/MLflow experiment tracking, `kdlora.tracking`).
 
 Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the process's peak resident set size
-(Linux VmHWM, reset when the tracker starts; `ru_maxrss` elsewhere) less its RSS when the tracker started;
+(Linux VmHWM, reset when the meter starts; `ru_maxrss` elsewhere) less its RSS when the meter started;
 bookkeeping inside the block (`left_out_of_peak`: a training run's best-weights copy, its checkpoints) is not
 counted. Memory freed by one configuration may stay in the allocator and hide the next one's growth, which is why
 every configuration runs in its own worker process.
@@ -264,7 +267,7 @@ def require_energy() -> None:
 
 @contextlib.contextmanager
 def track_energy(enabled: bool = True) -> Iterator[EnergyResult]:
-    """Measure the energy and emissions of the block (codecarbon offline); a disabled tracker yields an empty
+    """Measure the energy and emissions of the block (codecarbon offline); a disabled meter yields an empty
     result and imports nothing."""
     result = EnergyResult()
     if not enabled:

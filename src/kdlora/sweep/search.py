@@ -252,7 +252,8 @@ def _shown(value) -> str:
 def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
                runs_dir=None, progress: bool = True) -> SearchSummary:
     """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
-    from kdlora.sweep import expand, run_folder, run_sweep, runs_dir_for
+    from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
+    from kdlora.sweep.expand import expand
 
     if experiment.train is None or experiment.search is None:
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
@@ -326,8 +327,8 @@ def _summary(study, trials: int) -> SearchSummary:
 
 def search_from_args(args, experiment, store) -> SearchSummary:
     """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
-    from kdlora.backends import get_backends
-    from kdlora.executors import make_executor
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.executors import make_executor
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")

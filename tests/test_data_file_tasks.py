@@ -7,7 +7,7 @@ import pytest
 
 from kdlora.cli import main
 from kdlora.config import TrainConfig
-from kdlora.data.files import FileTaskSpec, file_task, load_file_split
+from kdlora.data.file_tasks import FileTaskSpec, file_task, load_file_split
 from kdlora.data.loaders import load_split
 from kdlora.errors import UserError
 from kdlora.metrics import compute_metrics
