@@ -64,7 +64,8 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
               "last_metrics": {"accuracy": score - 0.005}, "last_flags": [], "trainable_params": PARAMS[method],
               "total_params": 22_700_000, "train_seconds": MEMORY[method] / 100, "peak_memory_mb": MEMORY[method],
               "memory_kind": "cpu-peak-rss-delta", "best_epoch": 1, "config": config,
-              "environment": {"fake": True, "pid": os.getpid()}}
+              "environment": {"fake": True, "pid": os.getpid(),
+                                                  "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}}
     if config["seed"] == 13 and method == "lora":  # dev predictions all one class: flagged, still done
         result.update(flags=["constant_predictions", "majority_class"])
     if config["seed"] == 14 and method == "lora":

@@ -77,3 +77,44 @@ def test_ray_executor_on_a_local_ray(tmp_path, monkeypatch):
             assert all(r.result["config"]["teacher"] == store.get(r.config["teacher"][4:]).out_dir for r in kd)
     finally:
         ray.shutdown()
+
+
+def test_parallel_local_runs_overlap_but_a_bench_runs_alone(tmp_path, monkeypatch):
+    """--jobs 2: two train runs at once, each with cores / 2 threads; a bench run never shares the machine, and a
+    KD-LoRA run starts only after its FFT teacher ended."""
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "log"))
+    with Store(tmp_path / "r.db") as store:
+        experiment = load_experiment(TESTS / "data" / "sweep" / "small.toml")
+        summary = run_sweep(experiment, store, LocalExecutor(isolate=True, jobs=2), fake_backends.BACKENDS,
+                            runs_dir=tmp_path / "runs", progress=False)
+        assert summary.ok and len(summary.ran) == 8  # 2 bench (one per family) + 2 seeds x (FFT, LoRA, KD-LoRA)
+        trains = store.runs(kind="train")
+        assert {r.result["parallel_runs"] for r in trains} == {2}
+        threads = str(max(1, (os.cpu_count() or 1) // 2))
+        assert {r.result["environment"]["omp_num_threads"] for r in trains} == {threads}
+    events = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    running, most, order = set(), 0, []
+    for event, ident in events:
+        if event == "start":
+            assert not any(r.startswith("bench/") for r in running), f"{ident} started during a bench run"
+            assert not (ident.startswith("bench/") and running), f"a bench run started beside {running}"
+            running.add(ident)
+            most = max(most, len(running))
+        else:
+            running.remove(ident)
+        order.append((event, ident))
+    assert most == 2  # the train runs did overlap
+    for seed in (1, 2):
+        teacher_end = order.index(("end", f"sst2/bert/fft/8/{seed}"))
+        assert order.index(("start", f"sst2/bert/kd-lora/8/{seed}")) > teacher_end
+
+
+def test_jobs_is_checked():
+    with pytest.raises(UserError, match="--jobs: 0 is not a positive integer"):
+        make_executor("local", None, 0)
+    with pytest.raises(UserError, match="--jobs only applies to --executor local"):
+        make_executor("ray", None, 2)
+    assert make_executor("local", None, 2).jobs == 2

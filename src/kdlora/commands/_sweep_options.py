@@ -15,6 +15,9 @@ def add_sweep_arguments(parser, with_out: bool = False) -> None:
                         help="where run folders (models, metrics.json) go (default: <db name>-runs/ beside the db)")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: one run after another here (default); ray: each run a Ray task")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="local executor: train runs at once, each with cores/N threads (default 1); bench runs "
+                             "always run alone")
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster to join (e.g. auto, or HOST:6379); default: start a local Ray")
     parser.add_argument("--rerun-failed", action="store_true", help="rerun runs the store holds as failed")
@@ -32,7 +35,7 @@ def sweep_from_args(args, experiment, store):
     from kdlora.sweep.driver import run_sweep
     from kdlora.sweep.executors import make_executor
 
-    executor = make_executor(args.executor, args.address)
+    executor = make_executor(args.executor, args.address, args.jobs)
     summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,
                         rerun_failed=args.rerun_failed, progress=args.progress)
     print(f"sweep {experiment.name}: {summary.line()}")

