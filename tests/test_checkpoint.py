@@ -69,6 +69,30 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         assert swept[key] == a[key], key
 
 
+@pytest.mark.slow
+def test_a_killed_adalora_run_allocates_its_budget_as_the_uninterrupted_one(tmp_path):
+    """Finding: AdaLoRA's importance scores live on PEFT's rank allocator, outside the weights and the optimiser, so
+    a resumed run restarted them from zero and masked other singular values than an uninterrupted run."""
+    # 12 optimiser steps: tinit 0.1 -> 1 step at the full budget, tfinal 0.2 -> the last 2 fixed; killed after step
+    # 6, in the middle of the budgeting steps 2..10
+    flags = [*FLAGS, "--method", "adalora", "--rank", "4", "--target-rank", "2"]
+    whole = _train([*flags, "--out", str(tmp_path / "whole")])
+    assert whole.returncode in (0, 1), whole.stderr
+    killed = _train([*flags, "--out", str(tmp_path / "killed")], kill_after=3)
+    assert killed.returncode == -9
+    resumed = _train([*flags, "--out", str(tmp_path / "killed"), "--resume"])
+    assert resumed.returncode == whole.returncode, resumed.stderr
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert b["resumed_at_step"] == 6
+    budget = a["method_details"]
+    assert budget["total_step"] == 12 and budget["final_budget"] == budget["target_budget"]
+    assert b["method_details"] == budget and b["history"] == a["history"]
+    weights_a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
 def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
     with Store(tmp_path / "r.db") as store:
         spec = RunSpec("k" * 64, "train", "train sst2 bert fft s1", {"task": "sst2"})

@@ -159,6 +159,9 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     accelerator.register_for_checkpointing(schedule, at)
+    method_state = method.checkpointed(accelerator.unwrap_model(model))
+    if method_state is not None:
+        accelerator.register_for_checkpointing(method_state)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
     if resume:

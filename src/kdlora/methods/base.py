@@ -83,6 +83,9 @@ class Method:
     """(model, step, settings) -> None, after every optimiser step (before gradients are zeroed)."""
     _record: Callable | None = field(repr=False, default=None)
     """(model, settings) -> a dict the run records about the method (AdaLoRA: its rank budget)."""
+    _checkpointed: Callable | None = field(repr=False, default=None)
+    """(model) -> an object with `state_dict`/`load_state_dict` that a checkpoint holds beyond the weights, the
+    optimiser and the schedule, so a resumed run goes on as an uninterrupted one (AdaLoRA: its importance scores)."""
 
     @property
     def uses_lora(self) -> bool:
@@ -130,6 +133,10 @@ class Method:
     def record(self, model, settings=None) -> dict | None:
         """What a run stores about the method beyond its settings (None for most)."""
         return self._record(model, settings or self.default_settings()) if self._record else None
+
+    def checkpointed(self, model):
+        """The method's own training state for checkpoints (None for most): see `_checkpointed`."""
+        return self._checkpointed(model) if self._checkpointed else None
 
     def is_adapter_parameter(self, name: str) -> bool:
         """Whether the parameter called `name` is one of the method's adapter parameters."""

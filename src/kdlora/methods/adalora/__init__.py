@@ -5,7 +5,8 @@ What PEFT leaves to the training loop, done here: the total step count goes into
 it), `update_and_allocate` runs after every optimiser step (before gradients are zeroed: it scores importance from
 them), and the orthogonal regulariser is added to our own loss (PEFT's `AdaLoraModel.forward` adds it to
 `outputs.loss` only when the labels go into the model, and our loss is computed outside it). The rank budget
-(initial, target, final) is recorded in the run.
+(initial, target, final) is recorded in the run. A checkpoint holds the budget's importance scores (their moving
+averages) and the rank pattern, so a resumed run allocates as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -84,6 +85,26 @@ def update_and_allocate(model, step: int, settings) -> None:
     _peft_model(model).update_and_allocate(step)
 
 
+class BudgetState:
+    """The rank allocator's state a checkpoint must hold: the importance scores' moving averages (PEFT keeps them
+    on the allocator, outside the model and the optimiser) and the rank pattern of the final allocation."""
+
+    def __init__(self, model):
+        self.peft = _peft_model(model)
+
+    def state_dict(self) -> dict:
+        allocator = self.peft.rankallocator
+        config = self.peft.peft_config[self.peft.trainable_adapter_name]
+        return {"ipt": dict(allocator.ipt), "exp_avg_ipt": dict(allocator.exp_avg_ipt),
+                "exp_avg_unc": dict(allocator.exp_avg_unc), "rank_pattern": config.rank_pattern}
+
+    def load_state_dict(self, state: dict) -> None:
+        allocator = self.peft.rankallocator
+        allocator.ipt, allocator.exp_avg_ipt = dict(state["ipt"]), dict(state["exp_avg_ipt"])
+        allocator.exp_avg_unc = dict(state["exp_avg_unc"])
+        self.peft.peft_config[self.peft.trainable_adapter_name].rank_pattern = state["rank_pattern"]
+
+
 def rank_budget(model, settings) -> dict:
     """The budget as it went: initial and target totals, the schedule, and the ranks kept per matrix at the end."""
     peft = _peft_model(model)
@@ -97,7 +118,8 @@ def rank_budget(model, settings) -> dict:
 
 
 _options = dict(adapter="adalora", adapter_markers=ADALORA_MARKERS, _prepare=add_adalora,
-                _extra_loss=orthogonal_regulariser, _after_step=update_and_allocate, _record=rank_budget)
+                _extra_loss=orthogonal_regulariser, _after_step=update_and_allocate, _record=rank_budget,
+                _checkpointed=BudgetState)
 ADALORA = lora_method("adalora", "AdaLoRA", "teacher", "#da8bc3", {"linestyle": "-", "marker": "P"}, False,
                       settings=(LoraSettings, AdaLoraSettings), **_options)
 KD_ADALORA = lora_method("kd-adalora", "KD-AdaLoRA", "student", "#ccb974", {"linestyle": ":", "marker": "X"}, True,
