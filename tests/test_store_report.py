@@ -181,3 +181,6 @@ def test_the_report_says_what_the_train_runs_ran(store):
         "\nWhat the 9 train runs ran: precision bf16 / fp32, max train samples all, epochs 1, CPU AMD EPYC; "
         "precision auto there: bf16 (this CPU computes bf16 natively: avx512_bf16).")
     assert what_trained([r for r in runs if r.kind == "bench"]) == ""
+    for run in trained:
+        run.result["parallel_runs"] = 2
+    assert what_trained(runs).endswith("; 2 runs at once (`--jobs`), each one's seconds measured sharing the CPU.")

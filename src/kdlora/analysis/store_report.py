@@ -101,7 +101,10 @@ def what_trained(runs: list[Run]) -> str:
     autos = sorted({f"{env['precision_auto']} ({env['precision_auto_why']})" for env in
                     (r.environment or {} for r in trained) if env.get("precision_auto")})
     auto = f"; precision auto there: {'; '.join(autos)}" if autos else ""
-    return f"\nWhat the {len(trained)} train runs ran: {', '.join(said)}{auto}."
+    shared = sorted({(r.result or {}).get("parallel_runs") or 1 for r in trained} - {1})
+    together = (f"; {' / '.join(map(str, shared))} runs at once (`--jobs`), each one's seconds measured sharing the "
+                "CPU" if shared else "")
+    return f"\nWhat the {len(trained)} train runs ran: {', '.join(said)}{auto}{together}."
 
 
 def _flag_counts(records: list[dict], selection: Selection) -> dict:
