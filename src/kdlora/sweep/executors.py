@@ -1,4 +1,5 @@
-"""Where runs execute: here, one after another (default), or as Ray tasks spread over a cluster.
+"""Where runs execute: here, one after another (default) or `--jobs N` train runs at once, or as Ray tasks spread
+over a cluster.
 
 Either way the executor hands each result back to the sweep driver, which alone writes the store; a Ray worker
 never touches the database. Run folders must be reachable from every worker (shared storage on a real cluster):
@@ -75,7 +76,6 @@ class LocalExecutor:
             else:
                 result = execute(spec.kind, config, out_dir, backends, progress)
             driver.finish(spec, result)
-
 
     def _run_parallel(self, specs, driver) -> None:
         threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
