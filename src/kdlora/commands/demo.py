@@ -16,10 +16,10 @@ def add_arguments(parser) -> None:
                         help="training sentences drawn from the 8,040 (default 2000; 0 = all)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs (default 2)")
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
-    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                        help="training precision of every run (default fp32: bf16's demo accuracy is not yet "
-                             "measured on 3 seeds; bf16 needs a CPU with AVX512-BF16 or AMX, or a GPU; auto: bf16 "
-                             "where the device computes it natively, else fp32)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="training precision of every run (default auto: bf16 where the device computes it "
+                             "natively, a CPU with AVX512-BF16 or AMX or a GPU, else fp32; on an AMX Xeon bf16 "
+                             "trained the demo 2.5x faster within 0.1 point of fp32's dev accuracy, 3 seeds)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
