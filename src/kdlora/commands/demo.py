@@ -18,8 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-length", type=int, default=64, help="tokens per sentence (default 64)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="training precision of every run (default auto: bf16 where the device computes it "
-                             "natively, a CPU with AVX512-BF16 or AMX or a GPU, else fp32; on an AMX Xeon bf16 "
-                             "trained the demo 2.5x faster within 0.1 point of fp32's dev accuracy, 3 seeds)")
+                             "natively, a CPU with AVX512-BF16 or AMX or a GPU, else fp32; on an AMX Xeon a bf16 "
+                             "run trained 1.4-1.6x faster, within 0.1 point of fp32's dev accuracy, 3 seeds)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
