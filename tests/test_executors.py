@@ -118,3 +118,19 @@ def test_jobs_is_checked():
     with pytest.raises(UserError, match="--jobs only applies to --executor local"):
         make_executor("ray", None, 2)
     assert make_executor("local", None, 2).jobs == 2
+
+
+def test_jobs_auto_is_one_run_per_num_cpus_cores_on_a_cpu_only_experiment(monkeypatch):
+    from types import SimpleNamespace
+
+    from kdlora.experiment import Resources
+    from kdlora.sweep.executors import local_jobs
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    cpu_only = SimpleNamespace(resources=Resources(num_cpus=2, num_gpus=0))
+    assert local_jobs("auto", cpu_only) == 4  # 8 cores / 2 per run
+    assert local_jobs("auto", SimpleNamespace(resources=Resources(num_cpus=1, num_gpus=1))) == 1  # one GPU: 1
+    assert local_jobs("auto", cpu_only, executor="ray") == 1  # Ray places runs by num_cpus itself
+    assert local_jobs("3", cpu_only) == 3
+    with pytest.raises(UserError, match="--jobs: 'many' is not a number or auto"):
+        local_jobs("many", cpu_only)

@@ -6,8 +6,8 @@ Not a command itself (the leading underscore keeps it out of the CLI's list).
 from __future__ import annotations
 
 
-def add_sweep_arguments(parser, with_out: bool = False) -> None:
-    """The options `kdlora sweep` and `kdlora reproduce` share."""
+def add_sweep_arguments(parser, with_out: bool = False, jobs: str = "1") -> None:
+    """The options `kdlora sweep` and `kdlora reproduce` share (`jobs`: the default of --jobs)."""
     from kdlora.sweep.executors import EXECUTORS
 
     add_db_argument(parser)
@@ -15,8 +15,9 @@ def add_sweep_arguments(parser, with_out: bool = False) -> None:
                         help="where run folders (models, metrics.json) go (default: <db name>-runs/ beside the db)")
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: one run after another here (default); ray: each run a Ray task")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="local executor: train runs at once, each with cores/N threads (default 1); bench runs "
+    parser.add_argument("--jobs", default=jobs, metavar="N",
+                        help="local executor: train runs at once, each with cores/N threads; auto: cores / the "
+                             f"experiment's num_cpus on a CPU-only experiment, else 1 (default {jobs}); bench runs "
                              "always run alone")
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster to join (e.g. auto, or HOST:6379); default: start a local Ray")
@@ -33,10 +34,11 @@ def sweep_from_args(args, experiment, store):
     """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments)."""
     from kdlora.sweep.backends import get_backends
     from kdlora.sweep.driver import run_sweep
-    from kdlora.sweep.executors import make_executor
+    from kdlora.sweep.executors import local_jobs, make_executor
 
-    executor = make_executor(args.executor, args.address, args.jobs)
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
     summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,
                         rerun_failed=args.rerun_failed, progress=args.progress)
     print(f"sweep {experiment.name}: {summary.line()}")
     return summary
+

@@ -9,7 +9,7 @@ the paper's full GLUE grid (needs GPUs and hub access or local GLUE files).
 Runs already done in the store are skipped, so an interrupted reproduce resumes when run again.
 
   kdlora reproduce                      # report in reports/report.md
-  kdlora reproduce --jobs 2             # two train runs at once, one thread each (bench runs still alone)
+  kdlora reproduce --jobs 1             # one train run after another (default auto: one per core)
   kdlora reproduce paper --executor ray --address auto --out reports/paper
 """
 
@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("experiment", metavar="EXP", nargs="?", default="default",
                         help="experiment TOML file or bundled name (default, paper); default: default")
     parser.add_argument("--out", default="reports", metavar="DIR", help="report folder (default: reports/)")
-    add_sweep_arguments(parser)
+    add_sweep_arguments(parser, jobs="auto")  # the main job: one train run per core (bench runs alone)
     add_selection_arguments(parser)
 
 

@@ -283,5 +283,19 @@ def make_executor(name: str, address: str | None = None, jobs: int = 1):
     raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 
 
+def local_jobs(value: str | int, experiment, executor: str = "local") -> int:
+    """--jobs as a number: `auto` is the cores over the experiment's `num_cpus` when its runs need no GPU (one run
+    per `num_cpus` cores, as Ray would place them), else 1; under Ray, 1 (Ray schedules by num_cpus itself)."""
+    if str(value) == "auto":
+        resources = experiment.resources
+        if executor != "local" or resources.num_gpus:
+            return 1
+        return max(1, int((os.cpu_count() or 1) // max(1.0, resources.num_cpus)))
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"--jobs: {value!r} is not a number or auto") from None
+
+
 if __name__ == "__main__":
     sys.exit(_child_main(sys.argv[1]))

@@ -328,11 +328,11 @@ def _summary(study, trials: int) -> SearchSummary:
 def search_from_args(args, experiment, store) -> SearchSummary:
     """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
     from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.executors import make_executor
+    from kdlora.sweep.executors import local_jobs, make_executor
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
-    executor = make_executor(args.executor, args.address, getattr(args, "jobs", 1))
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
     summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
                          args.runs_dir, args.progress)
     print(f"search {experiment.name}: {summary.line()}")
