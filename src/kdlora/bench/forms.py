@@ -58,7 +58,7 @@ def plan_forms(runtimes, precisions, quantizations, device: str) -> list[tuple[s
         check_precision(precision, device)
     if "onnxruntime" in runtimes and device != "cpu":
         raise UserError("runtime onnxruntime: measured on the CPU only (--device cpu)")
-    forms = [(b, p, q) for b in runtimes for p in precisions for q in quantizations]
+    forms = [(r, p, q) for r in runtimes for p in precisions for q in quantizations]
     supported = [form for form in forms if form_problem(*form) is None]
     for axis, values in enumerate((runtimes, precisions, quantizations)):
         for value in values:
