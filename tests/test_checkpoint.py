@@ -92,6 +92,21 @@ def test_a_killed_adalora_run_allocates_its_budget_as_the_uninterrupted_one(tmp_
     weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
+    # a checkpoint written before the budget state was saved (its third custom object) resumes with one line
+    old = _train([*flags, "--out", str(tmp_path / "old")], kill_after=3)
+    assert old.returncode == -9
+    saved = [p for p in (tmp_path / "old").rglob("custom_checkpoint_2.pkl")]
+    assert saved
+    for path in saved:
+        path.unlink()
+    refused = _train([*flags, "--out", str(tmp_path / "old"), "--resume"])
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()[-1:]
+    assert line.startswith("kdlora train: error: ") and line.endswith(
+        "the checkpoint holds 2 training states where this run saves 3 (an older kdlora wrote it); remove "
+        f"{tmp_path / 'old' / 'checkpoints'} to start afresh"), refused.stderr
+    assert "Traceback" not in refused.stderr
+
 
 def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
     with Store(tmp_path / "r.db") as store:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora import checkpoint, tracking
+from kdlora.errors import UserError
 from kdlora.sweep.search import pruning_check
 
 
@@ -166,6 +167,11 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
     if resume:
         source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
+        states = 2 + (method_state is not None)  # the schedule, the position, the method's own (AdaLoRA's budget)
+        found = len(list(Path(source).glob("custom_checkpoint_*.pkl")))
+        if found != states:  # accelerate would raise; an older kdlora's AdaLoRA checkpoint lacks the budget state
+            raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves {states} "
+                            f"(an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} to start afresh")
         accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
