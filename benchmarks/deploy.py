@@ -126,22 +126,16 @@ def static_runner(model, sample: dict, threads: int):
 
 
 def compiled_runner(model, precision: str, sample: dict):
-    """(run, prepare, size_bytes) of `model` in `precision` through torch.compile (inductor with frozen weights:
-    constant-folded and pre-packed by oneDNN, the path to AMX on a Xeon); compiled on the first call."""
-    import tempfile
-
+    """(run, prepare, size_bytes) of `model` in PyTorch `precision` (`inference_runner`'s form and size) through
+    torch.compile (inductor with frozen weights: constant-folded and pre-packed by oneDNN, the path to AMX on a
+    Xeon); compiled on the first call."""
     import torch
     import torch._inductor.config as inductor
 
-    from kdlora.precision import torch_dtype
-
+    _, prepare, size = inference_runner(model, ("pytorch", precision, "none"), sample)  # casts `model` in place
     inductor.freezing = True
-    model = model.to(torch_dtype(precision))
-    with tempfile.TemporaryDirectory(prefix="kdlora-compiled-") as folder:
-        model.save_pretrained(folder)
-        size = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
     compiled = torch.compile(model)
-    return (lambda batch: compiled(**batch).logits), (lambda batch: batch), size
+    return (lambda batch: compiled(**batch).logits), prepare, size
 
 
 def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, fused: bool = False,

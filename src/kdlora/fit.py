@@ -159,19 +159,19 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
-    accelerator.register_for_checkpointing(schedule, at)
-    method_state = method.checkpointed(accelerator.unwrap_model(model))
-    if method_state is not None:
-        accelerator.register_for_checkpointing(method_state)
+    # the schedule, the position and the method's own state (AdaLoRA's budget), in the order a checkpoint holds them
+    states = [schedule, at, method.checkpointed(accelerator.unwrap_model(model))]
+    states = [state for state in states if state is not None]
+    accelerator.register_for_checkpointing(*states)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
     if resume:
         source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
-        states = 2 + (method_state is not None)  # the schedule, the position, the method's own (AdaLoRA's budget)
         found = len(list(Path(source).glob("custom_checkpoint_*.pkl")))
-        if found != states:  # accelerate would raise; an older kdlora's AdaLoRA checkpoint lacks the budget state
-            raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves {states} "
-                            f"(an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} to start afresh")
+        if found != len(states):  # accelerate would raise; an older kdlora's AdaLoRA checkpoint lacks the budget state
+            raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves "
+                            f"{len(states)} (an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} "
+                            "to start afresh")
         accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
