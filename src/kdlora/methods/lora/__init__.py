@@ -59,7 +59,10 @@ def add_lora(model, adaptation, settings, total_steps=None, use_dora: bool = Fal
 
 def lora_method(name: str, label: str, role: str, colour: str, line: dict, distills: bool, **options) -> Method:
     """A method of the LoRA kind (its settings, adapters and learning rates); `options` override."""
-    values = dict(name=name, label=label, role=role, colour=colour, line=line, distills=distills, adapter="lora",
+    adapter = label.removeprefix("KD-").removeprefix("Student-")
+    summary = f"{adapter} on the {role}, " + ("distilled from the FFT teacher" if distills else "task loss only")
+    values = dict(name=name, label=label, summary=summary, role=role, colour=colour, line=line, distills=distills,
+                  adapter="lora",
                   learning_rates=STUDENT_RATES if role == "student" else TEACHER_RATES,
                   settings=(LoraSettings, DistillSettings) if distills else (LoraSettings,),
                   adapter_markers=LORA_MARKERS, _prepare=add_lora)
