@@ -139,6 +139,40 @@ def test_adalora_steps_its_budget_to_the_target_and_records_it(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method_details"]["final_budget"] == 16
 
 
+def test_adalora_saves_the_model_it_scored_when_the_best_epoch_is_not_the_last(tmp_path, monkeypatch):
+    """3 epochs of 6 steps (24 examples / batch 4): the budget shrinks from 4 x 8 = 32 ranks after step
+    int(0.1 x 18) = 1 to 4 x 4 = 16, fixed at step 18 - int(0.2 x 18) = 15; at epoch 1's end (step 6) it is
+    16 + 16 x (1 - 5/14)^3 = 20 (PEFT's cubic schedule). Epoch 1 is made the best: the saved adapter must be the one
+    scored then (its weights cut to its own rank pattern, not to the final one)."""
+    import kdlora.fit as fit_module
+
+    real_evaluate, scored, patterns = fit_module.evaluate, [], []
+
+    def evaluate(model, loaders, task, accelerator):
+        result = real_evaluate(model, loaders, task, accelerator)
+        batch = next(iter(next(iter(loaders.values()))))
+        inputs = {k: v for k, v in batch.items() if k not in ("idx", "labels")}
+        model.eval()
+        with torch.no_grad():
+            scored.append((inputs, model(**inputs).logits.clone()))
+        model.train()
+        pattern = model.peft_config["default"].rank_pattern or {}
+        patterns.append({name.replace(".default", ""): sum(mask) for name, mask in pattern.items()})
+        result.score = (0.9, 0.5, 0.1)[len(scored) - 1]  # epoch 1 the best
+        return result
+
+    monkeypatch.setattr(fit_module, "evaluate", evaluate)
+    result = run_training(tiny_config(method="adalora", epochs=3), tmp_path / "run", progress=False)
+    assert result.best_epoch == 1 and result.steps == 18 and len(scored) == 3
+    assert (sum(patterns[0].values()), sum(patterns[2].values())) == (20, 16)  # the budget moved after the best
+    assert {k.replace(".default", ""): v for k, v in result.method_details["ranks_kept"].items()} == patterns[0]
+    inputs, at_best = scored[0]
+    with torch.no_grad():
+        saved = load_model(tmp_path / "run")(**inputs).logits
+    assert torch.allclose(saved, at_best, atol=1e-5)
+    assert not torch.allclose(saved, scored[2][1], atol=1e-5)
+
+
 def test_adalora_loss_adds_its_orthogonal_regulariser():
     from types import SimpleNamespace
 

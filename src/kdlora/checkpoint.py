@@ -140,3 +140,14 @@ def best_weights(run_dir: str | Path) -> dict:
     if not path.exists():
         raise UserError(f"--resume: {path} is missing; the best weights cannot be restored")
     return load_file(str(path))
+
+
+def best_state(run_dir: str | Path, index: int) -> dict:
+    """The training state registered `index`-th (accelerate's `custom_checkpoint_<index>.pkl`) saved at the best
+    evaluation: a method's own state then (AdaLoRA's rank pattern), which the best weights go with."""
+    import torch
+
+    path = checkpoint_dir(run_dir) / "best" / f"custom_checkpoint_{index}.pkl"
+    if not path.exists():
+        raise UserError(f"--resume: {path} is missing; the best state cannot be restored")
+    return torch.load(path, map_location="cpu", weights_only=True)

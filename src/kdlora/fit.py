@@ -103,27 +103,36 @@ def _optimizer(model, config):
 
 
 class BestWeights:
-    """The trainable weights of the best evaluation so far, kept off the memory a run measures: in CPU memory when
-    it trains on an accelerator (a copy there would be one more model in its peak), in a temporary file when it
-    trains on the CPU (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for
-    LoRA, inflating KD-LoRA's saving)."""
+    """The trainable weights of the best evaluation so far, and the method's own state then (AdaLoRA's rank pattern:
+    what its saved adapter is cut to), kept off the memory a run measures: in CPU memory when it trains on an
+    accelerator (a copy there would be one more model in its peak), in a temporary folder when it trains on the CPU
+    (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for LoRA, inflating
+    KD-LoRA's saving)."""
 
     def __init__(self, on_cpu: bool):
         self._folder = tempfile.TemporaryDirectory(prefix="kdlora-best-") if on_cpu else None
-        self._state = None
+        self._state = self._method_state = None
 
-    def keep(self, named) -> None:
-        """Replace the kept weights by copies of `named` ((name, tensor) pairs)."""
+    def keep(self, named, method_state: dict | None = None) -> None:
+        """Replace the kept weights by copies of `named` ((name, tensor) pairs), and the kept method state by a copy
+        of `method_state` (a `state_dict()`; None: the method keeps none)."""
+        import torch
+
         if self._folder is None:
             self._state = [t.detach().to("cpu", copy=True) for _, t in named]
+            self._method_state = _to_cpu(method_state)
             return
         from safetensors.torch import save_file
 
         self._state = f"{self._folder.name}/best.safetensors"
         save_file({n: t.detach().cpu().contiguous() for n, t in named}, self._state)
+        self._method_state = None if method_state is None else f"{self._folder.name}/method-state.pt"
+        if method_state is not None:
+            torch.save(method_state, self._method_state)
 
-    def restore(self, trainable) -> None:
-        """Copy the kept weights into `trainable` ((name, parameter) pairs) and drop them."""
+    def restore(self, trainable, method_state=None) -> None:
+        """Copy the kept weights into `trainable` ((name, parameter) pairs) and the kept method state into
+        `method_state` (its `load_state_dict`), then drop them."""
         import torch
 
         if isinstance(self._state, str):
@@ -131,12 +140,25 @@ class BestWeights:
 
             saved = load_file(self._state)
             self._state = [saved.pop(name) for name, _ in trainable]
+        if isinstance(self._method_state, str):
+            self._method_state = torch.load(self._method_state, map_location="cpu", weights_only=True)
         with torch.no_grad():
             for (_, param), kept in zip(trainable, self._state, strict=True):
                 param.copy_(kept.to(param.device, param.dtype))
-        self._state = None
+        if method_state is not None and self._method_state is not None:
+            method_state.load_state_dict(self._method_state)
+        self._state = self._method_state = None
         if self._folder is not None:
             self._folder.cleanup()
+
+
+def _to_cpu(tree):
+    """A copy of `tree` (dicts and lists of tensors and plain values) with every tensor copied to the CPU."""
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree.detach().to("cpu", copy=True) if hasattr(tree, "detach") else tree
 
 
 def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
@@ -160,8 +182,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     # the schedule, the position and the method's own state (AdaLoRA's budget), in the order a checkpoint holds them
-    states = [schedule, at, method.checkpointed(accelerator.unwrap_model(model))]
-    states = [state for state in states if state is not None]
+    method_state = method.checkpointed(accelerator.unwrap_model(model))
+    states = [state for state in (schedule, at, method_state) if state is not None]
     accelerator.register_for_checkpointing(*states)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
@@ -175,8 +197,9 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         accelerator.load_state(str(source), strict=False)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
+            kept = checkpoint.best_state(run_dir, states.index(method_state)) if method_state else None
             with outside_measure():
-                best_state.keep([(name, saved[name]) for name, _ in trainable])
+                best_state.keep([(name, saved[name]) for name, _ in trainable], kept)
     resumed_at = at.step
     # inside a hyper-parameter search (`kdlora.sweep.search`): each evaluation goes to the trial, which may prune
     prune_check = pruning_check(run_dir)
@@ -195,8 +218,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         if is_best:
             at.best = {"metrics": result.metrics, "score": result.score, "predictions": result.predictions}
             at.best_epoch, at.best_step, at.stale = epoch, at.step, 0
-            with outside_measure():
-                best_state.keep(trainable)
+            with outside_measure():  # the method's state too: AdaLoRA's saved adapter is cut to its rank pattern
+                best_state.keep(trainable, method_state.state_dict() if method_state else None)
         elif at.step > warmup_steps:  # no stopping while the learning rate is still warming up
             at.stale += 1
         if config.save_checkpoints:  # not in the run key: not in its memory figure either
@@ -262,7 +285,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         stop = evaluate_and_keep(epoch)
     bar.close()
     with outside_measure():
-        best_state.restore(trainable)
+        best_state.restore(trainable, method_state)
     return outcome(None, with_model=True)
 
 
