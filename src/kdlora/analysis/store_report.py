@@ -19,7 +19,7 @@ from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
 from kdlora.files import staged_output
 from kdlora.methods import baseline, labels
-from kdlora.store import Run, Store
+from kdlora.store import PRUNED, Run, Store
 
 
 def merged_bench_result(runs: list[Run]) -> dict | None:
@@ -221,6 +221,10 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     if problems:
         lines += ["", "Not averaged in:", ""]
         lines += [f"- {r.label}: {r.status} — {r.reason or 'no reason given'}" for r in problems]
+    pruned = sum(r.status == PRUNED for r in runs)
+    if pruned:
+        lines += ["", f"{pruned} run{'s' * (pruned != 1)} stopped early by a search's pruner (status `pruned`): left "
+                  "out of every figure, since a pruned run stands for no full run (a plain sweep runs it again)."]
     flags = results["flags"]
     lines += ["", f"{flags['constant_predictions']} of {flags['done']} train runs predict one constant class or "
               f"value on dev (flag `constant_predictions`; {flags['majority_class']} of them the majority class, "
