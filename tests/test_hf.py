@@ -146,10 +146,39 @@ def test_evaluation_batches_need_no_teacher_and_a_missing_id_column_is_named(tmp
         DistillationCollator(tokenizer)([{k: v for k, v in features[0].items() if k != "idx"}])
 
 
-def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monkeypatch, capsys):
+def _example():
+    """examples/trainer_kd.py as a module."""
     import importlib.util
     from pathlib import Path
 
+    script = Path(__file__).parents[1] / "examples" / "trainer_kd.py"
+    spec = importlib.util.spec_from_file_location("trainer_kd", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+def test_the_trainer_example_numbers_classes_as_kdlora_train_does(tmp_path):
+    """Finding: the example sorted labels as text (-1, -2, 0, 1, 10, 2), kdlora by value: a kdlora teacher's logits
+    were permuted against the student's labels."""
+    from datasets import load_dataset
+
+    from kdlora.data.file_tasks import FileTaskSpec, file_task
+    from kdlora.data.loaders import load_split
+
+    verdicts = [2, -2, 10, 0, -1, 1, 2, -2]
+    (tmp_path / "train.csv").write_text("review,verdict\n" + "".join(f"film {i},{v}\n" for i, v in
+                                                                      enumerate(verdicts)))
+    task = file_task("mine", FileTaskSpec(str(tmp_path / "train.csv"), str(tmp_path / "train.csv"), ("review",),
+                                          "verdict", task_type="classification"))
+    assert task.label_names == ("-2", "-1", "0", "1", "2", "10")
+    data = load_dataset("csv", data_files={"train": str(tmp_path / "train.csv")})
+    classes, numbered = _example().numbered_classes(data, "verdict", "train.csv")
+    assert tuple(classes) == task.label_names
+    assert numbered["train"]["label"] == [int(v) for v in load_split(task, "train").labels] == [4, 0, 5, 2, 1, 3, 4, 0]
+
+
+def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))
     tokenizer = tiny_tokenizer()
     for name, seed in (("base", 0), ("teacher", 1)):
@@ -159,11 +188,7 @@ def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monk
                                  for i in range(12)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.csv").write_text("\n".join(rows[:7]) + "\n")
-    script = Path(__file__).parents[1] / "examples" / "trainer_kd.py"
-    spec = importlib.util.spec_from_file_location("trainer_kd", script)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    metrics = example.main(["--model", str(tmp_path / "base"), "--teacher", str(tmp_path / "teacher"),
+    metrics = _example().main(["--model", str(tmp_path / "base"), "--teacher", str(tmp_path / "teacher"),
                             "--student", "derive:1", "--train_file", str(tmp_path / "train.csv"),
                             "--validation_file", str(tmp_path / "dev.csv"), "--text_columns", "review",
                             "--label_column", "verdict", "--rank", "4", "--output_dir", str(tmp_path / "out"),
