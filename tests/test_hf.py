@@ -198,3 +198,92 @@ def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monk
     assert "teacher logits: computed" in capsys.readouterr().out
     assert list((tmp_path / "cache" / "teacher-logits").glob("custom-train-*.safetensors"))
     assert (tmp_path / "out" / "adapter_config.json").is_file()  # the PEFT student's adapter
+
+
+def _features(count: int, seed: int = 1):
+    tokenizer = tiny_tokenizer()
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(count, seed=seed)
+    return tokenizer, examples, encode(examples, tokenizer, 32)
+
+
+def test_a_training_batch_without_ids_is_an_error_naming_the_fix(tmp_path):
+    """Finding: a batch without `idx` (a user's DataCollatorWithPadding) was taken for evaluation: the student
+    trained on cross-entropy alone, with no word."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(8)
+    table = LogitTable(examples.ids, torch.zeros(len(examples), 2))
+    plain = [{k: v for k, v in f.items() if k != "idx"} for f in features]
+    trainer = DistillationTrainer(model=_tiny_bert(), args=_args(tmp_path, max_steps=1),
+                                  train_dataset=Dataset.from_list(plain), processing_class=tokenizer, teacher=table,
+                                  data_collator=DataCollatorWithPadding(tokenizer))
+    with pytest.raises(ValueError, match="a training batch has no 'idx' column, so its teacher logits cannot be "
+                                         "found: keep an 'idx' column in the dataset and use DistillationCollator"):
+        trainer.train()
+
+
+def test_label_smoothing_factor_smooths_the_task_term(tmp_path):
+    """0.5 x KD + 0.5 x cross-entropy against labels smoothed by 0.1: (1 - 0.1) x NLL + 0.1 x the mean over the 2
+    classes of -log p (TrainingArguments' label_smoothing_factor, as the HF Trainer's own loss applies it)."""
+    import torch.nn.functional as F
+    from datasets import Dataset
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(8)
+    teacher = torch.randn(len(examples), 2, generator=torch.Generator().manual_seed(0))
+    model = _tiny_bert()
+    batch = Collator(tokenizer, False)(features)
+    with torch.no_grad():
+        logits = copy.deepcopy(model)(**{k: v for k, v in batch.items() if k not in ("idx", "labels")}).logits
+    rows = dict(zip(examples.ids, teacher, strict=True))
+    t = torch.stack([rows[i] for i in batch["idx"].tolist()])
+    kd = F.kl_div(F.log_softmax(logits / 2, -1), F.softmax(t / 2, -1), reduction="batchmean") * 4
+    log_p = F.log_softmax(logits, -1)
+    nll = -log_p.gather(1, batch["labels"].view(-1, 1)).mean()
+    smoothed = 0.9 * nll + 0.1 * (-log_p.mean(-1)).mean()
+    trainer = DistillationTrainer(model=model, args=_args(tmp_path, per_device_train_batch_size=8, max_steps=1,
+                                                          label_smoothing_factor=0.1),
+                                  train_dataset=Dataset.from_list(features), processing_class=tokenizer,
+                                  teacher=LogitTable(examples.ids, teacher), temperature=2.0, alpha=0.5)
+    loss = trainer.train().training_loss
+    assert loss == pytest.approx((0.5 * kd + 0.5 * smoothed).item(), rel=1e-5)
+    assert loss != pytest.approx((0.5 * kd + 0.5 * nll).item(), rel=1e-5)
+
+
+def test_a_short_last_accumulation_window_is_the_mean_over_its_examples_as_in_kdlora_train(tmp_path):
+    """As tests/test_train.py's test of the same name: 22 examples at batch 4, 4 batches a window, are windows of
+    16 and 6 examples (batches 4+4+4+4 and 4+2): each window's gradient must be the one batch 16 without
+    accumulation gives (batches 16 and 6: the mean over the same examples). The Trainer's own division (by the
+    window's 2 batches) weighed the 2-example batch as much as the 4-example one."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(22)
+    table = LogitTable(examples.ids, torch.randn(len(examples), 2, generator=torch.Generator().manual_seed(0)))
+
+    class Gradients(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.seen.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+
+    def gradients(**batching):
+        spy = Gradients()
+        DistillationTrainer(model=_kd_lora_student(), args=_args(tmp_path, max_grad_norm=0.0, **batching),
+                            train_dataset=Dataset.from_list(features), processing_class=tokenizer, teacher=table,
+                            callbacks=[spy]).train()
+        return spy.seen
+
+    accumulated = gradients(per_device_train_batch_size=4, gradient_accumulation_steps=4)
+    reference = gradients(per_device_train_batch_size=16)
+    assert len(accumulated) == len(reference) == 2
+    for mine, theirs in zip(accumulated, reference, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

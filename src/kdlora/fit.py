@@ -244,9 +244,10 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     while at.epoch <= config.epochs and not stop:
         epoch = at.epoch
         sampler.set_epoch(epoch)
-        losses = []
+        losses, window = [], 0  # window: examples in the accumulation window so far (a checkpoint is at its start)
         for batch in accelerator.skip_first_batches(train_loader, at.batch) if at.batch else train_loader:
             with accelerator.accumulate(model):
+                examples = len(batch["labels"])
                 loss = forward_loss(model, method, batch, teacher, config, task.regression)
                 # every process must stop together, or the others wait for this one's gradients forever
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
@@ -256,8 +257,14 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
                     where = (f" ({loss.item()})" if accelerator.num_processes == 1 and not torch.isfinite(loss)
                              else f" on {bad_processes} of {accelerator.num_processes} processes")
                     return outcome(f"non-finite loss{where} at step {at.step + 1}", with_model=False)
-                accelerator.backward(loss)
+                # each batch weighs its examples: a window's gradient is the mean over the examples in it, a short
+                # last window's too (one batch a window: its mean already is)
+                accelerator.backward(loss * examples if config.grad_accum > 1 else loss)
+                window += examples
                 if accelerator.sync_gradients:
+                    if config.grad_accum > 1:
+                        _mean_over_window([p for _, p in trainable], window, config.grad_accum, accelerator)
+                    window = 0
                     accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
                 optimizer.step()
                 if accelerator.sync_gradients:
@@ -287,6 +294,21 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     with outside_measure():
         best_state.restore(trainable, method_state)
     return outcome(None, with_model=True)
+
+
+def _mean_over_window(parameters, examples: int, grad_accum: int, accelerator) -> None:
+    """Turn the gradients of a window's per-batch example sums, each divided by `grad_accum` (accelerate's full
+    window) and averaged over processes (DDP), into their mean over the window's `examples` (every process's)."""
+    import torch
+
+    total = examples
+    if accelerator.num_processes > 1:
+        count = torch.tensor([examples], device=accelerator.device)
+        total = int(accelerator.reduce(count, reduction="sum").item())
+    scale = grad_accum * accelerator.num_processes / total
+    for param in parameters:
+        if param.grad is not None:
+            param.grad.mul_(scale)
 
 
 class EpochShuffle:
