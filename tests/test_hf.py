@@ -287,3 +287,19 @@ def test_a_short_last_accumulation_window_is_the_mean_over_its_examples_as_in_kd
     for mine, theirs in zip(accumulated, reference, strict=True):
         for a, b in zip(mine, theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_repeated_example_ids_are_refused_in_one_line(tmp_path):
+    """Finding: two datasets concatenated with ids 0, 1, 0, 1: rows 0 and 1 got rows 2 and 3's teacher logits."""
+    from datasets import Dataset, concatenate_datasets
+
+    from kdlora.errors import UserError
+    from kdlora.hf import teacher_logits
+
+    part = Dataset.from_dict({"sentence": ["a good film", "a bad film"], "label": [1, 0], "idx": [0, 1]})
+    both = concatenate_datasets([part, part])
+    with pytest.raises(UserError) as refused:
+        teacher_logits(str(tmp_path / "no-teacher"), both, "sentence")
+    assert str(refused.value) == (
+        "column 'idx': example id 0 occurs more than once (concatenated datasets?); number the examples afresh: "
+        "dataset.remove_columns('idx').add_column('idx', list(range(len(dataset))))")

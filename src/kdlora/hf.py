@@ -20,7 +20,11 @@ its collator keeps only the tokenizer's inputs, the labels and the id.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from transformers import DataCollatorWithPadding, Trainer
+
+from kdlora.errors import UserError
 
 ID_COLUMN = "idx"
 """The column holding each example's id (kdlora's own name for it)."""
@@ -128,13 +132,19 @@ def teacher_logits(teacher: str, dataset, text_columns, label_column: str = "lab
 
     Cached by default (kdlora's teacher-logit cache: keyed by the teacher's weights and tokenizer, each row by its
     example's id, texts and label, so edited data recomputes only the rows that changed); `online=True` runs the
-    teacher per batch instead. `task` names the cache file (one per task and teacher).
+    teacher per batch instead. `task` names the cache file (one per task and teacher). An id that occurs twice in
+    `id_column` is a UserError.
     """
     from kdlora.data.examples import Examples
     from kdlora.teacher import OnlineTeacher, cached_teacher_logits
 
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     ids = [int(i) for i in dataset[id_column]]
+    repeated = next((i for i, n in Counter(ids).items() if n > 1), None)
+    if repeated is not None:  # each id finds one row of logits: a repeated one would get another example's
+        raise UserError(f"column {id_column!r}: example id {repeated} occurs more than once (concatenated datasets?); "
+                        f"number the examples afresh: dataset.remove_columns({id_column!r}).add_column("
+                        f"{id_column!r}, list(range(len(dataset))))")
     texts = list(zip(*(dataset[c] for c in columns), strict=True))
     labels = [float(v) for v in dataset[label_column]]
     examples = Examples(ids, texts, labels, f"{getattr(dataset, '_fingerprint', '')}:{','.join(columns)}")
