@@ -101,9 +101,11 @@ def what_trained(runs: list[Run]) -> str:
     autos = sorted({f"{env['precision_auto']} ({env['precision_auto_why']})" for env in
                     (r.environment or {} for r in trained) if env.get("precision_auto")})
     auto = f"; precision auto there: {'; '.join(autos)}" if autos else ""
-    shared = sorted({(r.result or {}).get("parallel_runs") or 1 for r in trained} - {1})
-    together = (f"; {' / '.join(map(str, shared))} runs at once (`--jobs`), each one's seconds measured sharing the "
-                "CPU" if shared else "")
+    # `parallel_runs`: the most runs that ran at once while this one ran (1 or none recorded: alone)
+    shared = [(r.result or {}).get("parallel_runs") or 1 for r in trained]
+    sharing = [n for n in shared if n > 1]
+    together = (f"; {len(sharing)} of them ran beside other runs (`--jobs`, up to {max(sharing)} at once), their "
+                "seconds measured sharing the CPU" if sharing else "")
     return f"\nWhat the {len(trained)} train runs ran: {', '.join(said)}{auto}{together}."
 
 
