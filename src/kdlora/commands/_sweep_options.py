@@ -16,7 +16,8 @@ def add_sweep_arguments(parser, with_out: bool = False, jobs: str = "1") -> None
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: one run after another here (default); ray: each run a Ray task")
     parser.add_argument("--jobs", default=jobs, metavar="N",
-                        help="local executor: train runs at once, each with cores/N threads; auto: cores / the "
+                        help="local executor: up to N train runs at once, sharing the available cores (CPU affinity "
+                             "and cgroup quota) among the runs that can run then; auto: those cores / the "
                              f"experiment's num_cpus on a CPU-only experiment, else 1 (default {jobs}); bench runs "
                              "always run alone")
     parser.add_argument("--address", metavar="ADDR",
