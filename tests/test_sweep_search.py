@@ -140,6 +140,37 @@ def test_a_run_below_the_median_of_earlier_trials_is_pruned_with_its_best_state(
     assert "-> pruned" in capsys.readouterr().err
 
 
+def test_a_trial_with_several_searched_runs_prunes_run_by_run(tmp_path, capsys):
+    """Finding: pruning was silently off whenever a trial had more than one searched run. Two seeds: run 0 (seed 1)
+    reports steps 1..3, run 1 (seed 2) steps RUN_STEPS + 1..3. Five earlier trials scored 1.0 at run 0's steps and
+    0.0 at run 1's: run 0's first evaluation (0.5) is below its median, so it is pruned; run 1 alone is above its
+    own median (0.0), yet stops at its first evaluation: its trial is pruned already."""
+    import optuna
+
+    from kdlora.sweep.search import RUN_STEPS
+
+    text = TINY.replace('methods = ["kd-lora"]', 'methods = ["kd-lora"]\nseeds = [1, 2]')
+    experiment = parse_experiment(text)
+    storage = f"sqlite:///{study_path(tmp_path / 't.db')}"
+    study = optuna.create_study(study_name=study_name(experiment, experiment.search, 3), storage=storage,
+                                direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    earlier = {1: 1.0, 2: 1.0, 3: 1.0, RUN_STEPS + 1: 0.0, RUN_STEPS + 2: 0.0, RUN_STEPS + 3: 0.0}
+    for n in range(5):
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3 + n * 1e-4},
+                                                  distributions={"learning_rate": lr}, value=0.5,
+                                                  intermediate_values=earlier, user_attrs={"finished": True}))
+    summary = _search(tmp_path / "t.db", text, REAL)
+    assert summary.states == {"complete": 5, "pruned": 1}
+    with Store(tmp_path / "t.db") as store:
+        students = store.runs(method="kd-lora")
+    assert sorted(r.seed for r in students) == [1, 2]
+    assert all(r.status == "pruned" and r.result["steps"] == 1 for r in students)
+    [trial] = [t for t in optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+               if t.number == 5]
+    assert sorted(trial.intermediate_values) == [1, RUN_STEPS + 1]
+
+
 def test_search_ranges_are_checked_where_they_are_written():
     bad = {"learning_rat = { low = 1e-4, high = 1e-2 }": "not a setting a search can vary",
            "learning_rate = { low = 1e-2, high = 1e-4 }": "low 0.01 must be below high 0.0001",

@@ -17,8 +17,11 @@ study lives in SQLite beside the results store (`<db name>-search.db`): a killed
 it was in as interrupted, runs that trial's settings again (its run resumes from the store like a sweep's) and goes
 on until N trials have finished. The sampler (TPE) is seeded from `--search-seed` and each trial's position among
 the finished trials, so a resumed search picks what an uninterrupted one would have. Pruning (Optuna's median rule)
-reads each run's dev evaluations (`eval_steps` and every epoch's end) while it trains: a pruned run stops like an
-early-stopped one, keeps its best state, and is stored done with the flag `pruned`.
+reads each searched run's dev evaluations (`eval_steps` and every epoch's end) while it trains, run by run: a trial
+with several searched runs (methods, seeds) reports run i's step s as i x `RUN_STEPS` + s, so run i is compared with
+run i of earlier trials; once one run of a trial is pruned, the trial's later runs stop at their first evaluation. A
+pruned run stops like an early-stopped one, keeps its best state, and is stored done with the flag `pruned` (read
+back as status `pruned`: it stands for no full run).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from kdlora.errors import UserError
 TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
 """JSON (storage, study, trial id, run folder) that tells a training run which trial to report its evaluations to."""
 SEARCH_KEYS = ("low", "high", "log", "step")
+RUN_STEPS = 1_000_000_000
+"""The step range of each searched run of a trial in its reports to Optuna (run i reports step s as i x RUN_STEPS + s)."""
 NOT_SEARCHED = ("task", "family", "method", "seed", "teacher")
 """Settings the grid sets (rank is searched: it replaces `[train] ranks`)."""
 
@@ -182,20 +187,40 @@ def position_seeded_sampler(seed: int):
 
 
 def _pruner(prune: bool):
+    """Optuna's median rule, run by run (`RUN_STEPS`): a run is pruned when it, or an earlier run of its trial at
+    its last evaluation, has a best score below the median of earlier trials' same run at the same step."""
+    import copy
+
     import optuna
 
-    return optuna.pruners.MedianPruner() if prune else optuna.pruners.NopPruner()
+    if not prune:
+        return optuna.pruners.NopPruner()
+
+    class RunByRunMedian(optuna.pruners.BasePruner):
+        def __init__(self):
+            self.median = optuna.pruners.MedianPruner()
+
+        def prune(self, study, trial) -> bool:
+            runs = sorted({step // RUN_STEPS for step in trial.intermediate_values})
+            for run in runs:
+                view = copy.copy(trial)
+                view.intermediate_values = {s: v for s, v in trial.intermediate_values.items()
+                                            if s // RUN_STEPS == run}
+                if self.median.prune(study, view):
+                    return True
+            return False
+
+    return RunByRunMedian()
 
 
 @contextmanager
-def _reporting_to(trial_id: int, storage: str, study: str, run_dir: Path | None, prune: bool):
-    """Tell the searched run (by its folder: a KD-LoRA run's own key names its teacher's path, not the store's
-    `run:` key) which trial its evaluations go to, through the environment its process inherits (a Ray task gets
-    it forwarded)."""
+def _reporting_to(trial_id: int, storage: str, study: str, run_dirs: list[Path], prune: bool):
+    """Tell the searched runs (by their folders: a KD-LoRA run's own key names its teacher's path, not the store's
+    `run:` key) which trial their evaluations go to, and each its place among them, through the environment its
+    process inherits (a Ray task gets it forwarded)."""
     previous = os.environ.get(TRIAL_ENV)
-    if run_dir is not None:
-        os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
-                                            "run_dir": str(Path(run_dir).resolve()), "prune": prune})
+    os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
+                                        "run_dirs": [str(Path(d).resolve()) for d in run_dirs], "prune": prune})
     try:
         yield
     finally:
@@ -212,14 +237,15 @@ def pruning_check(run_dir: str | Path):
     if not text:
         return None
     where = json.loads(text)
-    if where["run_dir"] != str(Path(run_dir).resolve()):
+    if str(Path(run_dir).resolve()) not in where["run_dirs"]:
         return None
+    offset = where["run_dirs"].index(str(Path(run_dir).resolve())) * RUN_STEPS
     optuna = _optuna()
     study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=_pruner(where["prune"]))
     trial = optuna.trial.Trial(study, where["trial_id"])
 
     def check(score: float, step: int) -> bool:
-        trial.report(float(score), step)
+        trial.report(float(score), offset + step)
         return trial.should_prune()
 
     return check
@@ -271,9 +297,8 @@ def run_search(experiment, store, executor, backends, trials: int, seed: int = 0
         trial_exp = trial_experiment(experiment, point)
         specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
         trial.set_user_attr("run_keys", [s.key for s in specs])
-        # one searched run reports its evaluations; several would report over each other
-        reporter = run_folder(runs_dir or runs_dir_for(store.path), specs[0]) if len(specs) == 1 else None
-        with _reporting_to(trial._trial_id, storage, name, reporter, prune):
+        reporters = [run_folder(runs_dir or runs_dir_for(store.path), s) for s in specs]
+        with _reporting_to(trial._trial_id, storage, name, reporters, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]
         scores = [r.metrics["score"] for r in runs
