@@ -194,7 +194,10 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves "
                             f"{len(states)} (an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} "
                             "to start afresh")
-        accelerator.load_state(str(source), strict=False)
+        try:
+            accelerator.load_state(str(source), strict=False)
+        except Exception as exc:  # a truncated or garbled file: safetensors' and torch's errors name none
+            raise checkpoint.damaged(source, exc) from None
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
             kept = checkpoint.best_state(run_dir, states.index(method_state)) if method_state else None

@@ -80,6 +80,25 @@ def config_key(kind: str, config: dict) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+@contextlib.contextmanager
+def writable_store(path: str | Path | None = None) -> Iterator[Store]:
+    """The store at `path` (default `default_db_path()`) for a command that writes it; a store file this opened new
+    is removed again when the command fails before recording any run: a refused command leaves nothing behind."""
+    path = Path(path or default_db_path())
+    new = not path.exists()
+    store = Store(path)
+    try:
+        yield store
+    except BaseException:
+        empty = new and not store.statuses()
+        store.close()
+        if empty:
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
+    store.close()
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 

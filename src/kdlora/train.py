@@ -195,8 +195,10 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     from kdlora.precision import check_precision
     from kdlora.rundir import check_run
     from kdlora.sources import is_run_folder
+    from kdlora.sweep.search import trial_env
 
     config.validate()
+    trial_env()  # a garbled search trial in the environment: refused before any work
     quiet_peft_deprecation()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")

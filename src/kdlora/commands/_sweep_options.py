@@ -31,15 +31,19 @@ def add_db_argument(parser) -> None:
                         help="results database (default: $KDLORA_DB, else ./kdlora-results.db)")
 
 
-def sweep_from_args(args, experiment, store):
-    """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments)."""
+def sweep_from_args(args, experiment):
+    """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments) into `args.db`,
+    after checking them and the experiment's data (a refused sweep leaves no store behind)."""
+    from kdlora.store import writable_store
     from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.driver import run_sweep
+    from kdlora.sweep.driver import check_data, run_sweep
     from kdlora.sweep.executors import local_jobs, make_executor
 
+    backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,
-                        rerun_failed=args.rerun_failed, progress=args.progress)
+    check_data(experiment, backends)
+    with writable_store(args.db) as store:
+        summary = run_sweep(experiment, store, executor, backends, runs_dir=args.runs_dir,
+                            rerun_failed=args.rerun_failed, progress=args.progress)
     print(f"sweep {experiment.name}: {summary.line()}")
     return summary
-

@@ -34,23 +34,19 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.experiment import load_experiment
-    from kdlora.store import Store
 
     experiment = load_experiment(args.experiment)
     if args.search:
         from kdlora.sweep.search import search_from_args
 
-        with Store(args.db) as store:
-            return 0 if search_from_args(args, experiment, store).ok else 1
+        return 0 if search_from_args(args, experiment).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 
         raise UserError("--trials applies to --search optuna")
     if args.dry_run:
         return _dry_run(experiment, args.db)
-    with Store(args.db) as store:
-        summary = sweep_from_args(args, experiment, store)
-    return 0 if summary.ok else 1
+    return 0 if sweep_from_args(args, experiment).ok else 1
 
 
 def _dry_run(experiment, db) -> int:

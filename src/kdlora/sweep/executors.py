@@ -8,6 +8,7 @@ a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -325,6 +326,8 @@ def make_executor(name: str, address: str | None = None, jobs: int = 1):
     if name == "ray":
         if jobs != 1:
             raise UserError("--jobs only applies to --executor local (Ray schedules by the experiment's num_cpus)")
+        if importlib.util.find_spec("ray") is None:  # said before the sweep opens its store
+            raise UserError("the Ray executor needs Ray: pip install 'kdlora[ray]'")
         return RayExecutor(address)
     raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 

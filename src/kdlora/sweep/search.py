@@ -87,9 +87,23 @@ def parse_space(table: dict, source: str) -> tuple[Range, ...]:
         if unknown or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
             raise UserError(f"{where} = {value!r}: a range needs numbers low and high (and may say log, step)")
         low, high = numbers
+        if not all(math.isfinite(n) for n in numbers):
+            raise UserError(f"{where} = {value!r}: low and high must be finite numbers")
         if not low < high or (value.get("log") and low <= 0):
             raise UserError(f"{where}: low {low} must be below high {high} (and above 0 with log = true)")
-        ranges.append(Range(name, low=low, high=high, log=bool(value.get("log", False)), step=value.get("step")))
+        log, step = value.get("log", False), value.get("step")
+        if not isinstance(log, bool):
+            raise UserError(f"{where}: log = {log!r} is not true or false")
+        if step is not None:  # what Optuna would refuse mid-search, refused here
+            if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step < math.inf:
+                raise UserError(f"{where}: step = {step!r} is not a positive number")
+            if log:
+                raise UserError(f"{where}: a step and log = true cannot go together (Optuna samples a log range "
+                                "without steps)")
+            if isinstance(low, int) and isinstance(high, int) and not float(step).is_integer():
+                raise UserError(f"{where}: step = {step!r} in a range of whole numbers (low {low}, high {high}) "
+                                "must be a whole number")
+        ranges.append(Range(name, low=low, high=high, log=log, step=step))
     if not ranges:
         raise UserError(f"{source}: [search] holds no ranges")
     return tuple(ranges)
@@ -230,14 +244,28 @@ def _reporting_to(trial_id: int, storage: str, study: str, run_dirs: list[Path],
             os.environ[TRIAL_ENV] = previous
 
 
-def pruning_check(run_dir: str | Path):
-    """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
-    outside a search (or for a run the trial does not search, such as its FFT teacher)."""
+def trial_env() -> dict | None:
+    """The trial `$KDLORA_SEARCH_TRIAL` names (what `_reporting_to` set), None when unset; anything else in it is a
+    UserError (checked before a run starts: a garbled value would end it later)."""
     text = os.environ.get(TRIAL_ENV)
     if not text:
         return None
-    where = json.loads(text)
-    if str(Path(run_dir).resolve()) not in where["run_dirs"]:
+    try:
+        where = json.loads(text)
+        if not (isinstance(where, dict) and isinstance(where["storage"], str) and isinstance(where["study"], str)
+                and isinstance(where["trial_id"], int) and isinstance(where["run_dirs"], list)):
+            raise ValueError
+    except (ValueError, KeyError):
+        raise UserError(f"{TRIAL_ENV}={text[:60]!r}: not a trial a kdlora search set (it sets this variable for the "
+                        "runs it starts); unset it") from None
+    return where
+
+
+def pruning_check(run_dir: str | Path):
+    """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
+    outside a search (or for a run the trial does not search, such as its FFT teacher)."""
+    where = trial_env()
+    if where is None or str(Path(run_dir).resolve()) not in where["run_dirs"]:
         return None
     offset = where["run_dirs"].index(str(Path(run_dir).resolve())) * RUN_STEPS
     optuna = _optuna()
@@ -350,15 +378,21 @@ def _summary(study, trials: int) -> SearchSummary:
     return summary
 
 
-def search_from_args(args, experiment, store) -> SearchSummary:
-    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
+def search_from_args(args, experiment) -> SearchSummary:
+    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`, into `args.db`,
+    after checking them, the extra and the experiment's data (a refused search leaves no store or study behind)."""
+    from kdlora.store import writable_store
     from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.driver import check_data
     from kdlora.sweep.executors import local_jobs, make_executor
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
+    backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
-                         args.runs_dir, args.progress)
+    check_data(experiment, backends)
+    with writable_store(args.db) as store:
+        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
+                             args.runs_dir, args.progress)
     print(f"search {experiment.name}: {summary.line()}")
     return summary
