@@ -94,8 +94,8 @@ CASES = {
         ["runs", "--db", "{w}/s.db"], None, {"KDLORA_METHODS": "no_such_methods"},
         "KDLORA_METHODS=no_such_methods: cannot import the method module 'no_such_methods' (No module named "
         "'no_such_methods'); fix or unset KDLORA_METHODS"),
-    "a garbled KDLORA_SEARCH_TRIAL": (
-        ["train", *FILE_TASK, *TINY], None, {"KDLORA_SEARCH_TRIAL": "{not json"},
+    "a garbled KDLORA_SEARCH_TRIAL (which every run of a sweep would fail on)": (
+        SWEEP, EXPERIMENT, {"KDLORA_SEARCH_TRIAL": "{not json"},
         "KDLORA_SEARCH_TRIAL='{not json': not a trial a kdlora search set"),
     "a disk that fills while the run writes": (
         ["train", *FILE_TASK, *TINY], None, {}, "run: cannot write (No space left on device); nothing was written there"),

@@ -127,7 +127,7 @@ def scored_as(monkeypatch, scores: tuple, seen: list | None = None) -> None:
     """Dev scores of the run's evaluations in turn are `scores` (which epoch is the best is then the test's choice);
     with `seen`, each evaluation appends (the first dev batch's inputs, the model's logits on them, its AdaLoRA rank
     pattern as ranks kept per matrix)."""
-    import kdlora.fit as fit_module
+    import kdlora.train.loop as fit_module
 
     real_evaluate, count = fit_module.evaluate, [0]
 

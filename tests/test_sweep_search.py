@@ -147,7 +147,7 @@ def test_a_trial_with_several_searched_runs_prunes_run_by_run(tmp_path, capsys):
     own median (0.0), yet stops at its first evaluation: its trial is pruned already."""
     import optuna
 
-    from kdlora.sweep.search import RUN_STEPS
+    from kdlora.trial import RUN_STEPS
 
     text = TINY.replace('methods = ["kd-lora"]', 'methods = ["kd-lora"]\nseeds = [1, 2]')
     experiment = parse_experiment(text)

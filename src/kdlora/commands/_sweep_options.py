@@ -38,9 +38,11 @@ def sweep_from_args(args, experiment):
     from kdlora.sweep.backends import get_backends
     from kdlora.sweep.driver import check_data, run_sweep
     from kdlora.sweep.executors import local_jobs, make_executor
+    from kdlora.trial import trial_env
 
     backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    trial_env()  # a garbled search trial in the environment would fail every run
     check_data(experiment, backends)
     with writable_store(args.db) as store:
         summary = run_sweep(experiment, store, executor, backends, runs_dir=args.runs_dir,

@@ -37,9 +37,7 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment)
     if args.search:
-        from kdlora.sweep.search import search_from_args
-
-        return 0 if search_from_args(args, experiment).ok else 1
+        return 0 if _search(args, experiment).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 
@@ -47,6 +45,28 @@ def run(args) -> int:
     if args.dry_run:
         return _dry_run(experiment, args.db)
     return 0 if sweep_from_args(args, experiment).ok else 1
+
+
+def _search(args, experiment):
+    """`--search optuna`: the search with the executor and options of `args`, into `args.db`, after checking them
+    and the experiment's data (a refused search leaves no store or study behind); returns its summary."""
+    from kdlora.errors import UserError
+    from kdlora.store import writable_store
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.driver import check_data
+    from kdlora.sweep.executors import local_jobs, make_executor
+    from kdlora.sweep.search import run_search
+
+    if args.trials is None or args.trials < 1:
+        raise UserError("--search optuna needs --trials N (N >= 1)")
+    backends = get_backends()
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    check_data(experiment, backends)
+    with writable_store(args.db) as store:
+        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
+                             args.runs_dir, args.progress)
+    print(f"search {experiment.name}: {summary.line()}")
+    return summary
 
 
 def _dry_run(experiment, db) -> int:

@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdlora.checkpoint import CHECKPOINTS
 from kdlora.data.file_tasks import FILE_SETTINGS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
@@ -27,6 +26,7 @@ from kdlora.rundir import check_run
 from kdlora.store import Store
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.expand import RunSpec, expand
+from kdlora.train.checkpoint import CHECKPOINTS
 
 
 @dataclass

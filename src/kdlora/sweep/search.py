@@ -17,11 +17,11 @@ study lives in SQLite beside the results store (`<db name>-search.db`): a killed
 it was in as interrupted, runs that trial's settings again (its run resumes from the store like a sweep's) and goes
 on until N trials have finished. The sampler (TPE) is seeded from `--search-seed` and each trial's position among
 the finished trials, so a resumed search picks what an uninterrupted one would have. Pruning (Optuna's median rule)
-reads each searched run's dev evaluations (`eval_steps` and every epoch's end) while it trains, run by run: a trial
-with several searched runs (methods, seeds) reports run i's step s as i x `RUN_STEPS` + s, so run i is compared with
-run i of earlier trials; once one run of a trial is pruned, the trial's later runs stop at their first evaluation. A
-pruned run stops like an early-stopped one, keeps its best state, and is stored done with the flag `pruned` (read
-back as status `pruned`: it stands for no full run).
+reads each searched run's dev evaluations (`eval_steps` and every epoch's end) while it trains, run by run
+(`kdlora.trial`): with several searched runs (methods, seeds), run i of a trial is compared with run i of earlier
+trials, and once one run of a trial is pruned its later runs stop at their first evaluation. A pruned run stops like
+an early-stopped one, keeps its best state, and is stored done with the flag `pruned` (read back as status `pruned`:
+it stands for no full run).
 """
 
 from __future__ import annotations
@@ -30,89 +30,18 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from kdlora.errors import UserError
-
-TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
-"""JSON (storage, study, trial id, run folder) that tells a training run which trial to report its evaluations to."""
-SEARCH_KEYS = ("low", "high", "log", "step")
-RUN_STEPS = 1_000_000_000
-"""The step range of each searched run of a trial in its reports to Optuna (run i reports step s as i x RUN_STEPS + s)."""
-NOT_SEARCHED = ("task", "family", "method", "seed", "teacher")
-"""Settings the grid sets (rank is searched: it replaces `[train] ranks`)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Range:
-    """One setting's range: `choices`, or numbers from `low` to `high` (whole numbers when both bounds are)."""
-
-    name: str
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial):
-        if self.choices:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=int(self.step or 1))
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
-
-
-def parse_space(table: dict, source: str) -> tuple[Range, ...]:
-    """The `[search]` table as ranges; a bad key or range is a UserError naming the file and the key."""
-    from kdlora.config import TrainConfig
-
-    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SEARCHED]
-    ranges = []
-    for name, value in table.items():
-        where = f"{source}: [search] {name}"
-        if name not in known:
-            raise UserError(f"{where}: not a setting a search can vary (known: {', '.join(known)})")
-        if isinstance(value, list):
-            if not value or not all(isinstance(v, str | int | float | bool) for v in value):
-                raise UserError(f"{where} = {value!r}: a choice needs a non-empty list of values")
-            ranges.append(Range(name, choices=tuple(value)))
-            continue
-        if not isinstance(value, dict):
-            raise UserError(f"{where} = {value!r}: a list of choices or a table {{ low = .., high = .. }}")
-        unknown = [k for k in value if k not in SEARCH_KEYS]
-        numbers = [value.get(k) for k in ("low", "high")]
-        if unknown or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
-            raise UserError(f"{where} = {value!r}: a range needs numbers low and high (and may say log, step)")
-        low, high = numbers
-        if not all(math.isfinite(n) for n in numbers):
-            raise UserError(f"{where} = {value!r}: low and high must be finite numbers")
-        if not low < high or (value.get("log") and low <= 0):
-            raise UserError(f"{where}: low {low} must be below high {high} (and above 0 with log = true)")
-        log, step = value.get("log", False), value.get("step")
-        if not isinstance(log, bool):
-            raise UserError(f"{where}: log = {log!r} is not true or false")
-        if step is not None:  # what Optuna would refuse mid-search, refused here
-            if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step < math.inf:
-                raise UserError(f"{where}: step = {step!r} is not a positive number")
-            if log:
-                raise UserError(f"{where}: a step and log = true cannot go together (Optuna samples a log range "
-                                "without steps)")
-            if isinstance(low, int) and isinstance(high, int) and not float(step).is_integer():
-                raise UserError(f"{where}: step = {step!r} in a range of whole numbers (low {low}, high {high}) "
-                                "must be a whole number")
-        ranges.append(Range(name, low=low, high=high, log=log, step=step))
-    if not ranges:
-        raise UserError(f"{source}: [search] holds no ranges")
-    return tuple(ranges)
+from kdlora.methods import baseline
+from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
+from kdlora.sweep.expand import expand
+from kdlora.trial import optuna_module, pruner, reporting_to
 
 
 def searched_methods(grid) -> tuple[str, ...]:
     """The methods a trial's settings apply to: every method but FFT, which teaches; FFT when it is alone."""
-    from kdlora.methods import baseline
-
     teacher = baseline().name
     others = tuple(m for m in grid.methods if m != teacher)
     return others or (teacher,)
@@ -137,20 +66,11 @@ def study_path(db_path: str | Path) -> Path:
     return db_path.with_name(db_path.stem + "-search.db")
 
 
-def study_name(experiment, space: tuple[Range, ...], seed: int) -> str:
+def study_name(experiment, space: tuple, seed: int) -> str:
     """The experiment's name and a hash of its grid, ranges and seed: editing any of them starts another study."""
     what = json.dumps([dataclasses.asdict(experiment.train), [dataclasses.asdict(r) for r in space], seed],
                       sort_keys=True, default=str)
     return f"{experiment.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
-
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("--search optuna needs the `search` extra: pip install 'kdlora[search]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
 
 
 def _interrupted(trial) -> bool:
@@ -200,85 +120,6 @@ def position_seeded_sampler(seed: int):
     return PositionSeeded()
 
 
-def _pruner(prune: bool):
-    """Optuna's median rule, run by run (`RUN_STEPS`): a run is pruned when it, or an earlier run of its trial at
-    its last evaluation, has a best score below the median of earlier trials' same run at the same step."""
-    import copy
-
-    import optuna
-
-    if not prune:
-        return optuna.pruners.NopPruner()
-
-    class RunByRunMedian(optuna.pruners.BasePruner):
-        def __init__(self):
-            self.median = optuna.pruners.MedianPruner()
-
-        def prune(self, study, trial) -> bool:
-            runs = sorted({step // RUN_STEPS for step in trial.intermediate_values})
-            for run in runs:
-                view = copy.copy(trial)
-                view.intermediate_values = {s: v for s, v in trial.intermediate_values.items()
-                                            if s // RUN_STEPS == run}
-                if self.median.prune(study, view):
-                    return True
-            return False
-
-    return RunByRunMedian()
-
-
-@contextmanager
-def _reporting_to(trial_id: int, storage: str, study: str, run_dirs: list[Path], prune: bool):
-    """Tell the searched runs (by their folders: a KD-LoRA run's own key names its teacher's path, not the store's
-    `run:` key) which trial their evaluations go to, and each its place among them, through the environment its
-    process inherits (a Ray task gets it forwarded)."""
-    previous = os.environ.get(TRIAL_ENV)
-    os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
-                                        "run_dirs": [str(Path(d).resolve()) for d in run_dirs], "prune": prune})
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(TRIAL_ENV, None)
-        else:
-            os.environ[TRIAL_ENV] = previous
-
-
-def trial_env() -> dict | None:
-    """The trial `$KDLORA_SEARCH_TRIAL` names (what `_reporting_to` set), None when unset; anything else in it is a
-    UserError (checked before a run starts: a garbled value would end it later)."""
-    text = os.environ.get(TRIAL_ENV)
-    if not text:
-        return None
-    try:
-        where = json.loads(text)
-        if not (isinstance(where, dict) and isinstance(where["storage"], str) and isinstance(where["study"], str)
-                and isinstance(where["trial_id"], int) and isinstance(where["run_dirs"], list)):
-            raise ValueError
-    except (ValueError, KeyError):
-        raise UserError(f"{TRIAL_ENV}={text[:60]!r}: not a trial a kdlora search set (it sets this variable for the "
-                        "runs it starts); unset it") from None
-    return where
-
-
-def pruning_check(run_dir: str | Path):
-    """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
-    outside a search (or for a run the trial does not search, such as its FFT teacher)."""
-    where = trial_env()
-    if where is None or str(Path(run_dir).resolve()) not in where["run_dirs"]:
-        return None
-    offset = where["run_dirs"].index(str(Path(run_dir).resolve())) * RUN_STEPS
-    optuna = _optuna()
-    study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=_pruner(where["prune"]))
-    trial = optuna.trial.Trial(study, where["trial_id"])
-
-    def check(score: float, step: int) -> bool:
-        trial.report(float(score), offset + step)
-        return trial.should_prune()
-
-    return check
-
-
 @dataclasses.dataclass
 class SearchSummary:
     """What a search did: its trials by state, and the best one."""
@@ -306,17 +147,14 @@ def _shown(value) -> str:
 def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
                runs_dir=None, progress: bool = True) -> SearchSummary:
     """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
-    from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
-    from kdlora.sweep.expand import expand
-
     if experiment.train is None or experiment.search is None:
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
-    optuna = _optuna()
+    optuna = optuna_module()
     space = experiment.search
     storage = f"sqlite:///{study_path(store.path).resolve()}"
     name = study_name(experiment, space, seed)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=position_seeded_sampler(seed), pruner=_pruner(prune))
+                                sampler=position_seeded_sampler(seed), pruner=pruner(prune))
     _requeue_interrupted(study)
     searched = set(searched_methods(experiment.train))
     while len(_finished(study.get_trials(deepcopy=False))) < trials:
@@ -326,7 +164,7 @@ def run_search(experiment, store, executor, backends, trials: int, seed: int = 0
         specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
         trial.set_user_attr("run_keys", [s.key for s in specs])
         reporters = [run_folder(runs_dir or runs_dir_for(store.path), s) for s in specs]
-        with _reporting_to(trial._trial_id, storage, name, reporters, prune):
+        with reporting_to(trial._trial_id, storage, name, reporters, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]
         scores = [r.metrics["score"] for r in runs
@@ -375,24 +213,4 @@ def _summary(study, trials: int) -> SearchSummary:
         summary.best = {"number": best.number, "score": best.value, "params": best.params,
                         "run_keys": best.user_attrs.get("run_keys", [])}
     summary.ok = bool(complete)
-    return summary
-
-
-def search_from_args(args, experiment) -> SearchSummary:
-    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`, into `args.db`,
-    after checking them, the extra and the experiment's data (a refused search leaves no store or study behind)."""
-    from kdlora.store import writable_store
-    from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.driver import check_data
-    from kdlora.sweep.executors import local_jobs, make_executor
-
-    if args.trials is None or args.trials < 1:
-        raise UserError("--search optuna needs --trials N (N >= 1)")
-    backends = get_backends()
-    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    check_data(experiment, backends)
-    with writable_store(args.db) as store:
-        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
-                             args.runs_dir, args.progress)
-    print(f"search {experiment.name}: {summary.line()}")
     return summary

@@ -107,7 +107,7 @@ class BudgetState:
 
 def rank_budget(model, settings) -> dict:
     """The budget as it went: initial and target totals, the schedule, and the ranks the saved adapter keeps per
-    matrix (the best evaluation's: `kdlora.fit` restores its rank pattern with its weights)."""
+    matrix (the best evaluation's: `kdlora.train.loop` restores its rank pattern with its weights)."""
     peft = _peft_model(model)
     config = peft.peft_config[peft.trainable_adapter_name]
     pattern = config.rank_pattern or {}
