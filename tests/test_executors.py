@@ -9,9 +9,9 @@ from kdlora.analysis.store_report import what_trained
 from kdlora.errors import UserError
 from kdlora.experiment import load_experiment
 from kdlora.store import Store
+from kdlora.sweep import executors
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.driver import run_sweep
-from kdlora.sweep import executors
 from kdlora.sweep.executors import (
     LocalExecutor,
     RayExecutor,

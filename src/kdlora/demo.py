@@ -83,7 +83,8 @@ def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total
     fft, lora, kd = (summary[name]["accuracy"] for name in METHOD_ORDER)
     # what dev was scored in: the runs' training precision (bf16 and fp16 under autocast)
     scored = sorted({p for name in METHOD_ORDER for p in summary[name]["dev_precision"]})
-    mixed = " (under autocast, as the runs trained; `kdlora predict` and `export` run fp32)" if scored != ["fp32"] else ""
+    mixed = (" (under autocast, as the runs trained; `kdlora predict` and `export` run fp32)"
+             if scored != ["fp32"] else "")
     lines = [
         "# kdlora demo: movie-review snippets, all-MiniLM-L6-v2",
         "",

@@ -13,9 +13,10 @@ the student's tokenizer). The loss of a training batch is exactly `kdlora train`
 gradient accumulation both weight each batch by its examples: a window's gradient is the mean over the examples in
 it (a short last window's too). A training batch without ids, where the teacher looks its logits up by id, is an
 error (a collator that drops the column would train on the task loss alone). `label_smoothing_factor` smooths the
-labels of the task term. Evaluation batches carry no teacher: their loss is the task loss. Any model the Trainer takes works, a PEFT model included. The Trainer's
-`remove_unused_columns` must be off (the id is no argument of the model's forward): this Trainer turns it off, and
-its collator keeps only the tokenizer's inputs, the labels and the id.
+labels of the task term. Evaluation batches carry no teacher: their loss is the task loss. Any model the Trainer
+takes works, a PEFT model included. The Trainer's `remove_unused_columns` must be off (the id is no argument of the
+model's forward): this Trainer turns it off, and its collator keeps only the tokenizer's inputs, the labels and the
+id.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ a CUDA device that supports it or a CPU with AVX512-BF16 or AMX (without them to
 fp32, so refusing is kinder than a silent slowdown). A GPU computes bf16 natively from compute capability 8.0 (Ampere)
 on; torch's `is_bf16_supported()` also counts older GPUs that emulate it. `auto` is bf16 where the device computes it
 natively and fp32 elsewhere: `auto_choice` decides from given facts (CPU flags, the GPU's compute capability), so the
-decision is testable for any CPU or GPU; `resolve_precision` asks this machine. torch is imported inside the functions: the CLI imports this module to
-list the choices without paying for torch.
+decision is testable for any CPU or GPU; `resolve_precision` asks this machine. torch is imported inside the
+functions: the CLI imports this module to list the choices without paying for torch.
 """
 
 from __future__ import annotations

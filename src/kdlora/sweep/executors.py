@@ -333,8 +333,9 @@ def make_executor(name: str, address: str | None = None, jobs: int = 1):
 
 
 def local_jobs(value: str | int, experiment, executor: str = "local") -> int:
-    """--jobs as a number: `auto` is the available cores over the experiment's `num_cpus` when its runs need no GPU (one run
-    per `num_cpus` cores, as Ray would place them), else 1; under Ray, 1 (Ray schedules by num_cpus itself)."""
+    """--jobs as a number: `auto` is the available cores over the experiment's `num_cpus` when its runs need no GPU
+    (one run per `num_cpus` cores, as Ray would place them), else 1; under Ray, 1 (Ray schedules by num_cpus
+    itself)."""
     if str(value) == "auto":
         resources = experiment.resources
         if executor != "local" or resources.num_gpus:
