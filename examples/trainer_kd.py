@@ -7,7 +7,8 @@
 The teacher is a `kdlora train --method fft` run folder or any fine-tuned sequence-classification checkpoint; its
 logits are computed once and cached by kdlora (`--online_teacher`: run per batch instead). The student is a model
 name or folder, or `derive:N`: N evenly spaced layers of --model (the way DistilBERT was cut from BERT). Classes
-are the training file's label values, sorted, as `kdlora train` numbers them, so a kdlora teacher's match.
+are the training file's label values numbered as `kdlora train` numbers them (`kdlora.data.file_tasks.class_names`:
+numbers by value, words alphabetically), so a kdlora teacher's logits line up with the student's labels.
 Every `TrainingArguments` flag works (`--bf16`, `--gradient_accumulation_steps`, `--report_to`, ...).
 """
 
@@ -19,6 +20,7 @@ from datasets import load_dataset
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, TrainingArguments
 
+from kdlora.data.file_tasks import class_names, label_text
 from kdlora.hf import DistillationTrainer, teacher_logits
 from kdlora.modeling import adaptation, derive_student, parse_student
 
@@ -53,6 +55,15 @@ class LoraArguments:
     """Comma list of module names; default: the attention's query and value projections."""
 
 
+def numbered_classes(data, label_column: str, train_file: str):
+    """(class names in id order, `data` with `label` as class ids and `idx` as row ids), classes numbered from the
+    training split as `kdlora train` numbers them."""
+    classes = class_names(data["train"][label_column], f"{train_file}: column {label_column!r}")
+    ids = {name: i for i, name in enumerate(classes)}
+    return classes, data.map(lambda row, i: {"label": ids[label_text(row[label_column])], "idx": i},
+                             with_indices=True)
+
+
 def main(argv=None):
     parser = HfArgumentParser((ScriptArguments, LoraArguments, TrainingArguments))
     script, lora, training = parser.parse_args_into_dataclasses(argv)
@@ -60,9 +71,7 @@ def main(argv=None):
     kind = {".jsonl": "json", ".tsv": "csv"}.get(Path(script.train_file).suffix, Path(script.train_file).suffix[1:])
     data = load_dataset(kind, data_files={"train": script.train_file, "validation": script.validation_file},
                         **({"delimiter": "\t"} if script.train_file.endswith(".tsv") else {}))
-    classes = sorted({str(v) for v in data["train"][script.label_column]})
-    data = data.map(lambda row, i: {"label": classes.index(str(row[script.label_column])), "idx": i},
-                    with_indices=True)
+    classes, data = numbered_classes(data, script.label_column, script.train_file)
     teacher = teacher_logits(script.teacher, data["train"], columns, max_length=script.max_length,
                              online=script.online_teacher)
 

@@ -43,3 +43,24 @@ def test_the_section_appears_exactly_when_student_lora_runs_are_in_the_store():
     assert ablations(without, 8) == [] and markdown([], without) == []
     only_student = _aggregates({k: v for k, v in SCORES.items() if k[1] == "student-lora"})
     assert markdown(ablations(only_student, 8), only_student)[-1].startswith("No family has all three")
+
+
+def test_the_per_seed_spread_pairs_runs_by_seed_under_top_k_median():
+    """Finding: with as many selected configurations as seeds, configuration medians were paired with seed numbers.
+    KD-LoRA scores 0.90 / 0.80 / 0.70 for seeds 1 / 2 / 3, plus -0.05 / 0 / +0.05 for its three learning rates;
+    Student-LoRA 0.80 everywhere. Per seed, KD's gain is the median over the rates of the seed's scores less 0.80:
+    +10, 0, -10 points (the configuration medians 0.85 / 0.80 / 0.75 less 0.80 would say +5, 0, -5)."""
+    from kdlora.analysis.select import select
+
+    records = []
+    for method, base, offsets in (("lora", (0.85,) * 3, (0, 0, 0)), ("student-lora", (0.80,) * 3, (0, 0, 0)),
+                                  ("kd-lora", (0.90, 0.80, 0.70), (-0.05, 0, 0.05))):
+        for lr, offset in zip((1e-4, 2e-4, 3e-4), offsets, strict=True):
+            for seed, score in zip((1, 2, 3), base, strict=True):
+                record = _record("sst2", method, seed, score + offset)
+                records.append({**record, "key": f"{record['key']}-{lr}", "configuration": str(lr),
+                                "config": {"learning_rate": lr}})
+    (entry,) = ablations(select(aggregate(records), "top-k-median", 6), rank=None)
+    assert entry["seeds"] == [1, 2, 3]
+    assert [round(v, 9) for v in entry["kd_gain_per_seed"]] == [10.0, 0.0, -10.0]
+    assert "KD per seed -10.0 to +10.0, std 10.0 over 3 seeds" in entry["sentence"]

@@ -24,11 +24,15 @@ def test_tiny_demo_on_fake_snippets_writes_json_and_summary(tmp_path, monkeypatc
     assert kd["config"]["teacher"] == str(tmp_path / "demo" / "runs" / "seed42" / "fft")
     assert kd["config"]["student_init"] == "trained"
     assert "of LoRA's accuracy" in (tmp_path / "demo" / "demo.md").read_text()
+    assert "dev accuracy on the full dev split, scored in fp32. " in (tmp_path / "demo" / "demo.md").read_text()
 
 
 def test_summary_states_the_shares_against_the_papers_claim():
-    summary = {m: {"accuracy": a, "train_seconds": 1.0, "trainable_params": 10}
+    summary = {m: {"accuracy": a, "train_seconds": 1.0, "trainable_params": 10, "dev_precision": ["bf16"]}
                for m, a in (("fft", 0.84), ("lora", 0.80), ("kd-lora", 0.78))}
     text = demo_markdown(summary, (42,), 2400, 2, 64, 300)
+    # Finding: demo.md did not say what precision its scores were taken in
+    assert ("dev accuracy on the full dev split, scored in bf16 (under autocast, as the runs trained; `kdlora "
+            "predict` and `export` run fp32). ") in text
     assert "KD-LoRA keeps **97.5%** of LoRA's accuracy and **92.9%** of FFT's" in text
     assert "falls short of the claim" in text

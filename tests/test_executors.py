@@ -1,15 +1,25 @@
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 import fake_backends  # tests/ is on sys.path (pytest's rootdir insertion)
+from kdlora.analysis.store_report import what_trained
 from kdlora.errors import UserError
 from kdlora.experiment import load_experiment
 from kdlora.store import Store
+from kdlora.sweep import executors
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.driver import run_sweep
-from kdlora.sweep.executors import LocalExecutor, RayExecutor, execute, execute_in_child, make_executor
+from kdlora.sweep.executors import (
+    LocalExecutor,
+    RayExecutor,
+    available_cores,
+    execute,
+    execute_in_child,
+    make_executor,
+)
 
 TESTS = Path(__file__).parent
 
@@ -80,8 +90,10 @@ def test_ray_executor_on_a_local_ray(tmp_path, monkeypatch):
 
 
 def test_parallel_local_runs_overlap_but_a_bench_runs_alone(tmp_path, monkeypatch):
-    """--jobs 2: two train runs at once, each with cores / 2 threads; a bench run never shares the machine, and a
-    KD-LoRA run starts only after its FFT teacher ended."""
+    """--jobs 2: two train runs at once, the cores shared by the runs that can run then; a bench run never shares
+    the machine, and a KD-LoRA run starts only after its FFT teacher ended. Each run records the most runs that
+    ran while it ran and its threads: runs seen overlapping say 2, and runs running together never have more
+    threads between them than the cores."""
     monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
     monkeypatch.setenv("FAKE_SLEEP", "0.5")
@@ -91,10 +103,11 @@ def test_parallel_local_runs_overlap_but_a_bench_runs_alone(tmp_path, monkeypatc
         summary = run_sweep(experiment, store, LocalExecutor(isolate=True, jobs=2), fake_backends.BACKENDS,
                             runs_dir=tmp_path / "runs", progress=False)
         assert summary.ok and len(summary.ran) == 8  # 2 bench (one per family) + 2 seeds x (FFT, LoRA, KD-LoRA)
-        trains = store.runs(kind="train")
-        assert {r.result["parallel_runs"] for r in trains} == {2}
-        threads = str(max(1, (os.cpu_count() or 1) // 2))
-        assert {r.result["environment"]["omp_num_threads"] for r in trains} == {threads}
+        trains = {f"sst2/bert/{r.method}/{r.result['rank']}/{r.seed}": r.result for r in store.runs(kind="train")}
+    cores = available_cores()
+    for result in trains.values():
+        assert result["environment"]["omp_num_threads"] == str(result["threads"])
+        assert result["threads"] in (max(1, cores // 2), cores) and result["parallel_runs"] in (1, 2)
     events = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
     running, most, order = set(), 0, []
     for event, ident in events:
@@ -103,6 +116,9 @@ def test_parallel_local_runs_overlap_but_a_bench_runs_alone(tmp_path, monkeypatc
             assert not (ident.startswith("bench/") and running), f"a bench run started beside {running}"
             running.add(ident)
             most = max(most, len(running))
+            if len(running) > 1:  # the runs seen together said so, and shared the cores
+                assert all(trains[r]["parallel_runs"] == 2 for r in running), running
+                assert sum(trains[r]["threads"] for r in running) <= max(cores, len(running)), running
         else:
             running.remove(ident)
         order.append((event, ident))
@@ -110,6 +126,44 @@ def test_parallel_local_runs_overlap_but_a_bench_runs_alone(tmp_path, monkeypatc
     for seed in (1, 2):
         teacher_end = order.index(("end", f"sst2/bert/fft/8/{seed}"))
         assert order.index(("start", f"sst2/bert/kd-lora/8/{seed}")) > teacher_end
+
+
+def test_runs_that_could_only_run_one_after_another_say_so_and_get_every_core(tmp_path, monkeypatch):
+    """Finding: with --jobs 2, a teacher and the student waiting for it recorded `parallel_runs 2` and ran with
+    half the cores: the report said their seconds were measured sharing the CPU."""
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
+    chain = load_experiment(TESTS / "data" / "sweep" / "small.toml")
+    chain = dataclasses.replace(chain, bench=None, train=dataclasses.replace(chain.train, methods=("kd-lora",),
+                                                                              seeds=(1,)))
+    with Store(tmp_path / "r.db") as store:
+        run_sweep(chain, store, LocalExecutor(isolate=True, jobs=2), fake_backends.BACKENDS,
+                  runs_dir=tmp_path / "runs", progress=False)
+        runs = store.runs(kind="train")
+        assert [r.method for r in runs] == ["fft", "kd-lora"]
+        assert [(r.result["parallel_runs"], r.result["threads"]) for r in runs] == [(1, available_cores())] * 2
+        assert [r.result["environment"]["omp_num_threads"] for r in runs] == [str(available_cores())] * 2
+        assert "ran beside other runs" not in what_trained(runs)
+
+
+@pytest.mark.parametrize("cgroups, files, cores", [
+    ("0::/\n", {"cpu.max": "150000 100000\n"}, 1),                       # v2, 1.5 cores: 1 whole core
+    ("0::/job\n", {"job/cpu.max": "300000 100000\n"}, 3),                # v2, this process's own cgroup
+    ("0::/\n", {"cpu.max": "max 100000\n"}, 8),                          # v2, no quota: the affinity's 8
+    ("1:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "200000\n",
+                           "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 2),  # v1
+    ("1:cpu,cpuacct:/\n", {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                           "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 8),  # v1, no quota
+    ("0::/\n", {}, 8),                                                   # nothing readable: the affinity's
+])
+def test_available_cores_are_the_affinitys_capped_by_the_cgroup_quota(tmp_path, monkeypatch, cgroups, files, cores):
+    """Finding: threads per run and --jobs auto came from os.cpu_count(), the machine's cores, not the container's."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert available_cores(cgroups, tmp_path) == cores
 
 
 def test_jobs_is_checked():
@@ -126,7 +180,7 @@ def test_jobs_auto_is_one_run_per_num_cpus_cores_on_a_cpu_only_experiment(monkey
     from kdlora.experiment import Resources
     from kdlora.sweep.executors import local_jobs
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(executors, "available_cores", lambda: 8)
     cpu_only = SimpleNamespace(resources=Resources(num_cpus=2, num_gpus=0))
     assert local_jobs("auto", cpu_only) == 4  # 8 cores / 2 per run
     assert local_jobs("auto", SimpleNamespace(resources=Resources(num_cpus=1, num_gpus=1))) == 1  # one GPU: 1

@@ -146,10 +146,39 @@ def test_evaluation_batches_need_no_teacher_and_a_missing_id_column_is_named(tmp
         DistillationCollator(tokenizer)([{k: v for k, v in features[0].items() if k != "idx"}])
 
 
-def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monkeypatch, capsys):
+def _example():
+    """examples/trainer_kd.py as a module."""
     import importlib.util
     from pathlib import Path
 
+    script = Path(__file__).parents[1] / "examples" / "trainer_kd.py"
+    spec = importlib.util.spec_from_file_location("trainer_kd", script)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+def test_the_trainer_example_numbers_classes_as_kdlora_train_does(tmp_path):
+    """Finding: the example sorted labels as text (-1, -2, 0, 1, 10, 2), kdlora by value: a kdlora teacher's logits
+    were permuted against the student's labels."""
+    from datasets import load_dataset
+
+    from kdlora.data.file_tasks import FileTaskSpec, file_task
+    from kdlora.data.loaders import load_split
+
+    verdicts = [2, -2, 10, 0, -1, 1, 2, -2]
+    (tmp_path / "train.csv").write_text("review,verdict\n" + "".join(f"film {i},{v}\n" for i, v in
+                                                                      enumerate(verdicts)))
+    task = file_task("mine", FileTaskSpec(str(tmp_path / "train.csv"), str(tmp_path / "train.csv"), ("review",),
+                                          "verdict", task_type="classification"))
+    assert task.label_names == ("-2", "-1", "0", "1", "2", "10")
+    data = load_dataset("csv", data_files={"train": str(tmp_path / "train.csv")})
+    classes, numbered = _example().numbered_classes(data, "verdict", "train.csv")
+    assert tuple(classes) == task.label_names
+    assert numbered["train"]["label"] == [int(v) for v in load_split(task, "train").labels] == [4, 0, 5, 2, 1, 3, 4, 0]
+
+
+def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))
     tokenizer = tiny_tokenizer()
     for name, seed in (("base", 0), ("teacher", 1)):
@@ -159,11 +188,7 @@ def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monk
                                  for i in range(12)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.csv").write_text("\n".join(rows[:7]) + "\n")
-    script = Path(__file__).parents[1] / "examples" / "trainer_kd.py"
-    spec = importlib.util.spec_from_file_location("trainer_kd", script)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    metrics = example.main(["--model", str(tmp_path / "base"), "--teacher", str(tmp_path / "teacher"),
+    metrics = _example().main(["--model", str(tmp_path / "base"), "--teacher", str(tmp_path / "teacher"),
                             "--student", "derive:1", "--train_file", str(tmp_path / "train.csv"),
                             "--validation_file", str(tmp_path / "dev.csv"), "--text_columns", "review",
                             "--label_column", "verdict", "--rank", "4", "--output_dir", str(tmp_path / "out"),
@@ -173,3 +198,108 @@ def test_the_trainer_example_distils_a_derived_student_from_a_csv(tmp_path, monk
     assert "teacher logits: computed" in capsys.readouterr().out
     assert list((tmp_path / "cache" / "teacher-logits").glob("custom-train-*.safetensors"))
     assert (tmp_path / "out" / "adapter_config.json").is_file()  # the PEFT student's adapter
+
+
+def _features(count: int, seed: int = 1):
+    tokenizer = tiny_tokenizer()
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(count, seed=seed)
+    return tokenizer, examples, encode(examples, tokenizer, 32)
+
+
+def test_a_training_batch_without_ids_is_an_error_naming_the_fix(tmp_path):
+    """Finding: a batch without `idx` (a user's DataCollatorWithPadding) was taken for evaluation: the student
+    trained on cross-entropy alone, with no word."""
+    from datasets import Dataset
+    from transformers import DataCollatorWithPadding
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(8)
+    table = LogitTable(examples.ids, torch.zeros(len(examples), 2))
+    plain = [{k: v for k, v in f.items() if k != "idx"} for f in features]
+    trainer = DistillationTrainer(model=_tiny_bert(), args=_args(tmp_path, max_steps=1),
+                                  train_dataset=Dataset.from_list(plain), processing_class=tokenizer, teacher=table,
+                                  data_collator=DataCollatorWithPadding(tokenizer))
+    with pytest.raises(ValueError, match="a training batch has no 'idx' column, so its teacher logits cannot be "
+                                         "found: keep an 'idx' column in the dataset and use DistillationCollator"):
+        trainer.train()
+
+
+def test_label_smoothing_factor_smooths_the_task_term(tmp_path):
+    """0.5 x KD + 0.5 x cross-entropy against labels smoothed by 0.1: (1 - 0.1) x NLL + 0.1 x the mean over the 2
+    classes of -log p (TrainingArguments' label_smoothing_factor, as the HF Trainer's own loss applies it)."""
+    import torch.nn.functional as F
+    from datasets import Dataset
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(8)
+    teacher = torch.randn(len(examples), 2, generator=torch.Generator().manual_seed(0))
+    model = _tiny_bert()
+    batch = Collator(tokenizer, False)(features)
+    with torch.no_grad():
+        logits = copy.deepcopy(model)(**{k: v for k, v in batch.items() if k not in ("idx", "labels")}).logits
+    rows = dict(zip(examples.ids, teacher, strict=True))
+    t = torch.stack([rows[i] for i in batch["idx"].tolist()])
+    kd = F.kl_div(F.log_softmax(logits / 2, -1), F.softmax(t / 2, -1), reduction="batchmean") * 4
+    log_p = F.log_softmax(logits, -1)
+    nll = -log_p.gather(1, batch["labels"].view(-1, 1)).mean()
+    smoothed = 0.9 * nll + 0.1 * (-log_p.mean(-1)).mean()
+    trainer = DistillationTrainer(model=model, args=_args(tmp_path, per_device_train_batch_size=8, max_steps=1,
+                                                          label_smoothing_factor=0.1),
+                                  train_dataset=Dataset.from_list(features), processing_class=tokenizer,
+                                  teacher=LogitTable(examples.ids, teacher), temperature=2.0, alpha=0.5)
+    loss = trainer.train().training_loss
+    assert loss == pytest.approx((0.5 * kd + 0.5 * smoothed).item(), rel=1e-5)
+    assert loss != pytest.approx((0.5 * kd + 0.5 * nll).item(), rel=1e-5)
+
+
+def test_a_short_last_accumulation_window_is_the_mean_over_its_examples_as_in_kdlora_train(tmp_path):
+    """As tests/test_train.py's test of the same name: 22 examples at batch 4, 4 batches a window, are windows of
+    16 and 6 examples (batches 4+4+4+4 and 4+2): each window's gradient must be the one batch 16 without
+    accumulation gives (batches 16 and 6: the mean over the same examples). The Trainer's own division (by the
+    window's 2 batches) weighed the 2-example batch as much as the 4-example one."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from kdlora.hf import DistillationTrainer
+
+    tokenizer, examples, features = _features(22)
+    table = LogitTable(examples.ids, torch.randn(len(examples), 2, generator=torch.Generator().manual_seed(0)))
+
+    class Gradients(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.seen.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+
+    def gradients(**batching):
+        spy = Gradients()
+        DistillationTrainer(model=_kd_lora_student(), args=_args(tmp_path, max_grad_norm=0.0, **batching),
+                            train_dataset=Dataset.from_list(features), processing_class=tokenizer, teacher=table,
+                            callbacks=[spy]).train()
+        return spy.seen
+
+    accumulated = gradients(per_device_train_batch_size=4, gradient_accumulation_steps=4)
+    reference = gradients(per_device_train_batch_size=16)
+    assert len(accumulated) == len(reference) == 2
+    for mine, theirs in zip(accumulated, reference, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_repeated_example_ids_are_refused_in_one_line(tmp_path):
+    """Finding: two datasets concatenated with ids 0, 1, 0, 1: rows 0 and 1 got rows 2 and 3's teacher logits."""
+    from datasets import Dataset, concatenate_datasets
+
+    from kdlora.errors import UserError
+    from kdlora.hf import teacher_logits
+
+    part = Dataset.from_dict({"sentence": ["a good film", "a bad film"], "label": [1, 0], "idx": [0, 1]})
+    both = concatenate_datasets([part, part])
+    with pytest.raises(UserError) as refused:
+        teacher_logits(str(tmp_path / "no-teacher"), both, "sentence")
+    assert str(refused.value) == (
+        "column 'idx': example id 0 occurs more than once (concatenated datasets?); number the examples afresh: "
+        "dataset.remove_columns('idx').add_column('idx', list(range(len(dataset))))")

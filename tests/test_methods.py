@@ -123,20 +123,65 @@ def test_student_methods_train_save_and_merge(tmp_path, teacher, name):
     _same_logits_merged_and_not(tmp_path / "run")
 
 
-def test_adalora_steps_its_budget_to_the_target_and_records_it(tmp_path):
-    # 12 sst2 fixture examples / batch 4 = 3 optimiser steps an epoch, 2 epochs: 6 steps; tinit int(0.1 x 6) = 0,
-    # tfinal int(0.2 x 6) = 1: the budget is fixed at step 6 - 1 = 5
+def scored_as(monkeypatch, scores: tuple, seen: list | None = None) -> None:
+    """Dev scores of the run's evaluations in turn are `scores` (which epoch is the best is then the test's choice);
+    with `seen`, each evaluation appends (the first dev batch's inputs, the model's logits on them, its AdaLoRA rank
+    pattern as ranks kept per matrix)."""
+    import kdlora.train.loop as fit_module
+
+    real_evaluate, count = fit_module.evaluate, [0]
+
+    def evaluate(model, loaders, task, accelerator):
+        result = real_evaluate(model, loaders, task, accelerator)
+        if seen is not None:
+            batch = next(iter(next(iter(loaders.values()))))
+            inputs = {k: v for k, v in batch.items() if k not in ("idx", "labels")}
+            model.eval()
+            with torch.no_grad():
+                logits = model(**inputs).logits.clone()
+            model.train()
+            pattern = model.peft_config["default"].rank_pattern or {}
+            seen.append((inputs, logits, {name.replace(".default", ""): sum(mask) for name, mask in pattern.items()}))
+        result.score = scores[count[0]]
+        count[0] += 1
+        return result
+
+    monkeypatch.setattr(fit_module, "evaluate", evaluate)
+
+
+def test_adalora_steps_its_budget_to_the_target_and_records_it(tmp_path, monkeypatch):
+    # 24 sst2 fixture examples / batch 4 = 6 optimiser steps an epoch, 2 epochs: 12 steps; tinit int(0.1 x 12) = 1,
+    # tfinal int(0.2 x 12) = 2: the budget is fixed at step 12 - 2 = 10; the last epoch is made the best
+    scored_as(monkeypatch, (0.5, 0.9))
     examples = len((DATA / "sst2" / "train.tsv").read_text().splitlines()) - 1
     result = run_training(tiny_config(method="adalora", epochs=2), tmp_path / "run", progress=False)
     steps = 2 * -(-examples // 4)
     budget = result.method_details
-    assert result.steps == budget["total_step"] == steps
+    assert result.steps == budget["total_step"] == steps == 12 and result.best_epoch == 2
     assert (budget["tinit"], budget["tfinal"]) == (int(0.1 * steps), int(0.2 * steps))
     # 2 layers x (query, value) = 4 matrices: initial rank 8 each, target 4 on average
     assert (budget["initial_budget"], budget["target_budget"]) == (4 * 8, 4 * 4)
     assert budget["final_budget"] == 4 * 4 and len(budget["ranks_kept"]) == 4
     _same_logits_merged_and_not(tmp_path / "run")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["method_details"]["final_budget"] == 16
+
+
+def test_adalora_saves_the_model_it_scored_when_the_best_epoch_is_not_the_last(tmp_path, monkeypatch):
+    """3 epochs of 6 steps (24 examples / batch 4): the budget shrinks from 4 x 8 = 32 ranks after step
+    int(0.1 x 18) = 1 to 4 x 4 = 16, fixed at step 18 - int(0.2 x 18) = 15; at epoch 1's end (step 6) it is
+    16 + 16 x (1 - 5/14)^3 = 20 (PEFT's cubic schedule). Epoch 1 is made the best: the saved adapter must be the one
+    scored then (its weights cut to its own rank pattern, not to the final one)."""
+    seen = []
+    scored_as(monkeypatch, (0.9, 0.5, 0.1), seen)
+    result = run_training(tiny_config(method="adalora", epochs=3), tmp_path / "run", progress=False)
+    assert result.best_epoch == 1 and result.steps == 18 and len(seen) == 3
+    (inputs, at_best, best_ranks), (_, at_end, end_ranks) = seen[0], seen[2]
+    assert (sum(best_ranks.values()), sum(end_ranks.values())) == (20, 16)  # the budget moved after the best
+    assert {k.replace(".default", ""): v for k, v in result.method_details["ranks_kept"].items()} == best_ranks
+    with torch.no_grad():
+        saved = load_model(tmp_path / "run")(**inputs).logits
+    assert torch.allclose(saved, at_best, atol=1e-5)
+    assert not torch.allclose(saved, at_end, atol=1e-5)
 
 
 def test_adalora_loss_adds_its_orthogonal_regulariser():

@@ -54,11 +54,17 @@ def test_bf16_on_a_cpu_without_bf16_units(monkeypatch):
 
 
 def test_bf16_on_a_gpu_without_it(monkeypatch):
+    """Finding: torch.cuda.is_bf16_supported() is True on a T4 (compute capability 7.5), which emulates bf16."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (7, 5))
     with pytest.raises(UserError, match="this GPU has no bf16 support"):
         precision.check_precision("bf16", None)
     assert precision.check_precision("fp16", "cuda") == "fp16"
+    assert precision.auto_reason("cuda") == ("fp32", "this GPU has no bf16 support (compute capability 7.5, before "
+                                                     "Ampere's 8.0: bf16 would be emulated)")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *args: (8, 0))
+    assert precision.auto_reason("cuda") == ("bf16", "this GPU computes bf16 natively (compute capability 8.0)")
 
 
 def test_fp32_is_always_allowed(monkeypatch):
@@ -84,8 +90,10 @@ def test_auto_choice_on_each_cpu(flags, expected):
 
 
 def test_auto_choice_on_a_gpu_ignores_the_cpu():
-    assert precision.auto_choice("cuda", AVX2_EPYC, cuda_bf16=True) == ("bf16", "this GPU supports bf16")
-    assert precision.auto_choice("cuda", AMX_XEON, cuda_bf16=False) == ("fp32", "this GPU has no bf16 support")
+    assert precision.auto_choice("cuda", AVX2_EPYC, cuda_capability=(9, 0)) == (
+        "bf16", "this GPU computes bf16 natively (compute capability 9.0)")
+    assert precision.auto_choice("cuda", AMX_XEON, cuda_capability=(7, 0)) == (
+        "fp32", "this GPU has no bf16 support (compute capability 7.0, before Ampere's 8.0: bf16 would be emulated)")
 
 
 @pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, "fp32"), (True, False, "bf16"),

@@ -181,6 +181,11 @@ def test_the_report_says_what_the_train_runs_ran(store):
         "\nWhat the 9 train runs ran: precision bf16 / fp32, max train samples all, epochs 1, CPU AMD EPYC; "
         "precision auto there: bf16 (this CPU computes bf16 natively: avx512_bf16).")
     assert what_trained([r for r in runs if r.kind == "bench"]) == ""
+    for run, together in zip(trained, [2, 2, 3, 1, 1, 1, 1, 1, 1], strict=True):
+        run.result["parallel_runs"] = together  # as `--jobs` records it: the most runs at once while it ran
+    assert what_trained(runs).endswith("; 3 of them ran beside other runs (`--jobs`, up to 3 at once), their seconds "
+                                       "measured sharing the CPU.")
     for run in trained:
-        run.result["parallel_runs"] = 2
-    assert what_trained(runs).endswith("; 2 runs at once (`--jobs`), each one's seconds measured sharing the CPU.")
+        run.result["parallel_runs"] = 1  # `--jobs 2`, but every run ran alone: no word of sharing
+    assert what_trained(runs).endswith("CPU AMD EPYC; precision auto there: bf16 (this CPU computes bf16 natively: "
+                                       "avx512_bf16).")

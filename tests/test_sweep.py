@@ -96,6 +96,36 @@ def test_sweep_runs_kd_lora_with_its_teachers_folder(tmp_path):
         assert _sweep(store).skipped == 8
 
 
+def test_a_pruned_run_never_stands_in_for_a_run(tmp_path):
+    """Finding: a run a search's pruner stopped was stored done (flag `pruned`): a later plain sweep reused it."""
+    with Store(tmp_path / "r.db") as store:
+        _sweep(store)
+        lora = store.runs(method="lora", seed=1)[0]
+        store.start(lora.key, "train", lora.label, lora.config, lora.out_dir)
+        store.finish(lora.key, {**lora.result, "flags": ["pruned"], "score": 0.1, "train_seconds": 0.97})
+        assert store.get(lora.key).status == "pruned" and store.statuses()[lora.key] == "pruned"
+        assert [r.key for r in store.runs(status="pruned")] == [lora.key] and len(store.runs(status="done")) == 7
+        again = _sweep(store)
+        assert again.ran == {lora.key: "done"} and again.skipped == 7
+        assert store.get(lora.key).status == "done" and store.get(lora.key).flags == []
+
+
+def test_a_report_leaves_pruned_runs_out_and_says_so(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        _sweep(store)
+        lora = store.runs(method="lora", seed=1)[0]
+        store.start(lora.key, "train", lora.label, lora.config, lora.out_dir)
+        store.finish(lora.key, {**lora.result, "flags": ["pruned"], "score": 0.1, "train_seconds": 0.97})
+        results = write_study_report(store, tmp_path / "report")
+    assert results["runs"]["train"] == {"done": 5, "pruned": 1}
+    [lora_figure] = [a for a in results["aggregates"] if a["method"] == "lora"]
+    # only seed 2 counts: the fake score 0.88 + 0.01 x (2 % 3) - 0.001 x 8 = 0.892, not the pruned run's 0.1
+    assert lora_figure["n"] == 1 and lora_figure["median"] == pytest.approx(0.892)
+    assert lora_figure["train_seconds"] == 600.0 / 100
+    assert ("1 run stopped early by a search's pruner (status `pruned`): left out of every figure" in
+            (tmp_path / "report" / "report.md").read_text())
+
+
 def test_resume_reruns_a_done_teacher_whose_folder_is_damaged(tmp_path, capsys):
     """A sweep that stopped after the FFT teacher; its folder then lost metrics.json: the teacher runs again."""
     alone = GRID.replace('methods = ["fft", "lora", "kd-lora"]', 'methods = ["fft"]').replace(

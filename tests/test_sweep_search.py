@@ -113,7 +113,7 @@ def test_the_sweep_command_searches_and_report_takes_the_top_k_median_of_its_tri
     assert "--search optuna needs --trials N" in capsys.readouterr().err
 
 
-def test_a_run_below_the_median_of_earlier_trials_is_pruned_and_stored_done_with_its_best_state(tmp_path, capsys):
+def test_a_run_below_the_median_of_earlier_trials_is_pruned_with_its_best_state(tmp_path, capsys):
     """Five earlier trials scored 1.0 at every evaluation: the tiny student's first evaluation (0.5) is below."""
     import optuna
 
@@ -133,10 +133,42 @@ def test_a_run_below_the_median_of_earlier_trials_is_pruned_and_stored_done_with
         (teacher,), (student,) = store.runs(method="fft"), store.runs(method="kd-lora")
     # 24 training rows at batch 8 are 3 steps: the student is pruned at its first evaluation, its FFT teacher
     # (not searched) trains them all
-    assert student.status == "done" and "pruned" in student.flags and student.result["steps"] == 1
+    # stored done with the flag, read back as `pruned`: it stands for no full run
+    assert student.status == "pruned" and "pruned" in student.flags and student.result["steps"] == 1
     assert student.result["history"] == [{"epoch": 1, "step": 1, "score": 0.5}]
     assert teacher.status == "done" and "pruned" not in teacher.flags and teacher.result["steps"] == 3
     assert "-> pruned" in capsys.readouterr().err
+
+
+def test_a_trial_with_several_searched_runs_prunes_run_by_run(tmp_path, capsys):
+    """Finding: pruning was silently off whenever a trial had more than one searched run. Two seeds: run 0 (seed 1)
+    reports steps 1..3, run 1 (seed 2) steps RUN_STEPS + 1..3. Five earlier trials scored 1.0 at run 0's steps and
+    0.0 at run 1's: run 0's first evaluation (0.5) is below its median, so it is pruned; run 1 alone is above its
+    own median (0.0), yet stops at its first evaluation: its trial is pruned already."""
+    import optuna
+
+    from kdlora.trial import RUN_STEPS
+
+    text = TINY.replace('methods = ["kd-lora"]', 'methods = ["kd-lora"]\nseeds = [1, 2]')
+    experiment = parse_experiment(text)
+    storage = f"sqlite:///{study_path(tmp_path / 't.db')}"
+    study = optuna.create_study(study_name=study_name(experiment, experiment.search, 3), storage=storage,
+                                direction="maximize")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    earlier = {1: 1.0, 2: 1.0, 3: 1.0, RUN_STEPS + 1: 0.0, RUN_STEPS + 2: 0.0, RUN_STEPS + 3: 0.0}
+    for n in range(5):
+        study.add_trial(optuna.trial.create_trial(params={"learning_rate": 1e-3 + n * 1e-4},
+                                                  distributions={"learning_rate": lr}, value=0.5,
+                                                  intermediate_values=earlier, user_attrs={"finished": True}))
+    summary = _search(tmp_path / "t.db", text, REAL)
+    assert summary.states == {"complete": 5, "pruned": 1}
+    with Store(tmp_path / "t.db") as store:
+        students = store.runs(method="kd-lora")
+    assert sorted(r.seed for r in students) == [1, 2]
+    assert all(r.status == "pruned" and r.result["steps"] == 1 for r in students)
+    [trial] = [t for t in optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+               if t.number == 5]
+    assert sorted(trial.intermediate_values) == [1, RUN_STEPS + 1]
 
 
 def test_search_ranges_are_checked_where_they_are_written():

@@ -229,3 +229,45 @@ def test_the_dev_subset_does_not_change_with_the_seed():
                 for s in (1, 2))
     assert one["validation"].ids == two["validation"].ids and len(one["validation"]) == 5
     assert one["train"].ids != two["train"].ids  # training still follows the seed
+
+
+def window_gradients(monkeypatch) -> list:
+    """Every optimiser step's gradients as the loop clips them (a list that fills as training runs), with dropout
+    off in the model trained (so that two batchings of the same examples compute the same)."""
+    import accelerate
+
+    import kdlora.train.start
+
+    seen, real_start, real_clip = [], kdlora.train.start.starting_model, accelerate.Accelerator.clip_grad_norm_
+
+    def starting_model(*args, **kwargs):
+        start = real_start(*args, **kwargs)
+        for module in start.model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        return start
+
+    def clip(self, parameters, *args, **kwargs):
+        parameters = list(parameters)
+        seen.append([p.grad.clone() for p in parameters])
+        return real_clip(self, parameters, *args, **kwargs)
+
+    monkeypatch.setattr(kdlora.train.start, "starting_model", starting_model)
+    monkeypatch.setattr(accelerate.Accelerator, "clip_grad_norm_", clip)
+    return seen
+
+
+def test_a_short_last_accumulation_window_is_the_mean_over_its_examples(tmp_path, monkeypatch):
+    """Finding: accelerate divides every batch's loss by the full window's batch count, so a short last window
+    weighed less. 22 examples at batch 4 accumulated over 4 batches are windows of 16 and 6 examples (batches
+    4+4+4+4 and 4+2), the same examples in the same order as batch 16 with no accumulation (batches 16 and 6):
+    each window's gradient must be the mean over its examples, so both give the same two gradients."""
+    seen = window_gradients(monkeypatch)
+    run_training(tiny_config(method="fft", max_train_samples=22, batch_size=4, grad_accum=4), tmp_path / "a",
+                 progress=False)
+    accumulated, seen[:] = list(seen), []
+    run_training(tiny_config(method="fft", max_train_samples=22, batch_size=16), tmp_path / "b", progress=False)
+    assert len(accumulated) == len(seen) == 2
+    for mine, reference in zip(accumulated, seen, strict=True):
+        for a, b in zip(mine, reference, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -80,12 +80,12 @@ class LoadedRun:
         self.task = self.predictor.task
         """The task it predicts for: its text fields and class names (a task from files keeps the user's)."""
 
-    def predict(self, texts: Sequence[str]) -> list[dict]:
+    def predict(self, texts: str | Sequence[str]) -> list[dict]:
         """One `{"text", "label", "score"}` per text (`{"text", "value"}` for regression), in the task's own label
-        names; a pair task takes its two texts separated by a tab."""
+        names; a pair task takes its two texts separated by a tab. A single string is one text."""
         from kdlora.predict import label_texts
 
-        return label_texts(self.predictor, list(texts))
+        return label_texts(self.predictor, [texts] if isinstance(texts, str) else list(texts))
 
 
 def load_run(folder: str | Path, batch_size: int = 32) -> LoadedRun:

@@ -9,6 +9,7 @@ import sys
 
 from kdlora import __version__, commands
 from kdlora.errors import UserError
+from kdlora.methods import check_plugins
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        check_plugins()  # a method module $KDLORA_METHODS names is missing: say so before any command
         return int(args._run(args) or 0)
     except UserError as exc:
         print(f"kdlora {args.command}: error: {exc}", file=sys.stderr)

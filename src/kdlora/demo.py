@@ -74,17 +74,23 @@ def _summarise(results: list[dict]) -> dict:
         "status": [r["status"] for r in results], "learning_rate": results[0]["learning_rate"],
         "teacher_logit_seconds": round(fmean(r["teacher_logit_seconds"] for r in results), 2),
         "runs": [r["run_dir"] for r in results],
+        "dev_precision": sorted({r["dev_precision"] for r in results}),
     }
 
 
 def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total_seconds: float) -> str:
     """A short report: the three methods side by side and KD-LoRA's share of LoRA's and FFT's accuracy."""
     fft, lora, kd = (summary[name]["accuracy"] for name in METHOD_ORDER)
+    # what dev was scored in: the runs' training precision (bf16 and fp16 under autocast)
+    scored = sorted({p for name in METHOD_ORDER for p in summary[name]["dev_precision"]})
+    mixed = (" (under autocast, as the runs trained; `kdlora predict` and `export` run fp32)"
+             if scored != ["fp32"] else "")
     lines = [
         "# kdlora demo: movie-review snippets, all-MiniLM-L6-v2",
         "",
         f"{train_samples or 'all'} training sentences, {epochs} epochs, max length {max_length}, seeds "
-        f"{', '.join(map(str, seeds))}; dev accuracy on the full dev split. KD-LoRA's student is cut from the "
+        f"{', '.join(map(str, seeds))}; dev accuracy on the full dev split, scored in {' / '.join(scored)}{mixed}. "
+        "KD-LoRA's student is cut from the "
         "trained FFT teacher (layers 0, 2, 4) and distils its logits (T=2, alpha=0.5).",
         "",
         "| method | model | dev accuracy | train seconds | trainable params |",

@@ -10,6 +10,7 @@ and raises one UserError naming the first file that is missing, truncated or cha
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -44,9 +45,11 @@ def check_writable(out_dir: str | Path) -> None:
 def staged_output(out_dir: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder; on success move its entries into `out_dir`, replacing same-named ones.
 
-    On any exception the staging folder is removed and `out_dir` is left exactly as it was.
+    On any exception the staging folder is removed and `out_dir` is left exactly as it was (a folder this call
+    created is removed again); a full disk or quota is one UserError naming the folder.
     """
     out = Path(out_dir)
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -61,6 +64,15 @@ def staged_output(out_dir: str | Path) -> Iterator[Path]:
             elif target.exists() or target.is_symlink():
                 target.unlink()
             entry.rename(target)
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+                folder.rmdir()
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{out}: cannot write ({exc.strerror or os.strerror(exc.errno)}); nothing was "
+                            "written there") from None
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -9,16 +9,23 @@ is `kdlora.distill.kd_loss` against the teacher's logits for those ids.
 
 `teacher` is either a table of logits by id (`teacher_logits`: kdlora's content-addressed cache, or the teacher run
 per batch on its own encoding with `online=True`), or a teacher model run on the batch's own inputs (it must share
-the student's tokenizer). The loss of a training batch is exactly `kdlora train`'s for the same batch (a per-batch
-mean; the Trainer divides it over gradient accumulation as `kdlora train` does). Evaluation batches carry no
-teacher: their loss is the task loss. Any model the Trainer takes works, a PEFT model included. The Trainer's
-`remove_unused_columns` must be off (the id is no argument of the model's forward): this Trainer turns it off, and
-its collator keeps only the tokenizer's inputs, the labels and the id.
+the student's tokenizer). The loss of a training batch is exactly `kdlora train`'s for the same batch, and over
+gradient accumulation both weight each batch by its examples: a window's gradient is the mean over the examples in
+it (a short last window's too). A training batch without ids, where the teacher looks its logits up by id, is an
+error (a collator that drops the column would train on the task loss alone). `label_smoothing_factor` smooths the
+labels of the task term. Evaluation batches carry no teacher: their loss is the task loss. Any model the Trainer
+takes works, a PEFT model included. The Trainer's `remove_unused_columns` must be off (the id is no argument of the
+model's forward): this Trainer turns it off, and its collator keeps only the tokenizer's inputs, the labels and the
+id.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+
 from transformers import DataCollatorWithPadding, Trainer
+
+from kdlora.errors import UserError
 
 ID_COLUMN = "idx"
 """The column holding each example's id (kdlora's own name for it)."""
@@ -68,8 +75,9 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         # the id is no argument of the model's forward: the Trainer would drop its column before the collator
         self.args.remove_unused_columns = False
-        # kd_loss is a per-batch mean: the Trainer divides it by the accumulation steps (as `kdlora train` does)
-        self.loss_is_scaled_for_ga = False
+        # the Trainer then counts each accumulation window's examples (`num_items_in_batch`), and `compute_loss`
+        # returns each batch's share of the window's mean over them (the Trainer's own division is by batches)
+        self.model_accepts_loss_kwargs, self.loss_is_scaled_for_ga = True, True
         self.teacher, self.temperature, self.alpha, self.regression = teacher, temperature, alpha, regression
         if not hasattr(teacher, "lookup"):
             teacher.eval().requires_grad_(False)
@@ -82,21 +90,34 @@ class DistillationTrainer(Trainer):
             return self.teacher.lookup(ids)
         device = next(self.teacher.parameters()).device
         with torch.no_grad():
-            return self.teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float().to(ids.device)
+            logits = self.teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float()
+        return logits.to(inputs["input_ids"].device)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
-        """KD-LoRA's loss for a batch with ids (training); the task loss for one without (evaluation)."""
+        """KD-LoRA's loss for a training batch, as its share of its accumulation window; the task loss for an
+        evaluation batch."""
         from kdlora.distill import kd_loss
         from kdlora.methods.base import task_loss
 
         inputs = dict(inputs)
         ids, labels = inputs.pop(ID_COLUMN, None), inputs.pop("labels")
+        if model.training and ids is None and hasattr(self.teacher, "lookup"):
+            raise ValueError(f"a training batch has no {ID_COLUMN!r} column, so its teacher logits cannot be found: "
+                             f"keep an {ID_COLUMN!r} column in the dataset and use DistillationCollator (the default "
+                             "when processing_class is given) or a collator that keeps it")
         outputs = model(**inputs)
-        if ids is None:
-            loss = task_loss(outputs.logits, labels, self.regression)
+        smoothing = self.args.label_smoothing_factor
+        if not model.training:
+            loss = task_loss(outputs.logits, labels, self.regression, label_smoothing=smoothing)
+            return (loss, outputs) if return_outputs else loss
+        loss = kd_loss(outputs.logits, self.teacher_logits_for(ids, inputs), labels, temperature=self.temperature,
+                       alpha=self.alpha, regression=self.regression, label_smoothing=smoothing)
+        if num_items_in_batch is None:  # the examples were not counted: every batch weighs the same
+            loss = loss / self.current_gradient_accumulation_steps
         else:
-            loss = kd_loss(outputs.logits, self.teacher_logits_for(ids, inputs), labels,
-                           temperature=self.temperature, alpha=self.alpha, regression=self.regression)
+            loss = loss * len(labels) / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes  # the count is every process's; DDP averages them
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -112,13 +133,19 @@ def teacher_logits(teacher: str, dataset, text_columns, label_column: str = "lab
 
     Cached by default (kdlora's teacher-logit cache: keyed by the teacher's weights and tokenizer, each row by its
     example's id, texts and label, so edited data recomputes only the rows that changed); `online=True` runs the
-    teacher per batch instead. `task` names the cache file (one per task and teacher).
+    teacher per batch instead. `task` names the cache file (one per task and teacher). An id that occurs twice in
+    `id_column` is a UserError.
     """
     from kdlora.data.examples import Examples
     from kdlora.train.teacher import OnlineTeacher, cached_teacher_logits
 
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     ids = [int(i) for i in dataset[id_column]]
+    repeated = next((i for i, n in Counter(ids).items() if n > 1), None)
+    if repeated is not None:  # each id finds one row of logits: a repeated one would get another example's
+        raise UserError(f"column {id_column!r}: example id {repeated} occurs more than once (concatenated datasets?); "
+                        f"number the examples afresh: dataset.remove_columns({id_column!r}).add_column("
+                        f"{id_column!r}, list(range(len(dataset))))")
     texts = list(zip(*(dataset[c] for c in columns), strict=True))
     labels = [float(v) for v in dataset[label_column]]
     examples = Examples(ids, texts, labels, f"{getattr(dataset, '_fingerprint', '')}:{','.join(columns)}")

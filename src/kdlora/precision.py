@@ -7,10 +7,11 @@
 `fp32` is plain float32; `bf16` and `fp16` are mixed precision in training (accelerate's autocast: the master
 weights, the loss and the KD softmax stay float32) and the weights' dtype in inference. fp16 needs CUDA; bf16 needs
 a CUDA device that supports it or a CPU with AVX512-BF16 or AMX (without them torch emulates bf16, slower than
-fp32, so refusing is kinder than a silent slowdown). `auto` is bf16 where the device computes it natively and fp32
-elsewhere: `auto_choice` decides from given facts (CPU flags, CUDA's bf16 support), so the decision is testable for any
-CPU; `resolve_precision` asks this machine. torch is imported inside the functions: the CLI imports this module to
-list the choices without paying for torch.
+fp32, so refusing is kinder than a silent slowdown). A GPU computes bf16 natively from compute capability 8.0 (Ampere)
+on; torch's `is_bf16_supported()` also counts older GPUs that emulate it. `auto` is bf16 where the device computes it
+natively and fp32 elsewhere: `auto_choice` decides from given facts (CPU flags, the GPU's compute capability), so the
+decision is testable for any CPU or GPU; `resolve_precision` asks this machine. torch is imported inside the
+functions: the CLI imports this module to list the choices without paying for torch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ PRECISION_CHOICES = (AUTO, *PRECISIONS)
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of CPUs whose matrix kernels (oneDNN) compute bf16 in hardware: AMX's bf16 tiles and
 AVX512-BF16's dot products. Without them torch emulates bf16, 50-75x slower than fp32 on an AVX2-only EPYC."""
+
+BF16_CUDA_CAPABILITY = (8, 0)
+"""The first CUDA compute capability with bf16 tensor cores (Ampere: A100, RTX 30xx); a V100 (7.0) or T4 (7.5)
+emulates bf16."""
 
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 """accelerate's `mixed_precision` value for each precision."""
@@ -78,16 +83,21 @@ def cpu_flags() -> frozenset[str]:
                                               ("amx_bf16", torch.cpu._is_amx_tile_supported())) if found)
 
 
-def auto_choice(device: str, flags: Iterable[str] = (), cuda_bf16: bool = False) -> tuple[str, str]:
+def auto_choice(device: str, flags: Iterable[str] = (), cuda_capability: tuple[int, int] | None = None
+                ) -> tuple[str, str]:
     """What `auto` means on a device with these facts: (precision, why), e.g. ("bf16", "this CPU computes bf16
     natively: avx512_bf16").
 
     A pure function of its arguments: `flags` are CPU flags as /proc/cpuinfo names them (any others are ignored),
-    `cuda_bf16` whether the GPU supports bf16 (on CUDA the CPU's flags are not consulted: the GPU computes)."""
+    `cuda_capability` the GPU's compute capability (major, minor) (on CUDA the CPU's flags are not consulted: the
+    GPU computes)."""
     if device == "cuda":
-        if cuda_bf16:
-            return "bf16", "this GPU supports bf16"
-        return "fp32", "this GPU has no bf16 support"
+        if cuda_capability is None:
+            return "fp32", "this GPU has no bf16 support (no compute capability found)"
+        named = f"compute capability {cuda_capability[0]}.{cuda_capability[1]}"
+        if tuple(cuda_capability) >= BF16_CUDA_CAPABILITY:
+            return "bf16", f"this GPU computes bf16 natively ({named})"
+        return "fp32", f"this GPU has no bf16 support ({named}, before Ampere's 8.0: bf16 would be emulated)"
     native = [flag for flag in BF16_CPU_FLAGS if flag in set(flags)]
     if native:
         return "bf16", f"this CPU computes bf16 natively: {', '.join(native)}"
@@ -116,7 +126,8 @@ def auto_reason(device: str | None = None) -> tuple[str, str]:
     if where == "cuda":
         import torch
 
-        return auto_choice(where, cuda_bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        found = torch.cuda.get_device_capability() if torch.cuda.is_available() else None
+        return auto_choice(where, cuda_capability=found)
     return auto_choice(where, cpu_flags())
 
 

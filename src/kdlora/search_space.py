@@ -6,6 +6,7 @@ range suggests a value to a trial.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
@@ -54,9 +55,23 @@ def parse_space(table: dict, source: str) -> tuple[Range, ...]:
         if unknown or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
             raise UserError(f"{where} = {value!r}: a range needs numbers low and high (and may say log, step)")
         low, high = numbers
+        if not all(math.isfinite(n) for n in numbers):
+            raise UserError(f"{where} = {value!r}: low and high must be finite numbers")
         if not low < high or (value.get("log") and low <= 0):
             raise UserError(f"{where}: low {low} must be below high {high} (and above 0 with log = true)")
-        ranges.append(Range(name, low=low, high=high, log=bool(value.get("log", False)), step=value.get("step")))
+        log, step = value.get("log", False), value.get("step")
+        if not isinstance(log, bool):
+            raise UserError(f"{where}: log = {log!r} is not true or false")
+        if step is not None:  # what Optuna would refuse mid-search, refused here
+            if not isinstance(step, int | float) or isinstance(step, bool) or not 0 < step < math.inf:
+                raise UserError(f"{where}: step = {step!r} is not a positive number")
+            if log:
+                raise UserError(f"{where}: a step and log = true cannot go together (Optuna samples a log range "
+                                "without steps)")
+            if isinstance(low, int) and isinstance(high, int) and not float(step).is_integer():
+                raise UserError(f"{where}: step = {step!r} in a range of whole numbers (low {low}, high {high}) "
+                                "must be a whole number")
+        ranges.append(Range(name, low=low, high=high, log=log, step=step))
     if not ranges:
         raise UserError(f"{source}: [search] holds no ranges")
     return tuple(ranges)

@@ -7,6 +7,10 @@ Schema versions: 2 added `flags` (e.g. `constant_predictions`: a done run whose 
 A version-1 store is upgraded when opened: the column is added, and runs that version 1 marked `collapsed` for
 constant dev predictions become `done` with that flag, which is what they are. A store from a newer kdlora is
 refused with a UserError.
+
+A run a hyper-parameter search's pruner stopped early is written `done` with the flag `pruned` and read back with
+the status `pruned` (`Run.status`, `statuses`, `runs(status=...)`): it stands for no full run, so a sweep runs it
+again and a report leaves it out of every figure (counting it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ BUSY_TIMEOUT_S = 5.0
 """How long a write waits for another process's lock before giving up with a UserError."""
 
 STATUSES = ("running", "done", "failed", "collapsed")
+"""The statuses a run is written with."""
+PRUNED = "pruned"
+"""The status a done run flagged `pruned` reads with (see the module docstring)."""
+READ_STATUSES = (*STATUSES, PRUNED)
 KINDS = ("train", "bench")
 SCHEMA_VERSION = 2
 
@@ -65,6 +73,25 @@ def default_db_path() -> str:
     return os.environ.get("KDLORA_DB") or DEFAULT_DB
 
 
+@contextlib.contextmanager
+def writable_store(path: str | Path | None = None) -> Iterator[Store]:
+    """The store at `path` (default `default_db_path()`) for a command that writes it; a store file this opened new
+    is removed again when the command fails before recording any run: a refused command leaves nothing behind."""
+    path = Path(path or default_db_path())
+    new = not path.exists()
+    store = Store(path)
+    try:
+        yield store
+    except BaseException:
+        empty = new and not store.statuses()
+        store.close()
+        if empty:
+            for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
+    store.close()
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -76,6 +103,7 @@ class Run:
     key: str
     kind: str
     status: str
+    """As read: one of `READ_STATUSES` (a pruned done run reads `pruned`)."""
     reason: str | None
     label: str
     task: str | None
@@ -287,7 +315,7 @@ class Store:
     def runs(self, kind: str | None = None, status: str | None = None, keys=None, **filters) -> list[Run]:
         """Runs matching every given filter (task=, family=, method=, rank=, seed=), oldest first."""
         clauses, values = [], []
-        for name, value in (("kind", kind), ("status", status), *filters.items()):
+        for name, value in (("kind", kind), *filters.items()):
             if value is not None:
                 clauses.append(f"{name} = ?")
                 values.append(value)
@@ -295,6 +323,8 @@ class Store:
         with self._guard():
             rows = self._conn.execute(sql + " ORDER BY created_at, rowid", values).fetchall()
         found = [_decode(r, self.path) for r in rows]
+        if status is not None:  # on the status read (a pruned run is stored done)
+            found = [r for r in found if r.status == status]
         if keys is not None:
             keys = set(keys)
             found = [r for r in found if r.key in keys]
@@ -306,9 +336,10 @@ class Store:
         return _decode(row, self.path) if row else None
 
     def statuses(self) -> dict[str, str]:
-        """Every run's status, by key."""
+        """Every run's status as read (`pruned` for a pruned done run), by key."""
         with self._guard():
-            return dict(self._conn.execute("SELECT key, status FROM runs").fetchall())
+            rows = self._conn.execute("SELECT key, status, flags FROM runs").fetchall()
+        return {key: _read_status(status, flags) for key, status, flags in rows}
 
 
 def _dump(value) -> str | None:
@@ -324,4 +355,12 @@ def _decode(row: sqlite3.Row, path: Path) -> Run:
             raise UserError(f"{path}: run {str(values.get('key'))[:12]} has a damaged `{name}` column (not JSON); "
                             "the results database is damaged") from None
     values["flags"] = values.get("flags") or []
+    values["status"] = _read_status(values["status"], values["flags"])
     return Run(**{f.name: values.get(f.name) for f in dataclasses.fields(Run)})
+
+
+def _read_status(status: str, flags) -> str:
+    """A stored status as read: `pruned` for a done run with that flag (`flags` a list or its JSON)."""
+    if status != "done" or not flags:
+        return status
+    return PRUNED if PRUNED in (json.loads(flags) if isinstance(flags, str) else flags) else status

@@ -16,7 +16,11 @@ from pathlib import Path
 from kdlora.errors import UserError
 
 TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
-"""JSON (storage, study, trial id, run folder, prune) that tells a training run which trial to report to."""
+"""JSON (storage, study, trial id, the searched runs' folders, prune) that tells a training run which trial to report
+to, and under which steps."""
+RUN_STEPS = 1_000_000_000
+"""The step range of each searched run of a trial in its reports to Optuna: run i reports its step s as
+i x RUN_STEPS + s, so that the median rule compares run i of a trial with run i of earlier trials."""
 
 
 def optuna_module():
@@ -30,19 +34,39 @@ def optuna_module():
 
 
 def pruner(prune: bool):
-    """Optuna's median rule, or no pruning."""
+    """Optuna's median rule run by run (`RUN_STEPS`), or no pruning: a run is pruned when it, or an earlier run of
+    its trial at that run's last evaluation, has a best score below the median of earlier trials' same run at the
+    same step (once one run of a trial is pruned, the trial is: its later runs stop at their first evaluation)."""
+    import copy
+
     optuna = optuna_module()
-    return optuna.pruners.MedianPruner() if prune else optuna.pruners.NopPruner()
+    if not prune:
+        return optuna.pruners.NopPruner()
+
+    class RunByRunMedian(optuna.pruners.BasePruner):
+        def __init__(self):
+            self.median = optuna.pruners.MedianPruner()
+
+        def prune(self, study, trial) -> bool:
+            for run in sorted({step // RUN_STEPS for step in trial.intermediate_values}):
+                view = copy.copy(trial)
+                view.intermediate_values = {s: v for s, v in trial.intermediate_values.items()
+                                            if s // RUN_STEPS == run}
+                if self.median.prune(study, view):
+                    return True
+            return False
+
+    return RunByRunMedian()
 
 
 @contextmanager
-def reporting_to(trial_id: int, storage: str, study: str, run_dir: Path | None, prune: bool):
-    """Tell the searched run (by its folder: a KD-LoRA run's own key names its teacher's path, not the store's
-    `run:` key) which trial its evaluations go to, through the environment its process inherits."""
+def reporting_to(trial_id: int, storage: str, study: str, run_dirs: list[Path], prune: bool):
+    """Tell the searched runs (by their folders: a KD-LoRA run's own key names its teacher's path, not the store's
+    `run:` key) which trial their evaluations go to, each under its own steps, through the environment their
+    processes inherit."""
     previous = os.environ.get(TRIAL_ENV)
-    if run_dir is not None:
-        os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
-                                            "run_dir": str(Path(run_dir).resolve()), "prune": prune})
+    os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
+                                        "run_dirs": [str(Path(d).resolve()) for d in run_dirs], "prune": prune})
     try:
         yield
     finally:
@@ -52,21 +76,37 @@ def reporting_to(trial_id: int, storage: str, study: str, run_dir: Path | None, 
             os.environ[TRIAL_ENV] = previous
 
 
-def pruning_check(run_dir: str | Path):
-    """`check(score, step) -> stop?` reporting to the trial that searches the run in `run_dir`, or None outside a
-    search (or for a run the trial does not search, such as its FFT teacher)."""
+def trial_env() -> dict | None:
+    """The trial `$KDLORA_SEARCH_TRIAL` names (what `reporting_to` set), None when unset; anything else in it is a
+    UserError (a sweep checks it before its first run: every run would fail on it)."""
     text = os.environ.get(TRIAL_ENV)
     if not text:
         return None
-    where = json.loads(text)
-    if where["run_dir"] != str(Path(run_dir).resolve()):
+    try:
+        where = json.loads(text)
+        if not (isinstance(where, dict) and isinstance(where["storage"], str) and isinstance(where["study"], str)
+                and isinstance(where["trial_id"], int) and isinstance(where["run_dirs"], list)):
+            raise ValueError
+    except (ValueError, KeyError):
+        raise UserError(f"{TRIAL_ENV}={text[:60]!r}: not a trial a kdlora search set (it sets this variable for the "
+                        "runs it starts); unset it") from None
+    return where
+
+
+def pruning_check(run_dir: str | Path):
+    """`check(score, step) -> stop?` reporting to the trial that searches the run in `run_dir`, or None outside a
+    search (or for a run the trial does not search, such as its FFT teacher)."""
+    where = trial_env()
+    folder = str(Path(run_dir).resolve())
+    if where is None or folder not in where["run_dirs"]:
         return None
+    offset = where["run_dirs"].index(folder) * RUN_STEPS
     optuna = optuna_module()
     study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=pruner(where["prune"]))
     trial = optuna.trial.Trial(study, where["trial_id"])
 
     def check(score: float, step: int) -> bool:
-        trial.report(float(score), step)
+        trial.report(float(score), offset + step)
         return trial.should_prune()
 
     return check

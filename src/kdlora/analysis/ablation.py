@@ -6,7 +6,8 @@ smaller model. Per family and adapter, from the store's runs (never from trainin
 
 X = KD-LoRA - Student-LoRA and Y = LoRA - Student-LoRA, each the mean over the tasks all three methods have of the
 cell figures Table I shows (medians over seeds), in points (100 x the score). The spread is that of the same
-differences seed by seed, over the seeds every cell has. The triples come from the method registry
+differences seed by seed (each cell's score of that seed: its run's, or a top-k figure's median over its
+configurations of that seed's runs), over the seeds every cell has. The triples come from the method registry
 (`kdlora.methods.comparisons`): any adapter registered on the teacher, on the student and on the student with KD.
 """
 
@@ -19,8 +20,8 @@ from kdlora.methods import comparisons
 
 
 def _per_seed(agg: Aggregate) -> dict:
-    """seed -> score, when the aggregate holds one score per seed (else {}: pooled configurations)."""
-    return dict(zip(agg.seeds, agg.scores, strict=True)) if len(set(agg.seeds)) == len(agg.scores) else {}
+    """seed -> score: the seed's run, or the median of the seed's runs over a top-k figure's configurations."""
+    return agg.by_seed
 
 
 def _best_by_task(aggregates: list[Aggregate], family: str, method: str, rank: int | None) -> dict:

@@ -106,6 +106,10 @@ class Aggregate:
     """The LoRA ranks of the configurations the figure comes from ([] for FFT)."""
     seeds: list = field(default_factory=list)
     scores: list = field(default_factory=list)
+    by_seed: dict = field(default_factory=dict)
+    """seed -> the score of that seed's run (a selected figure: the median over its configurations of that seed's
+    scores, for the seeds every one of them has): what a per-seed comparison pairs, never `scores`, which a top-k
+    figure holds one per configuration."""
     collapsed: int = 0
     failed: int = 0
     configuration: str = ""
@@ -179,6 +183,8 @@ def aggregate(records: list[dict], exclude_flagged: bool = False) -> list[Aggreg
         done = sorted((r for r in done if r not in left_out), key=lambda r: r["seed"])
         agg = Aggregate(*cell, ranks=[cell[3]] if cell[3] is not None else [], seeds=[r["seed"] for r in done],
                         scores=[r["score"] for r in done],
+                        by_seed={r["seed"]: r["score"] for r in done} if len({r["seed"] for r in done}) == len(done)
+                        else {},
                         collapsed=sum(r["status"] == "collapsed" for r in members),
                         failed=sum(r["status"] == "failed" for r in members), configuration=configuration,
                         runs=len(done),

@@ -90,9 +90,11 @@ def _median_of(top: list[Aggregate], members: list[Aggregate]) -> Aggregate:
     scores = [a.median for a in top]
     names = sorted({name for a in top for name in a.metrics})
     ranks = sorted({r for a in top for r in a.ranks})
+    common = set.intersection(*(set(a.by_seed) for a in top))
     return Aggregate(
         first.task, first.family, first.method, ranks[0] if len(ranks) == 1 else None, ranks=ranks,
         seeds=sorted({s for a in top for s in a.seeds}), scores=scores,
+        by_seed={seed: statistics.median(a.by_seed[seed] for a in top) for seed in sorted(common)},
         collapsed=sum(a.collapsed for a in members), failed=sum(a.failed for a in members),
         configuration=f"top-{len(top)}", params={}, runs=sum(a.runs for a in top),
         constant=sum(a.constant for a in top), majority=sum(a.majority for a in top),

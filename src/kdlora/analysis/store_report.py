@@ -19,7 +19,7 @@ from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
 from kdlora.files import staged_output
 from kdlora.methods import baseline, labels
-from kdlora.store import Run, Store
+from kdlora.store import PRUNED, Run, Store
 
 
 def merged_bench_result(runs: list[Run]) -> dict | None:
@@ -101,9 +101,11 @@ def what_trained(runs: list[Run]) -> str:
     autos = sorted({f"{env['precision_auto']} ({env['precision_auto_why']})" for env in
                     (r.environment or {} for r in trained) if env.get("precision_auto")})
     auto = f"; precision auto there: {'; '.join(autos)}" if autos else ""
-    shared = sorted({(r.result or {}).get("parallel_runs") or 1 for r in trained} - {1})
-    together = (f"; {' / '.join(map(str, shared))} runs at once (`--jobs`), each one's seconds measured sharing the "
-                "CPU" if shared else "")
+    # `parallel_runs`: the most runs that ran at once while this one ran (1 or none recorded: alone)
+    shared = [(r.result or {}).get("parallel_runs") or 1 for r in trained]
+    sharing = [n for n in shared if n > 1]
+    together = (f"; {len(sharing)} of them ran beside other runs (`--jobs`, up to {max(sharing)} at once), their "
+                "seconds measured sharing the CPU" if sharing else "")
     return f"\nWhat the {len(trained)} train runs ran: {', '.join(said)}{auto}{together}."
 
 
@@ -221,6 +223,10 @@ def _markdown(title, results, runs, aggregates, table, compared, trades, plots, 
     if problems:
         lines += ["", "Not averaged in:", ""]
         lines += [f"- {r.label}: {r.status} — {r.reason or 'no reason given'}" for r in problems]
+    pruned = sum(r.status == PRUNED for r in runs)
+    if pruned:
+        lines += ["", f"{pruned} run{'s' * (pruned != 1)} stopped early by a search's pruner (status `pruned`): left "
+                  "out of every figure, since a pruned run stands for no full run (a plain sweep runs it again)."]
     flags = results["flags"]
     lines += ["", f"{flags['constant_predictions']} of {flags['done']} train runs predict one constant class or "
               f"value on dev (flag `constant_predictions`; {flags['majority_class']} of them the majority class, "

@@ -16,7 +16,8 @@ def add_sweep_arguments(parser, with_out: bool = False, jobs: str = "1") -> None
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: one run after another here (default); ray: each run a Ray task")
     parser.add_argument("--jobs", default=jobs, metavar="N",
-                        help="local executor: train runs at once, each with cores/N threads; auto: cores / the "
+                        help="local executor: up to N train runs at once, sharing the available cores (CPU affinity "
+                             "and cgroup quota) among the runs that can run then; auto: those cores / the "
                              f"experiment's num_cpus on a CPU-only experiment, else 1 (default {jobs}); bench runs "
                              "always run alone")
     parser.add_argument("--address", metavar="ADDR",
@@ -30,15 +31,21 @@ def add_db_argument(parser) -> None:
                         help="results database (default: $KDLORA_DB, else ./kdlora-results.db)")
 
 
-def sweep_from_args(args, experiment, store):
-    """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments)."""
+def sweep_from_args(args, experiment):
+    """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments) into `args.db`,
+    after checking them and the experiment's data (a refused sweep leaves no store behind)."""
+    from kdlora.store import writable_store
     from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.driver import run_sweep
+    from kdlora.sweep.driver import check_data, run_sweep
     from kdlora.sweep.executors import local_jobs, make_executor
+    from kdlora.trial import trial_env
 
+    backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_sweep(experiment, store, executor, get_backends(), runs_dir=args.runs_dir,
-                        rerun_failed=args.rerun_failed, progress=args.progress)
+    trial_env()  # a garbled search trial in the environment would fail every run
+    check_data(experiment, backends)
+    with writable_store(args.db) as store:
+        summary = run_sweep(experiment, store, executor, backends, runs_dir=args.runs_dir,
+                            rerun_failed=args.rerun_failed, progress=args.progress)
     print(f"sweep {experiment.name}: {summary.line()}")
     return summary
-

@@ -34,6 +34,9 @@ def run(args) -> int:
             lines = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"{args.file}: cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{args.file}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}); "
+                            "save it as UTF-8") from None
         texts += [line for line in lines.splitlines() if line.strip()]
     if not texts:
         raise UserError("give texts to label, or --file")

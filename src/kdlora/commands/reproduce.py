@@ -36,8 +36,8 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment)
     selection = selection_from_args(args)
+    summary = sweep_from_args(args, experiment)
     with Store(args.db) as store:
-        summary = sweep_from_args(args, experiment, store)
         write_study_report(store, args.out, keys=summary.keys, title=f"KD-LoRA reproduction: {experiment.name}",
                            selection=selection)
     print(f"report: {args.out}/report.md")

@@ -12,12 +12,12 @@ FORMATS = ("table", "json", "csv")
 
 def add_arguments(parser) -> None:
     from kdlora.commands._sweep_options import add_db_argument
-    from kdlora.store import KINDS, STATUSES
+    from kdlora.store import KINDS, READ_STATUSES
 
     add_db_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--kind", choices=KINDS, help="only train or only bench runs")
-    parser.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    parser.add_argument("--status", choices=READ_STATUSES, help="only runs with this status")
     parser.add_argument("--task", help="only this task")
     parser.add_argument("--family", help="only this model family")
     parser.add_argument("--method", help="only this method (fft, lora, kd-lora)")

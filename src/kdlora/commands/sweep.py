@@ -34,35 +34,37 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from kdlora.commands._sweep_options import sweep_from_args
     from kdlora.experiment import load_experiment
-    from kdlora.store import Store
 
     experiment = load_experiment(args.experiment)
     if args.search:
-        with Store(args.db) as store:
-            return 0 if _search(args, experiment, store).ok else 1
+        return 0 if _search(args, experiment).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 
         raise UserError("--trials applies to --search optuna")
     if args.dry_run:
         return _dry_run(experiment, args.db)
-    with Store(args.db) as store:
-        summary = sweep_from_args(args, experiment, store)
-    return 0 if summary.ok else 1
+    return 0 if sweep_from_args(args, experiment).ok else 1
 
 
-def _search(args, experiment, store):
-    """`--search optuna`: the search with the executor and options of `args`; returns its summary."""
+def _search(args, experiment):
+    """`--search optuna`: the search with the executor and options of `args`, into `args.db`, after checking them
+    and the experiment's data (a refused search leaves no store or study behind); returns its summary."""
     from kdlora.errors import UserError
+    from kdlora.store import writable_store
     from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.driver import check_data
     from kdlora.sweep.executors import local_jobs, make_executor
     from kdlora.sweep.search import run_search
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
+    backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
-                         args.runs_dir, args.progress)
+    check_data(experiment, backends)
+    with writable_store(args.db) as store:
+        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
+                             args.runs_dir, args.progress)
     print(f"search {experiment.name}: {summary.line()}")
     return summary
 

@@ -2,7 +2,8 @@
 and label columns.
 
 The training file decides the task: its label column's distinct values, sorted (numbers by value, text
-alphabetically), are the classes 0..K-1 and their names; a regression task's labels are numbers. Every other
+alphabetically: `class_names`, which examples/trainer_kd.py numbers classes by too), are the classes 0..K-1 and their
+names; a regression task's labels are numbers. A label column mixing numbers and words is refused. Every other
 split is checked against it. Each mistake is one UserError naming the file, the row (data rows count from 1)
 and the column: a file that does not parse, a missing column, an empty text or label, a label the training
 file never saw, a regression label that is not a number.
@@ -125,7 +126,7 @@ def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
             raise UserError(f"{path}: row {row}, column {spec.label_column!r}: empty label")
     if not raw:
         raise UserError(f"{path}: no data rows")
-    values = [_label_text(v) for v in raw]
+    values = [label_text(v) for v in raw]
     kind = spec.task_type
     if kind is None:
         numbers = [_maybe_number(v) for v in values]
@@ -136,14 +137,28 @@ def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
         for row, value in enumerate(values, start=1):
             _number(value, path, row, spec.label_column)
         return kind, ()
-    names = tuple(sorted(set(values), key=_class_key))
+    names = class_names(values, f"{path}: column {spec.label_column!r}")
     if len(names) < 2:
         raise UserError(f"{path}: column {spec.label_column!r}: one class only ({names[0]!r}); a classifier needs "
                         "two or more")
     return kind, names
 
 
-def _label_text(value) -> str:
+def class_names(values, where: str) -> tuple[str, ...]:
+    """The classes of a label column in id order: its distinct values as text (`label_text`), numbers by value
+    (-2 before 10), words alphabetically. `kdlora train` and examples/trainer_kd.py both number classes by it, so a
+    kdlora teacher's logits line up with a student's labels. Numbers mixed with words are a UserError (`where`
+    names the column): a stray row, most likely, and no order of the two kinds is the obvious one."""
+    names = tuple(sorted({label_text(v) for v in values}, key=_class_key))
+    numbers = [n for n in names if _maybe_number(n) is not None]
+    if numbers and len(numbers) < len(names):
+        word = next(n for n in names if _maybe_number(n) is None)
+        raise UserError(f"{where}: labels mix numbers and words ({numbers[0]!r}, {word!r}): write every class "
+                        "the same way")
+    return names
+
+
+def label_text(value) -> str:
     """A label as text: 1.0 read from JSON or Parquet is the class "1", as in a CSV."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -174,7 +189,7 @@ def load_file_split(spec: FileTaskSpec, split: str, label_names: tuple[str, ...]
         if regression:
             labels.append(_number(value, path, row, spec.label_column))
             continue
-        text = _label_text(value)
+        text = label_text(value)
         if text not in index:
             raise UserError(f"{path}: row {row}, column {spec.label_column!r}: label {text!r} does not occur in the "
                             f"training file {spec.train_file} (its labels: {', '.join(label_names)})")

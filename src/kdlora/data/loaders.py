@@ -21,16 +21,20 @@ GLUE_DIRS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "sts
 
 
 def load_split(task: Task, split: str, data_dir: str | Path | None = None) -> Examples:
-    """The `split` ("train", "validation", "validation_matched", ..., "test") of `task`, labels checked."""
+    """The `split` ("train", "validation", "validation_matched", ..., "test") of `task`, labels checked; a split
+    without a data row is a UserError."""
     if task.source == "files":
-        return load_file_split(task.files, split, task.label_names, task.regression)
-    if task.source == "snippets":
-        examples = load_snippets(task, split)
-    elif data_dir is not None:
-        examples = _load_local(task, split, Path(data_dir))
+        examples = load_file_split(task.files, split, task.label_names, task.regression)
     else:
-        examples = _load_hub(task, split)
-    check_labels(task, examples)
+        if task.source == "snippets":
+            examples = load_snippets(task, split)
+        elif data_dir is not None:
+            examples = _load_local(task, split, Path(data_dir))
+        else:
+            examples = _load_hub(task, split)
+        check_labels(task, examples)
+    if not examples.ids:  # a header and nothing else: nothing to train on or to score
+        raise UserError(f"{examples.source}: no data rows")
     return examples
 
 

@@ -3,7 +3,8 @@
 Both kinds of local data read through it: a task from the user's files (`kdlora.data.file_tasks`) and the GLUE-layout
 files of a `--data-dir` (`kdlora.data.loaders`). Every cell is text as written (no value is guessed to be missing:
 an empty cell is "", a JSON null None, both empty to `is_empty`); errors are one UserError naming the file and,
-where there is one, the row (data rows count from 1, the header not counted) and the column.
+where there is one, the row (data rows count from 1, the header not counted) and the column. A column name that
+occurs twice is one too (pandas would rename the second `name.1`, JSON keep the last).
 
 A TSV is read with no quote processing, as GLUE's files are written: a text that begins with a double quote is
 text, not the start of a quoted field running over the next rows. CSV goes through pandas (quoted commas and line
@@ -56,13 +57,25 @@ def read_table(path: str | Path):
             frame = pd.DataFrame(rows[1:], columns=header, dtype=str)
         else:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            # pandas renames a repeated column `name.1`: read the header as written
+            header = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", header=None, nrows=1)
+            names = [str(c) for c in header.iloc[0]] if len(header) else []
     except UserError:
         raise
     except Exception as exc:  # pandas raises many types; the message names the line where it has one
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}: cannot parse as {kind}: {reason}") from None
     frame.columns = [str(c) for c in frame.columns]
+    repeated = _repeated(names if kind == "CSV" else list(frame.columns))
+    if repeated is not None:
+        raise UserError(f"{path}: header row, column {repeated!r}: named twice (which one is meant?); rename one")
     return frame
+
+
+def _repeated(names: list[str]) -> str | None:
+    """The first name that occurs twice in `names`, or None."""
+    seen = set()
+    return next((name for name in names if name in seen or seen.add(name)), None)
 
 
 def read_rows(path: str | Path) -> list[list[str]]:
@@ -81,13 +94,24 @@ def _json_lines(path: Path) -> list[dict]:
     lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     for row, line in enumerate(lines, start=1):
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_no_repeated_keys)
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: row {row}: cannot parse as JSONL: {exc.msg} (column {exc.colno})") from None
+        except KeyError as exc:
+            raise UserError(f"{path}: row {row}, column {exc.args[0]!r}: named twice (which one is meant?); "
+                            "rename one") from None
         if not isinstance(value, dict):
             raise UserError(f"{path}: row {row}: cannot parse as JSONL: expected an object, got {value!r:.40}")
         rows.append(value)
     return rows
+
+
+def _no_repeated_keys(pairs: list[tuple]) -> dict:
+    """A JSON object as a dict; a key that occurs twice raises KeyError (json keeps the last one silently)."""
+    repeated = _repeated([key for key, _ in pairs])
+    if repeated is not None:
+        raise KeyError(repeated)
+    return dict(pairs)
 
 
 def is_empty(value) -> bool:

@@ -6,8 +6,9 @@ plots and reports) reads this registry. Light: importing it never imports torch,
 
 A method outside the package is a module that calls `register(METHOD)`, named in `$KDLORA_METHODS` (comma-separated
 module names), imported here after the built-in ones, so that every process (a sweep's child runs, the bench's
-workers) knows it. It may bring settings of its own: they enter a run's key only for its own runs, and only away from
-their defaults, so registering it changes no stored run's key (`kdlora.config`).
+workers) knows it; one that cannot be imported is a one-line error of every command (`check_plugins`). It may
+bring settings of its own: they enter a run's key only for its own runs, and only away from their defaults, so
+registering it changes no stored run's key (`kdlora.config`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def get_method(name: str) -> Method:
     key = _key(name)
     found = METHODS.get(key) or next((m for m in METHODS.values() if _key(m.label) == key), None)
     if found is None:
-        raise UserError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+        why = f"; {PLUGIN_ERROR}" if PLUGIN_ERROR else ""
+        raise UserError(f"unknown method {name!r} (known: {', '.join(METHODS)}){why}")
     return found
 
 
@@ -125,9 +127,26 @@ def settings_classes() -> tuple[type, ...]:
 
 
 __all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraSettings", "Method", "baseline", "by_label",
-           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio", "register",
-           "settings_classes", "twin"]
+           "check_plugins", "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio",
+           "register", "settings_classes", "twin"]
+
+
+PLUGIN_ERROR: str | None = None
+"""Why a module `$KDLORA_METHODS` names could not be imported, or None. Importing the registry does not raise (every
+command, `kdlora --help` too, imports it): the CLI says it in one line before any command (`check_plugins`), and an
+unknown method's error repeats it."""
+
+
+def check_plugins() -> None:
+    """A UserError when a module `$KDLORA_METHODS` names could not be imported."""
+    if PLUGIN_ERROR is not None:
+        raise UserError(PLUGIN_ERROR)
 
 
 for _module in filter(None, (part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(","))):
-    importlib.import_module(_module)  # after every helper above exists: the plug-in calls `register`
+    try:
+        importlib.import_module(_module)  # after every helper above exists: the plug-in calls `register`
+    except ImportError as exc:
+        PLUGIN_ERROR = (f"{PLUGINS_ENV}={os.environ[PLUGINS_ENV]}: cannot import the method module {_module!r} "
+                        f"({exc}); fix or unset {PLUGINS_ENV}")
+        break

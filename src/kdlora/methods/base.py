@@ -17,15 +17,16 @@ from dataclasses import dataclass, field, fields
 from types import SimpleNamespace
 
 
-def task_loss(logits, labels, regression: bool):
-    """Cross-entropy, or MSE for a regression head; in float32 whatever the logits' dtype (mixed precision)."""
+def task_loss(logits, labels, regression: bool, label_smoothing: float = 0.0):
+    """Cross-entropy (against labels smoothed by `label_smoothing`), or MSE for a regression head; in float32
+    whatever the logits' dtype (mixed precision)."""
     import torch
     import torch.nn.functional as F
 
     logits = logits.to(torch.float32)
     if regression:
         return F.mse_loss(logits.view(-1), labels.view(-1).to(torch.float32))
-    return F.cross_entropy(logits, labels.view(-1))
+    return F.cross_entropy(logits, labels.view(-1), label_smoothing=label_smoothing)
 
 
 @dataclass

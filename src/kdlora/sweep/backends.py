@@ -34,6 +34,8 @@ class Backends:
     """Run one bench (settings, out_dir, progress), write its outputs into out_dir, return the bench.json dict."""
     train_key: Callable[[dict], str] | None = None
     """The store key of a full train config (`TrainConfig.key()`); default: `config.run_key` of the dict."""
+    check_data: Callable[[dict], None] | None = None
+    """Read a full train config's data as its run will, raising a UserError for a mistake in it (None: no check)."""
 
 
 def real_train_config(values: dict) -> dict:
@@ -46,6 +48,17 @@ def real_train_key(config: dict) -> str:
     from kdlora.config import TrainConfig
 
     return TrainConfig.from_dict(config).key()
+
+
+def real_check_data(config: dict) -> None:
+    """The task and every split a run of `config` loads from local files (`--data-dir`, a task from files), read as
+    it will read them (`kdlora.train.load_data`). Hub and bundled datasets are left to the run (it fetches them)."""
+    from kdlora.config import TrainConfig
+    from kdlora.train import load_data
+
+    settings = TrainConfig.from_dict(config)
+    if settings.data_dir is not None or settings.train_file is not None:
+        load_data(settings, settings.task_spec())
 
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
@@ -111,7 +124,7 @@ def _tuples(value: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
 
 
-REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench, real_train_key)
+REAL = Backends(real_train_config, real_train, real_bench_settings, real_bench, real_train_key, real_check_data)
 
 
 def get_backends() -> Backends:

@@ -4,18 +4,22 @@ through an executor (`kdlora.sweep.executors`), record each result.
 A distilling run's teacher is resolved here, just before it runs: `run:<key>` to that run's folder, `best-of:` to
 the done FFT candidate with the best dev score once all of them have finished.
 
-Only this driver writes the store: executors hand results back. A sweep killed mid-run leaves that run `running`;
+Before a command starts a sweep, `check_data` reads each dataset its train runs use, as `kdlora train` reads its data
+before it trains: a data mistake is one error then, not a failed run after the first runs. Only this driver writes the
+store: executors hand results back. A sweep killed mid-run leaves that run `running`;
 the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
 finished run as it is.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdlora.data.file_tasks import FILE_SETTINGS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.rundir import check_run
@@ -157,6 +161,28 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
             bar.close()
     summary.ran = driver.ran
     return summary
+
+
+DATA_SETTINGS = ("task", "data_dir", *FILE_SETTINGS)
+"""The train settings that say which data a run reads."""
+
+
+def check_data(experiment: Experiment, backends: Backends) -> None:
+    """Read each distinct dataset of `experiment`'s train runs as the run will (`Backends.check_data`): a missing
+    data folder or file, a column that is not there, a file without data rows, an unknown positive label is one
+    UserError naming the experiment, the first run that reads it and the file."""
+    if backends.check_data is None or experiment.train is None:
+        return
+    checked = set()
+    for spec in expand(experiment, backends):
+        data = json.dumps({k: spec.config.get(k) for k in DATA_SETTINGS}, sort_keys=True, default=str)
+        if spec.kind != "train" or data in checked:
+            continue
+        checked.add(data)
+        try:
+            backends.check_data(spec.config)
+        except UserError as exc:
+            raise UserError(f"{experiment.source}: {spec.label}: {exc}") from None
 
 
 def _rerun_damaged_teachers(store: Store, specs: list[RunSpec], pending: list[RunSpec], statuses: dict,

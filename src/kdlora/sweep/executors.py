@@ -8,6 +8,7 @@ a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -49,10 +50,12 @@ class LocalExecutor:
     out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
     run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
 
-    With `jobs` > 1 (isolated only) up to `jobs` train runs whose teachers are done run at once, each with
-    cores / jobs threads (small models use two threads poorly, so two one-thread runs finish sooner than two
-    two-thread runs one after the other); their results say `parallel_runs`, since each one's seconds were
-    measured sharing the machine. A bench run always runs alone: its memory and latency figures are the point.
+    With `jobs` > 1 (isolated only) up to `jobs` train runs whose teachers are done run at once, each with the
+    available cores (`available_cores`) shared among the runs that can run then (small models use two threads
+    poorly, so two one-thread runs finish sooner than two two-thread runs one after the other; a run that can only
+    run alone, such as a teacher every other run waits for, gets them all). Each result says `threads` and
+    `parallel_runs`: the most runs that ran at once while it ran (1: alone), since its seconds were measured sharing
+    the machine. A bench run always runs alone: its memory and latency figures are the point.
     """
 
     def __init__(self, isolate: bool = False, jobs: int = 1):
@@ -78,10 +81,12 @@ class LocalExecutor:
             driver.finish(spec, result)
 
     def _run_parallel(self, specs, driver) -> None:
-        threads = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        cores = available_cores()
         pending_keys = {s.key for s in specs}
         finished: set[str] = set()
         waiting, running = list(specs), {}  # running: spec key -> (spec, Child)
+        together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
+        threads_of: dict[str, int] = {}
         try:
             while waiting or running:
                 for spec in list(waiting):
@@ -94,8 +99,15 @@ class LocalExecutor:
                     config = _prepared(driver, spec, finished)
                     if config is None:
                         continue
-                    env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": threads}
+                    # the cores shared by the train runs that can run now: this one, those running, those ready
+                    ready = sum(s.kind == "train" and _ready(s, pending_keys, finished) for s in waiting)
+                    now = min(self.jobs, len(running) + 1 + ready)
+                    threads = max(1, cores // now)
+                    env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": str(threads)}
                     running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env)
+                    threads_of[spec.key] = threads
+                    for key in running:
+                        together[key] = max(together.get(key, 1), len(running))
                     if spec.kind == "bench":
                         break
                 if not running:
@@ -106,14 +118,49 @@ class LocalExecutor:
                     if child.poll():
                         del running[key]
                         result = child.result()
+                        most, threads = together.pop(key), threads_of.pop(key)
                         if spec.kind == "train":
-                            result["parallel_runs"] = self.jobs
+                            result.update(parallel_runs=most, threads=threads)
                         driver.finish(spec, result)
                         finished.add(spec.key)
                 time.sleep(0.2)
         finally:
             for _, child in running.values():
                 child.kill()
+
+
+def available_cores(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity (taskset, a container's cpuset), capped by its cgroup's CPU
+    quota (what `docker --cpus` sets), at least 1. `os.cpu_count()` counts the machine's, whatever the container
+    allows. `cgroups`: /proc/self/cgroup's text (read when None); `root`: where the cgroup file systems are."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cpu_quota(cgroups, root)
+    return max(1, min(cores, int(quota)) if quota is not None else cores)
+
+
+def _cpu_quota(cgroups: str | None, root: Path) -> float | None:
+    """This process's cgroup CPU quota in cores (v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`), or
+    None where none is set or none can be read. A container sees its own cgroup at the mount's root."""
+    try:
+        text = Path("/proc/self/cgroup").read_text() if cgroups is None else cgroups
+        for line in text.splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":  # v2: "QUOTA PERIOD" or "max PERIOD"
+                for folder in (root / path.lstrip("/"), root):
+                    if (folder / "cpu.max").is_file():
+                        quota, period = (folder / "cpu.max").read_text().split()[:2]
+                        return None if quota == "max" else int(quota) / int(period)
+            elif "cpu" in controllers.split(","):  # v1: a quota of -1 is none
+                for folder in (root / controllers / path.lstrip("/"), root / controllers):
+                    if (folder / "cpu.cfs_quota_us").is_file():
+                        quota = int((folder / "cpu.cfs_quota_us").read_text())
+                        return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _ready(spec, pending_keys: set, finished: set) -> bool:
@@ -279,18 +326,21 @@ def make_executor(name: str, address: str | None = None, jobs: int = 1):
     if name == "ray":
         if jobs != 1:
             raise UserError("--jobs only applies to --executor local (Ray schedules by the experiment's num_cpus)")
+        if importlib.util.find_spec("ray") is None:  # said before the sweep opens its store
+            raise UserError("the Ray executor needs Ray: pip install 'kdlora[ray]'")
         return RayExecutor(address)
     raise UserError(f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})")
 
 
 def local_jobs(value: str | int, experiment, executor: str = "local") -> int:
-    """--jobs as a number: `auto` is the cores over the experiment's `num_cpus` when its runs need no GPU (one run
-    per `num_cpus` cores, as Ray would place them), else 1; under Ray, 1 (Ray schedules by num_cpus itself)."""
+    """--jobs as a number: `auto` is the available cores over the experiment's `num_cpus` when its runs need no GPU
+    (one run per `num_cpus` cores, as Ray would place them), else 1; under Ray, 1 (Ray schedules by num_cpus
+    itself)."""
     if str(value) == "auto":
         resources = experiment.resources
         if executor != "local" or resources.num_gpus:
             return 1
-        return max(1, int((os.cpu_count() or 1) // max(1.0, resources.num_cpus)))
+        return max(1, int(available_cores() // max(1.0, resources.num_cpus)))
     try:
         return int(value)
     except ValueError:

@@ -17,8 +17,11 @@ study lives in SQLite beside the results store (`<db name>-search.db`): a killed
 it was in as interrupted, runs that trial's settings again (its run resumes from the store like a sweep's) and goes
 on until N trials have finished. The sampler (TPE) is seeded from `--search-seed` and each trial's position among
 the finished trials, so a resumed search picks what an uninterrupted one would have. Pruning (Optuna's median rule)
-reads each run's dev evaluations (`eval_steps` and every epoch's end) while it trains: a pruned run stops like an
-early-stopped one, keeps its best state, and is stored done with the flag `pruned`.
+reads each searched run's dev evaluations (`eval_steps` and every epoch's end) while it trains, run by run
+(`kdlora.trial`): with several searched runs (methods, seeds), run i of a trial is compared with run i of earlier
+trials, and once one run of a trial is pruned its later runs stop at their first evaluation. A pruned run stops like
+an early-stopped one, keeps its best state, and is stored done with the flag `pruned` (read back as status `pruned`:
+it stands for no full run).
 """
 
 from __future__ import annotations
@@ -160,9 +163,8 @@ def run_search(experiment, store, executor, backends, trials: int, seed: int = 0
         trial_exp = trial_experiment(experiment, point)
         specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
         trial.set_user_attr("run_keys", [s.key for s in specs])
-        # one searched run reports its evaluations; several would report over each other
-        reporter = run_folder(runs_dir or runs_dir_for(store.path), specs[0]) if len(specs) == 1 else None
-        with reporting_to(trial._trial_id, storage, name, reporter, prune):
+        reporters = [run_folder(runs_dir or runs_dir_for(store.path), s) for s in specs]
+        with reporting_to(trial._trial_id, storage, name, reporters, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]
         scores = [r.metrics["score"] for r in runs

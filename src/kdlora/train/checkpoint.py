@@ -90,6 +90,14 @@ def save_checkpoint(accelerator, run_dir: str | Path, is_best: bool) -> None:
         accelerator.wait_for_everyone()
 
 
+def damaged(path: Path, exc: Exception) -> UserError:
+    """The one-line error for a checkpoint file that cannot be read (`exc` what reading it raised)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    root = next(p for p in (Path(path), *Path(path).parents) if p.name == CHECKPOINTS)
+    return UserError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {first[:120]}); it is damaged: remove "
+                     f"{root} to start afresh")
+
+
 def _saved_position(folder: Path) -> dict | None:
     import torch
 
@@ -97,7 +105,10 @@ def _saved_position(folder: Path) -> dict | None:
     if not files:
         return None
     for path in files:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or garbled: torch's errors name no file
+            raise damaged(path, exc) from None
         if isinstance(state, dict) and "run_key" in state and "step" in state:
             return state
     return None
@@ -140,3 +151,14 @@ def best_weights(run_dir: str | Path) -> dict:
     if not path.exists():
         raise UserError(f"--resume: {path} is missing; the best weights cannot be restored")
     return load_file(str(path))
+
+
+def best_state(run_dir: str | Path, index: int) -> dict:
+    """The training state registered `index`-th (accelerate's `custom_checkpoint_<index>.pkl`) saved at the best
+    evaluation: a method's own state then (AdaLoRA's rank pattern), which the best weights go with."""
+    import torch
+
+    path = checkpoint_dir(run_dir) / "best" / f"custom_checkpoint_{index}.pkl"
+    if not path.exists():
+        raise UserError(f"--resume: {path} is missing; the best state cannot be restored")
+    return torch.load(path, map_location="cpu", weights_only=True)

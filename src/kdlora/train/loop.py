@@ -102,27 +102,36 @@ def _optimizer(model, config):
 
 
 class BestWeights:
-    """The trainable weights of the best evaluation so far, kept off the memory a run measures: in CPU memory when
-    it trains on an accelerator (a copy there would be one more model in its peak), in a temporary file when it
-    trains on the CPU (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for
-    LoRA, inflating KD-LoRA's saving)."""
+    """The trainable weights of the best evaluation so far, and the method's own state then (AdaLoRA's rank pattern:
+    what its saved adapter is cut to), kept off the memory a run measures: in CPU memory when it trains on an
+    accelerator (a copy there would be one more model in its peak), in a temporary folder when it trains on the CPU
+    (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for LoRA, inflating
+    KD-LoRA's saving)."""
 
     def __init__(self, on_cpu: bool):
         self._folder = tempfile.TemporaryDirectory(prefix="kdlora-best-") if on_cpu else None
-        self._state = None
+        self._state = self._method_state = None
 
-    def keep(self, named) -> None:
-        """Replace the kept weights by copies of `named` ((name, tensor) pairs)."""
+    def keep(self, named, method_state: dict | None = None) -> None:
+        """Replace the kept weights by copies of `named` ((name, tensor) pairs), and the kept method state by a copy
+        of `method_state` (a `state_dict()`; None: the method keeps none)."""
+        import torch
+
         if self._folder is None:
             self._state = [t.detach().to("cpu", copy=True) for _, t in named]
+            self._method_state = _to_cpu(method_state)
             return
         from safetensors.torch import save_file
 
         self._state = f"{self._folder.name}/best.safetensors"
         save_file({n: t.detach().cpu().contiguous() for n, t in named}, self._state)
+        self._method_state = None if method_state is None else f"{self._folder.name}/method-state.pt"
+        if method_state is not None:
+            torch.save(method_state, self._method_state)
 
-    def restore(self, trainable) -> None:
-        """Copy the kept weights into `trainable` ((name, parameter) pairs) and drop them."""
+    def restore(self, trainable, method_state=None) -> None:
+        """Copy the kept weights into `trainable` ((name, parameter) pairs) and the kept method state into
+        `method_state` (its `load_state_dict`), then drop them."""
         import torch
 
         if isinstance(self._state, str):
@@ -130,12 +139,25 @@ class BestWeights:
 
             saved = load_file(self._state)
             self._state = [saved.pop(name) for name, _ in trainable]
+        if isinstance(self._method_state, str):
+            self._method_state = torch.load(self._method_state, map_location="cpu", weights_only=True)
         with torch.no_grad():
             for (_, param), kept in zip(trainable, self._state, strict=True):
                 param.copy_(kept.to(param.device, param.dtype))
-        self._state = None
+        if method_state is not None and self._method_state is not None:
+            method_state.load_state_dict(self._method_state)
+        self._state = self._method_state = None
         if self._folder is not None:
             self._folder.cleanup()
+
+
+def _to_cpu(tree):
+    """A copy of `tree` (dicts and lists of tensors and plain values) with every tensor copied to the CPU."""
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree.detach().to("cpu", copy=True) if hasattr(tree, "detach") else tree
 
 
 def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
@@ -161,8 +183,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
     # the schedule, the position and the method's own state (AdaLoRA's budget), in the order a checkpoint holds them
-    states = [schedule, at, method.checkpointed(accelerator.unwrap_model(model))]
-    states = [state for state in states if state is not None]
+    method_state = method.checkpointed(accelerator.unwrap_model(model))
+    states = [state for state in (schedule, at, method_state) if state is not None]
     accelerator.register_for_checkpointing(*states)
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
@@ -173,11 +195,15 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves "
                             f"{len(states)} (an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} "
                             "to start afresh")
-        accelerator.load_state(str(source), strict=False)
+        try:
+            accelerator.load_state(str(source), strict=False)
+        except Exception as exc:  # a truncated or garbled file: safetensors' and torch's errors name none
+            raise checkpoint.damaged(source, exc) from None
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
+            kept = checkpoint.best_state(run_dir, states.index(method_state)) if method_state else None
             with outside_measure():
-                best_state.keep([(name, saved[name]) for name, _ in trainable])
+                best_state.keep([(name, saved[name]) for name, _ in trainable], kept)
     resumed_at = at.step
     pruned_at = None
     tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
@@ -194,8 +220,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         if is_best:
             at.best = {"metrics": result.metrics, "score": result.score, "predictions": result.predictions}
             at.best_epoch, at.best_step, at.stale = epoch, at.step, 0
-            with outside_measure():
-                best_state.keep(trainable)
+            with outside_measure():  # the method's state too: AdaLoRA's saved adapter is cut to its rank pattern
+                best_state.keep(trainable, method_state.state_dict() if method_state else None)
         elif at.step > warmup_steps:  # no stopping while the learning rate is still warming up
             at.stale += 1
         if config.save_checkpoints:  # not in the run key: not in its memory figure either
@@ -220,9 +246,10 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     while at.epoch <= config.epochs and not stop:
         epoch = at.epoch
         sampler.set_epoch(epoch)
-        losses = []
+        losses, window = [], 0  # window: examples in the accumulation window so far (a checkpoint is at its start)
         for batch in accelerator.skip_first_batches(train_loader, at.batch) if at.batch else train_loader:
             with accelerator.accumulate(model):
+                examples = len(batch["labels"])
                 loss = forward_loss(model, method, batch, teacher, config, task.regression)
                 # every process must stop together, or the others wait for this one's gradients forever
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
@@ -232,8 +259,14 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
                     where = (f" ({loss.item()})" if accelerator.num_processes == 1 and not torch.isfinite(loss)
                              else f" on {bad_processes} of {accelerator.num_processes} processes")
                     return outcome(f"non-finite loss{where} at step {at.step + 1}", with_model=False)
-                accelerator.backward(loss)
+                # each batch weighs its examples: a window's gradient is the mean over the examples in it, a short
+                # last window's too (one batch a window: its mean already is)
+                accelerator.backward(loss * examples if config.grad_accum > 1 else loss)
+                window += examples
                 if accelerator.sync_gradients:
+                    if config.grad_accum > 1:
+                        _mean_over_window([p for _, p in trainable], window, config.grad_accum, accelerator)
+                    window = 0
                     accelerator.clip_grad_norm_([p for _, p in trainable], 1.0)
                 optimizer.step()
                 if accelerator.sync_gradients:
@@ -261,8 +294,23 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         stop = evaluate_and_keep(epoch)
     bar.close()
     with outside_measure():
-        best_state.restore(trainable)
+        best_state.restore(trainable, method_state)
     return outcome(None, with_model=True)
+
+
+def _mean_over_window(parameters, examples: int, grad_accum: int, accelerator) -> None:
+    """Turn the gradients of a window's per-batch example sums, each divided by `grad_accum` (accelerate's full
+    window) and averaged over processes (DDP), into their mean over the window's `examples` (every process's)."""
+    import torch
+
+    total = examples
+    if accelerator.num_processes > 1:
+        count = torch.tensor([examples], device=accelerator.device)
+        total = int(accelerator.reduce(count, reduction="sum").item())
+    scale = grad_accum * accelerator.num_processes / total
+    for param in parameters:
+        if param.grad is not None:
+            param.grad.mul_(scale)
 
 
 class EpochShuffle:

@@ -106,7 +106,8 @@ class BudgetState:
 
 
 def rank_budget(model, settings) -> dict:
-    """The budget as it went: initial and target totals, the schedule, and the ranks kept per matrix at the end."""
+    """The budget as it went: initial and target totals, the schedule, and the ranks the saved adapter keeps per
+    matrix (the best evaluation's: `kdlora.train.loop` restores its rank pattern with its weights)."""
     peft = _peft_model(model)
     config = peft.peft_config[peft.trainable_adapter_name]
     pattern = config.rank_pattern or {}
