@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from kdlora.checkpoint import has_checkpoint, resume_source
 from kdlora.cli import main
 from kdlora.errors import UserError
+from kdlora.files import write_manifest
 from kdlora.store import Store
 from kdlora.sweep.backends import real_train
 from kdlora.sweep.driver import Driver
@@ -92,19 +93,20 @@ def test_a_killed_adalora_run_allocates_its_budget_as_the_uninterrupted_one(tmp_
     weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
-    # a checkpoint written before the budget state was saved (its third custom object) resumes with one line
+    # a checkpoint without the budget state (as one from before it was saved) resumes with one line
     old = _train([*flags, "--out", str(tmp_path / "old")], kill_after=3)
     assert old.returncode == -9
-    saved = [p for p in (tmp_path / "old").rglob("custom_checkpoint_2.pkl")]
-    assert saved
-    for path in saved:
-        path.unlink()
+    for folder in (tmp_path / "old" / "checkpoints" / "last", tmp_path / "old" / "checkpoints" / "best"):
+        states = torch.load(folder / "training_state.pt", weights_only=True)
+        torch.save({"schedule": states["schedule"]}, folder / "training_state.pt")
+        position = json.loads((folder / "checkpoint.json").read_text())["position"]
+        write_manifest(folder, "checkpoint.json", {"position": position})
     refused = _train([*flags, "--out", str(tmp_path / "old"), "--resume"])
     assert refused.returncode == 2
     [line] = refused.stderr.strip().splitlines()[-1:]
     assert line.startswith("kdlora train: error: ") and line.endswith(
-        "the checkpoint holds 2 training states where this run saves 3 (an older kdlora wrote it); remove "
-        f"{tmp_path / 'old' / 'checkpoints'} to start afresh"), refused.stderr
+        "the checkpoint holds the states schedule where this run saves method, schedule (another kdlora wrote it); "
+        f"remove {tmp_path / 'old' / 'checkpoints'} to start afresh"), refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -150,10 +152,8 @@ def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
     run_training(tiny_config(method="lora", epochs=1, save_checkpoints=True), tmp_path, progress=False)
     for folder in (tmp_path / "checkpoints" / "last", tmp_path / "checkpoints" / "best"):
         shutil.copy(folder / "random_states_0.pkl", folder / "random_states_1.pkl")
-        for path in folder.glob("custom_checkpoint_*.pkl"):
-            state = torch.load(path, weights_only=False)
-            if isinstance(state, dict) and "run_key" in state:
-                torch.save({**state, "num_processes": 2}, path)
+        position = json.loads((folder / "checkpoint.json").read_text())["position"]
+        write_manifest(folder, "checkpoint.json", {"position": {**position, "num_processes": 2}})
     before = (tmp_path / "metrics.json").read_bytes()
     code = main(["train", "--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu",
                  "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3", "--data-dir", str(DATA / "sst2"),
