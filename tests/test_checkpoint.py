@@ -119,7 +119,7 @@ def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
         (out / "checkpoints" / "last" / "optimizer.bin").write_bytes(b"state")
         (out / "tracking").mkdir()
         (out / "metrics.json").write_text("{")
-        driver.prepare(spec)
+        assert driver.claim_next([spec]) == (spec, spec.config)
         assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
         assert (out / "checkpoints" / "last" / "optimizer.bin").read_bytes() == b"state"
 
@@ -140,11 +140,18 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert main([*args, "--resume"]) == 2
     assert "--resume: no checkpoint in" in capsys.readouterr().err
     run_training(tiny_config(epochs=1, save_checkpoints=True), tmp_path, progress=False)
+    _interrupt(tmp_path)
     assert main([*args, "--save-checkpoints", "--seed", "7", "--epochs", "1"]) == 2
     assert "holds a checkpoint: pass --resume" in capsys.readouterr().err
     with pytest.raises(UserError, match="written by another config"):
         resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())
 
+
+def _interrupt(run_dir: Path) -> None:
+    """Leave a finished run as a kill after its last checkpoint would: the checkpoints, no run files."""
+    for path in run_dir.iterdir():
+        if path.name != "checkpoints":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
@@ -154,7 +161,8 @@ def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
         shutil.copy(folder / "random_states_0.pkl", folder / "random_states_1.pkl")
         position = json.loads((folder / "checkpoint.json").read_text())["position"]
         write_manifest(folder, "checkpoint.json", {"position": {**position, "num_processes": 2}})
-    before = (tmp_path / "metrics.json").read_bytes()
+    _interrupt(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
     code = main(["train", "--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu",
                  "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3", "--data-dir", str(DATA / "sst2"),
                  "--save-checkpoints", "--resume", "--quiet", "--out", str(tmp_path)])
@@ -162,4 +170,4 @@ def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert (f"{tmp_path / 'checkpoints' / 'last'} was written by 2 training process(es), this run has 1: resume "
             "with `accelerate launch --num_processes 2`") in err
-    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert sorted(tmp_path.rglob("*")) == before
