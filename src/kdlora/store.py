@@ -311,6 +311,13 @@ class Store:
                                (key, claimant.owner, claimant.host, claimant.pid, time.time()))
         return CLAIMED
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's write lock for the block: what several processes must decide one at a time (a search
+        choosing its next trial) is decided inside it; other processes' writes wait up to BUSY_TIMEOUT_S."""
+        with self._guard(), self._transaction():
+            yield
+
     def beat(self, owner: str) -> None:
         """Renew the heartbeat of every lease `owner` holds."""
         with self._guard(), self._transaction():
