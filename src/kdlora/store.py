@@ -292,11 +292,11 @@ class Store:
              fields.get("rank"), fields.get("seed"), out_dir, _dump(config), stamp, stamp))
 
     def claim(self, key: str, kind: str, label: str, config: dict, out_dir: str | None, fields: dict | None,
-              claimant, seen_attempts: int) -> str:
+              claimant, seen: tuple[int, str] | None) -> str:
         """Claim run `key` for `claimant` (a `kdlora.lease.Claimant`) in one transaction: HELD while another
-        live claimant holds it; FINISHED when another process finished it since this one saw it at
-        `seen_attempts` attempts; else CLAIMED: started as `start` does, with a lease that `finish` drops (a dead
-        claimant's lease is taken over)."""
+        live claimant holds it; FINISHED when it is not running and has changed since this process saw it (`seen`,
+        its (attempts, status) from `looks`, None when absent): another process ran it to the end; else CLAIMED:
+        started as `start` does, with a lease that `finish` drops (a dead claimant's lease is taken over)."""
         with self._guard(), self._transaction():
             lease = self._conn.execute("SELECT owner, host, pid, heartbeat FROM leases WHERE key = ?",
                                        (key,)).fetchone()
@@ -304,7 +304,7 @@ class Store:
                                                                                       lease["heartbeat"]):
                 return HELD
             run = self._conn.execute("SELECT status, attempts FROM runs WHERE key = ?", (key,)).fetchone()
-            if run is not None and run["attempts"] > seen_attempts and run["status"] != "running":
+            if run is not None and run["status"] != "running" and (run["attempts"], run["status"]) != seen:
                 return FINISHED
             self._start(key, kind, label, config, out_dir, fields or {})
             self._conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
@@ -378,10 +378,11 @@ class Store:
         with self._guard():
             return dict(self._conn.execute("SELECT key, status FROM runs").fetchall())
 
-    def attempts(self) -> dict[str, int]:
-        """Every run's number of attempts, by key."""
+    def looks(self) -> dict[str, tuple[int, str]]:
+        """Every run's (attempts, status), by key: what a later `claim` compares with."""
         with self._guard():
-            return dict(self._conn.execute("SELECT key, attempts FROM runs").fetchall())
+            return {key: (attempts, status) for key, attempts, status in
+                    self._conn.execute("SELECT key, attempts, status FROM runs").fetchall()}
 
 
 def _dump(value) -> str | None:

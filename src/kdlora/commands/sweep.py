@@ -40,8 +40,7 @@ def run(args) -> int:
     if args.search:
         from kdlora.sweep.search import search_from_args
 
-        with Store(args.db) as store:
-            return 0 if search_from_args(args, experiment, store).ok else 1
+        return 0 if search_from_args(args, experiment).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 

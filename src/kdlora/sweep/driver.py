@@ -106,9 +106,10 @@ class Driver:
         self.teachers: dict[str, dict] = {}
         """The teacher each prepared distilling run got (selection, key, score, candidates), by its key."""
         self.claimant = Claimant.this_process()
-        attempts = store.attempts()
-        self.seen = {key: attempts.get(key, 0) for key in self.by_key}
-        """Each run's attempts when this sweep looked: more, and no longer running, means another sweep ran it."""
+        looks = store.looks()
+        self.seen = {key: looks.get(key) for key in self.by_key}
+        """Each run's (attempts, status) when this sweep looked: changed, and not running, means another sweep ran
+        it to the end."""
 
     @contextlib.contextmanager
     def holding(self):

@@ -408,15 +408,23 @@ def _summary(study, trials: int) -> SearchSummary:
     return summary
 
 
-def search_from_args(args, experiment, store) -> SearchSummary:
-    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
+def search_from_args(args, experiment) -> SearchSummary:
+    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`, into the store
+    `args.db` (opened once the command's settings and the search space are checked)."""
+    from kdlora.store import Store
     from kdlora.sweep.backends import get_backends
     from kdlora.sweep.executors import local_jobs, make_executor
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
+    if experiment.train is None or experiment.search is None:
+        raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
+    _optuna()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
-                         args.runs_dir, args.progress)
+    backends = get_backends()
+    check_space(experiment, backends)
+    with Store(args.db) as store:
+        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
+                             args.runs_dir, args.progress)
     print(f"search {experiment.name}: {summary.line()}")
     return summary
