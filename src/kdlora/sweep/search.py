@@ -366,7 +366,7 @@ def check_space(experiment, backends) -> None:
             expand(trial_experiment(experiment, dict(zip(names, point, strict=True))), backends)
             reasons[point] = None
         except UserError as exc:
-            reasons[point] = str(exc)
+            reasons[point] = str(exc).removeprefix(f"{experiment.source}: ")
     for index, name in enumerate(names):
         for value in values[index]:
             tried = [reason for point, reason in reasons.items() if point[index] == value]
