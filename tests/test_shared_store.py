@@ -24,19 +24,11 @@ from kdlora.sweep.driver import Driver, run_folder, run_sweep, runs_dir_for
 from kdlora.sweep.executors import LocalExecutor
 from kdlora.sweep.expand import expand
 from kdlora.sweep.search import run_search, study_name, study_path
+from test_sweep_search import FAKE
 
 TESTS = Path(__file__).parent
 SMALL = TESTS / "data" / "sweep" / "small.toml"
 """Six train runs (FFT, LoRA, KD-LoRA x two seeds) and two bench runs."""
-SEARCH = """
-name = "shared-search"
-[train]
-tasks = ["sst2"]
-families = ["bert"]
-methods = ["lora"]
-[search]
-learning_rate = { low = 1e-4, high = 1e-2, log = true }
-"""
 
 
 def _env(tmp_path, **extra) -> dict:
@@ -156,7 +148,7 @@ def _study(db: Path, text: str, seed: int = 0):
 @pytest.mark.slow
 def test_two_search_processes_on_one_study_finish_its_trials_together(tmp_path):
     """Finding: the second search marked the first's live trial interrupted: `UpdateFinishedTrialError`."""
-    (tmp_path / "search.toml").write_text(SEARCH)
+    (tmp_path / "search.toml").write_text(FAKE)
     command = [sys.executable, "-m", "kdlora", "sweep", str(tmp_path / "search.toml"), "--search", "optuna",
                "--trials", "4", "--db", str(tmp_path / "r.db"), "--no-progress"]
     searches = []
@@ -169,7 +161,7 @@ def test_two_search_processes_on_one_study_finish_its_trials_together(tmp_path):
     outputs = [p.communicate(timeout=180) for p in searches]
     assert [p.returncode for p in searches] == [0, 0], outputs
     assert all("Error" not in err for _, err in outputs)
-    trials = _study(tmp_path / "r.db", SEARCH).get_trials()
+    trials = _study(tmp_path / "r.db", FAKE).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     told = [line for _, err in outputs for line in err.splitlines() if line.startswith("trial ")]
     assert sorted(int(line.split()[1].rstrip(":")) for line in told) == [0, 1, 2, 3]  # each told by one search
@@ -178,16 +170,6 @@ def test_two_search_processes_on_one_study_finish_its_trials_together(tmp_path):
         assert len(store.runs()) == 4 and {r.attempts for r in store.runs()} == {1}
 
 
-FAKE_SPACE = """
-name = "fake-search"
-[train]
-tasks = ["sst2"]
-families = ["bert"]
-methods = ["lora"]
-[search]
-learning_rate = { low = 1e-4, high = 1e-2, log = true }
-rank = [2, 4, 8]
-"""
 
 
 def _running_trial(study, params: dict, claimant: lease.Claimant | None, heartbeat: float):
@@ -204,7 +186,7 @@ def _running_trial(study, params: dict, claimant: lease.Claimant | None, heartbe
 def test_a_live_searchs_trial_is_left_to_it_and_a_dead_ones_is_run_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("kdlora.sweep.search.WAIT_S", 0.05)
     db = tmp_path / "r.db"
-    experiment = parse_experiment(FAKE_SPACE)
+    experiment = parse_experiment(FAKE)
     Store(db).close()
     study = optuna.create_study(study_name=study_name(experiment, experiment.search, 3),
                                 storage=f"sqlite:///{study_path(db)}", direction="maximize")
@@ -217,7 +199,7 @@ def test_a_live_searchs_trial_is_left_to_it_and_a_dead_ones_is_run_again(tmp_pat
     def live_search_tells():  # the live search's run ends and it tells its trial, as its process would
         time.sleep(1.0)
         try:
-            _study(db, FAKE_SPACE, 3).tell(live.number, 0.5)
+            _study(db, FAKE, 3).tell(live.number, 0.5)
         except Exception as exc:  # noqa: BLE001 (recorded for the assertion below)
             failures.append(exc)
 
@@ -227,7 +209,7 @@ def test_a_live_searchs_trial_is_left_to_it_and_a_dead_ones_is_run_again(tmp_pat
         summary = run_search(experiment, store, LocalExecutor(), fake_backends.BACKENDS, 3, seed=3, progress=False)
     teller.join()
     assert failures == []
-    trials = _study(db, FAKE_SPACE, 3).get_trials()
+    trials = _study(db, FAKE, 3).get_trials()
     assert trials[live.number].state.name == "COMPLETE" and trials[live.number].value == 0.5
     assert trials[dead.number].state.name == "FAIL"  # its search died: interrupted, and its settings run again
     again = [t for t in trials if t.number > dead.number and t.params == dead.params]

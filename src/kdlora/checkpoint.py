@@ -178,16 +178,16 @@ def load_checkpoint(accelerator, run_dir: str | Path, position: Position, states
 
     saved_position, folder = _resumable(run_dir, position.run_key, accelerator.num_processes)
     fresh = _fresh_start(run_dir)
-    loaded = {}
+    saved = None
     for path in sorted(folder.iterdir()):
         if path.suffix in (".bin", ".pkl", ".pt"):
-            try:  # mmap: the check reads no tensor data
-                loaded[path.name] = load(path, map_location="cpu", mmap=path.name != STATES)
+            try:  # mmap: checking the optimiser's state reads no tensor data
+                state = load(path, map_location="cpu", mmap=path.name != STATES)
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(f"{path}: cannot load ({type(exc).__name__}: {first[:160]}); nothing of it ran; "
                                 f"{fresh}") from None
-    saved = loaded.get(STATES)
+            saved = state if path.name == STATES else saved
     if not isinstance(saved, dict) or set(saved) != set(states):
         held = ", ".join(sorted(saved)) if isinstance(saved, dict) else "none"
         raise UserError(f"{folder}: the checkpoint holds the states {held} where this run saves "
