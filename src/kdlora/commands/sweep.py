@@ -38,9 +38,7 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment)
     if args.search:
-        from kdlora.sweep.search import search_from_args
-
-        return 0 if search_from_args(args, experiment).ok else 1
+        return 0 if _search(args, experiment).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 
@@ -50,6 +48,31 @@ def run(args) -> int:
     with Store(args.db) as store:
         summary = sweep_from_args(args, experiment, store)
     return 0 if summary.ok else 1
+
+
+def _search(args, experiment):
+    """`--search optuna`: the search with the executor and options of `args`, into the store `args.db` (opened once
+    the options and the search space are checked); returns its summary."""
+    from kdlora.errors import UserError
+    from kdlora.store import Store
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.executors import local_jobs, make_executor
+    from kdlora.sweep.search import check_space, run_search
+    from kdlora.trial import optuna_module
+
+    if args.trials is None or args.trials < 1:
+        raise UserError("--search optuna needs --trials N (N >= 1)")
+    if experiment.train is None or experiment.search is None:
+        raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
+    optuna_module()
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    backends = get_backends()
+    check_space(experiment, backends)
+    with Store(args.db) as store:
+        summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,
+                             args.runs_dir, args.progress)
+    print(f"search {experiment.name}: {summary.line()}")
+    return summary
 
 
 def _dry_run(experiment, db) -> int:

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdlora.checkpoint import CHECKPOINTS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.lease import Claimant, Heartbeat
@@ -33,6 +32,7 @@ from kdlora.rundir import check_run
 from kdlora.store import CLAIMED, FINISHED, HELD, Store
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.expand import RunSpec, expand
+from kdlora.train.checkpoint import CHECKPOINTS
 
 
 @dataclass
