@@ -207,7 +207,7 @@ def accuracy(folder: Path, train_samples: int) -> dict:
             metrics = json.loads(done.read_text())
             if TrainConfig.from_dict(metrics["config"]).to_dict() == config.to_dict():
                 return metrics
-        return run_training(config, out, progress=False)
+        return run_training(config, out, progress=False, overwrite=True)
 
     started = time.perf_counter()
     teacher = trained(TrainConfig(method="fft", **common), folder / "fft")

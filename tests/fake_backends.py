@@ -2,7 +2,8 @@
 
 Select them in a subprocess with KDLORA_BACKENDS=fake_backends:BACKENDS (tests/ on PYTHONPATH).
 FAKE_SLEEP (seconds per run) slows runs down; FAKE_KILL makes a train run SIGKILL its own process;
-FAKE_LOG (a file) gets a "start KEY" and "end KEY" line per run.
+FAKE_LOG (a file) gets a "start KEY" and "end KEY" line per run; FAKE_GATE (a file) holds every run after its
+start until the file exists.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def _log(event: str, key: str) -> None:
             f.write(f"{event} {key}\n")
 
 
+def _wait_at_gate() -> None:
+    gate, deadline = os.environ.get("FAKE_GATE"), time.monotonic() + 60
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def train_config(values: dict) -> dict:
     unknown = sorted(set(values) - set(TRAIN_DEFAULTS))
     if unknown:
@@ -48,6 +55,7 @@ def train_config(values: dict) -> dict:
 def train(config: dict, out_dir: Path, progress: bool) -> dict:
     ident = f"{config['task']}/{config['family']}/{config['method']}/{config['rank']}/{config['seed']}"
     _log("start", ident)
+    _wait_at_gate()
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
     if os.environ.get("FAKE_KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -86,6 +94,7 @@ def bench_settings(values: dict) -> dict:
 
 def bench(settings: dict, out_dir: Path, progress: bool) -> dict:
     _log("start", "bench/" + ",".join(settings["families"]))
+    _wait_at_gate()
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
     rows = []
     for family in settings["families"]:

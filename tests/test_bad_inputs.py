@@ -89,7 +89,8 @@ CASES = {
         "[search] learning_rate = {'low': -inf, 'high': 0.001}: low and high must be finite numbers"),
     "a truncated checkpoint on --resume": (
         [*SST2, "--out", "{w}/checkpointed", "--resume"], None, {},
-        "checkpointed/checkpoints/last: cannot load the checkpoint (SafetensorError: "),
+        "checkpointed/checkpoints/last/model.safetensors: truncated (4,928 of 9,856 bytes); the checkpoint is damaged: "
+        "remove {w}/checkpointed/checkpoints to start afresh"),
     "KDLORA_METHODS naming a module that is not there": (
         ["runs", "--db", "{w}/s.db"], None, {"KDLORA_METHODS": "no_such_methods"},
         "KDLORA_METHODS=no_such_methods: cannot import the method module 'no_such_methods' (No module named "
@@ -145,6 +146,8 @@ def _prepare(work: Path, case: str, experiment: str | None, checkpointed: Path) 
         (work / "exp.toml").write_text(experiment.replace("{w}", str(work)))
     if case == "a truncated checkpoint on --resume":
         shutil.copytree(checkpointed, work / "checkpointed")
+        for finished in ("metrics.json", "run.json"):  # killed before it finished: what --resume continues
+            (work / "checkpointed" / finished).unlink(missing_ok=True)
         weights = work / "checkpointed" / "checkpoints" / "last" / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[:weights.stat().st_size // 2])
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from kdlora.cli import main
 from kdlora.errors import UserError
+from kdlora.files import write_manifest
 from kdlora.store import Store
 from kdlora.sweep.backends import real_train
 from kdlora.sweep.driver import Driver
@@ -93,19 +94,20 @@ def test_a_killed_adalora_run_allocates_its_budget_as_the_uninterrupted_one(tmp_
     weights_b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
-    # a checkpoint written before the budget state was saved (its third custom object) resumes with one line
+    # a checkpoint without the budget state (as one from before it was saved) resumes with one line
     old = _train([*flags, "--out", str(tmp_path / "old")], kill_after=3)
     assert old.returncode == -9
-    saved = [p for p in (tmp_path / "old").rglob("custom_checkpoint_2.pkl")]
-    assert saved
-    for path in saved:
-        path.unlink()
+    for folder in (tmp_path / "old" / "checkpoints" / "last", tmp_path / "old" / "checkpoints" / "best"):
+        states = torch.load(folder / "training_state.pt", weights_only=True)
+        torch.save({"schedule": states["schedule"]}, folder / "training_state.pt")
+        position = json.loads((folder / "checkpoint.json").read_text())["position"]
+        write_manifest(folder, "checkpoint.json", {"position": position})
     refused = _train([*flags, "--out", str(tmp_path / "old"), "--resume"])
     assert refused.returncode == 2
     [line] = refused.stderr.strip().splitlines()[-1:]
     assert line.startswith("kdlora train: error: ") and line.endswith(
-        "the checkpoint holds 2 training states where this run saves 3 (an older kdlora wrote it); remove "
-        f"{tmp_path / 'old' / 'checkpoints'} to start afresh"), refused.stderr
+        "the checkpoint holds the states schedule where this run saves method, schedule (another kdlora wrote it); "
+        f"remove {tmp_path / 'old' / 'checkpoints'} to start afresh"), refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -118,7 +120,7 @@ def test_a_sweep_keeps_an_interrupted_runs_checkpoints_only(tmp_path):
         (out / "checkpoints" / "last" / "optimizer.bin").write_bytes(b"state")
         (out / "tracking").mkdir()
         (out / "metrics.json").write_text("{")
-        driver.prepare(spec)
+        assert driver.claim_next([spec]) == (spec, spec.config)
         assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
         assert (out / "checkpoints" / "last" / "optimizer.bin").read_bytes() == b"state"
 
@@ -139,11 +141,18 @@ def test_resume_errors_are_one_line(tmp_path, capsys):
     assert main([*args, "--resume"]) == 2
     assert "--resume: no checkpoint in" in capsys.readouterr().err
     run_training(tiny_config(epochs=1, save_checkpoints=True), tmp_path, progress=False)
+    _interrupt(tmp_path)
     assert main([*args, "--save-checkpoints", "--seed", "7", "--epochs", "1"]) == 2
     assert "holds a checkpoint: pass --resume" in capsys.readouterr().err
     with pytest.raises(UserError, match="written by another config"):
         resume_source(tmp_path, tiny_config(epochs=1, save_checkpoints=True, seed=7).key())
 
+
+def _interrupt(run_dir: Path) -> None:
+    """Leave a finished run as a kill after its last checkpoint would: the checkpoints, no run files."""
+    for path in run_dir.iterdir():
+        if path.name != "checkpoints":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
@@ -151,11 +160,10 @@ def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
     run_training(tiny_config(method="lora", epochs=1, save_checkpoints=True), tmp_path, progress=False)
     for folder in (tmp_path / "checkpoints" / "last", tmp_path / "checkpoints" / "best"):
         shutil.copy(folder / "random_states_0.pkl", folder / "random_states_1.pkl")
-        for path in folder.glob("custom_checkpoint_*.pkl"):
-            state = torch.load(path, weights_only=False)
-            if isinstance(state, dict) and "run_key" in state:
-                torch.save({**state, "num_processes": 2}, path)
-    before = (tmp_path / "metrics.json").read_bytes()
+        position = json.loads((folder / "checkpoint.json").read_text())["position"]
+        write_manifest(folder, "checkpoint.json", {"position": {**position, "num_processes": 2}})
+    _interrupt(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
     code = main(["train", "--task", "sst2", "--family", "bert", "--method", "lora", "--tiny", "--device", "cpu",
                  "--epochs", "1", "--batch-size", "4", "--learning-rate", "1e-3", "--data-dir", str(DATA / "sst2"),
                  "--save-checkpoints", "--resume", "--quiet", "--out", str(tmp_path)])
@@ -163,4 +171,4 @@ def test_resume_on_another_number_of_processes_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert (f"{tmp_path / 'checkpoints' / 'last'} was written by 2 training process(es), this run has 1: resume "
             "with `accelerate launch --num_processes 2`") in err
-    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert sorted(tmp_path.rglob("*")) == before

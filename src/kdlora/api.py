@@ -18,13 +18,14 @@ from kdlora.methods import baseline
 def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str | None = None, family: str | None = None,
               model: str | Path | None = None, train_file: str | Path | None = None,
               validation_file: str | Path | None = None, text_columns: str | Sequence[str] | None = None,
-              label_column: str | None = None, progress: bool = False, **settings):
+              label_column: str | None = None, progress: bool = False, overwrite: bool = False, **settings):
     """Train one run (FFT, LoRA or KD-LoRA) into `out_dir`; returns its `TrainResult` (the fields of
     `metrics.json`, readable as `result.score` or `result["score"]`).
 
     Name a built-in `task` and `family`, or bring your own: `model` (hub name or folder) and a task from files
     (`train_file`, `validation_file`, `text_columns`, `label_column`). Any other `kdlora train` setting goes in
-    `settings`: `student="derive:3"`, `teacher="runs/fft"`, `epochs=2`, `test_file=...`. Writes `out_dir`.
+    `settings`: `student="derive:3"`, `teacher="runs/fft"`, `epochs=2`, `test_file=...`. Writes `out_dir`; a
+    finished run there is a UserError unless `overwrite`.
     """
     from kdlora.config import TrainConfig
     from kdlora.rundir import fill_defaults
@@ -36,7 +37,7 @@ def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str |
                  validation_file=validation_file, text_columns=text_columns, label_column=label_column, **settings)
     values = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
     fill_defaults(values)
-    return run_training(TrainConfig.from_dict(values), out_dir, progress=progress)
+    return run_training(TrainConfig.from_dict(values), out_dir, progress=progress, overwrite=overwrite)
 
 
 def bench_pair(model: str | Path | None = None, student: str | Path | None = None, *,

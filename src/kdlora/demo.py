@@ -49,7 +49,9 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
                                  precision=precision)
             if progress:
                 print(f"[demo] seed {seed}: {method} ...", flush=True)
-            result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress).to_dict()
+            # the demo's own folders: a demo run again replaces them
+            result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress,
+                                  overwrite=True).to_dict()
             result["run_dir"] = str(out / "runs" / f"seed{seed}" / method)
             runs[method].append(result)
             if progress:

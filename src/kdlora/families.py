@@ -138,6 +138,18 @@ def get_family(name: str) -> Family:
         raise UserError(f"unknown family {name!r} (known: {', '.join(FAMILIES)})") from None
 
 
+def weights_folders() -> set[Path]:
+    """The folders of the weights packages the registered families name that are installed: the only local folders
+    outside itself a run folder may name (as an adapter's base)."""
+    folders = set()
+    for architecture in {a for f in FAMILIES.values() for a in (f.teacher, f.student) if a.weights_package}:
+        try:
+            folders.add(Path(architecture.weights_path()).resolve())
+        except UserError:  # not installed
+            continue
+    return folders
+
+
 def config_path(source: str, flag: str = "--model") -> str:
     """The config.json of a folder, a config.json file, or a hub name (from the local cache or the hub)."""
     path = Path(source)

@@ -142,30 +142,44 @@ def read_manifest(folder: str | Path, name: str, what: str) -> dict:
     return manifest
 
 
-def verify(folder: str | Path, name: str, what: str, older_ok: bool = True) -> dict:
+def verify(folder: str | Path, name: str, what: str, older_ok: bool = True, hint: str = DAMAGED_HINT) -> dict:
     """The manifest `folder/name` after checking every file it lists: a UserError names the first file missing,
-    truncated (smaller than written) or changed (another size or sha256). Returns the manifest. `older_ok`: a
-    manifest without `files` was written before kdlora kept them (else it is damaged)."""
+    truncated (smaller than written) or changed (another size or sha256), or outside the folder. Returns the
+    manifest. `older_ok`: a manifest without `files` was written before kdlora kept them (else it is damaged).
+    `hint`: what the error tells the user to do."""
     folder = Path(folder)
     manifest = read_manifest(folder, name, what)
     files = manifest.get("files")
     if files is None and not older_ok:
-        raise UserError(f"{folder / name}: no list of files in it; the {what} is damaged: {DAMAGED_HINT}")
+        raise UserError(f"{folder / name}: no list of files in it; the {what} is damaged: {hint}")
     if files is None:
         print(f"note: {folder} was saved without a file manifest (by an older kdlora): not verified", file=sys.stderr)
         return manifest
     version = manifest.get("manifest_version")
     if version != MANIFEST_VERSION or not isinstance(files, dict):
         raise UserError(f"{folder / name}: a manifest of another version ({version!r}; this kdlora reads "
-                        f"{MANIFEST_VERSION}): {DAMAGED_HINT}")
+                        f"{MANIFEST_VERSION}): {hint}")
     if manifest.get("manifest_sha256") != _own_digest(manifest):
         raise UserError(f"{folder / name}: changed since it was written (its sha256 differs); the {what} is "
-                        f"damaged: {DAMAGED_HINT}")
+                        f"damaged: {hint}")
     for relative, expected in files.items():
-        problem = _damage(folder / relative, expected)
+        problem = _damage(inside(folder, relative, f"{folder / name} lists"), expected)
         if problem:
-            raise UserError(f"{folder / relative}: {problem}; the {what} is damaged: {DAMAGED_HINT}")
+            raise UserError(f"{folder / relative}: {problem}; the {what} is damaged: {hint}")
     return manifest
+
+
+def inside(folder: str | Path, relative, named_by: str) -> Path:
+    """`folder/relative` when it stays inside `folder`: a relative path without `..` whose every part (a link
+    included) resolves under it; else a UserError saying `named_by` (e.g. "RUN/run.json lists") names a path
+    outside. A folder may come from anyone: what it names must not reach the rest of the disk."""
+    folder = Path(folder)
+    path = Path(str(relative)) if isinstance(relative, str) and relative else None
+    if path is None or path.is_absolute() or ".." in path.parts or \
+            not (folder / path).resolve().is_relative_to(folder.resolve()):
+        raise UserError(f"{named_by} {relative!r}, a path outside {folder}: a folder may only name its own files; "
+                        "nothing was loaded")
+    return folder / path
 
 
 def _damage(path: Path, expected) -> str | None:

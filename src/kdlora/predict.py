@@ -93,6 +93,8 @@ def read_export_info(folder: str | Path, verify: bool = True) -> dict:
         if not isinstance(info.get(key), kind):
             raise UserError(f"{folder / EXPORT_INFO}: no {key} in it; the {EXPORTED} is damaged: export the run "
                             "again")
+    if "model_file" in info:  # the one file export.json names that a predictor opens by that name
+        files.inside(folder, info["model_file"], f"{folder / EXPORT_INFO} names model_file")
     return info
 
 

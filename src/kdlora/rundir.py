@@ -3,8 +3,8 @@ metrics, tokenizer and model — each reader checks the folder is whole first (`
 
 Layout written by `kdlora train`:
     metrics.json   status, task metrics, sizes, timings, the full config
-    run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base": hub name, folder or
-                   "base", "num_labels"}, and the manifest of every other file (size, sha256; see `kdlora.files`)
+    run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base", "num_labels"}, and the
+                   manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with
     model/         FFT: the whole fine-tuned model (safetensors)
     adapter/       LoRA methods: the PEFT adapter (save_pretrained), head included, and the tokenizer; its
@@ -14,12 +14,18 @@ Layout written by `kdlora train`:
 
 A collapsed run that kept no model has kind "none". Loading a damaged file with --no-verify is still one
 UserError naming the folder, never a traceback.
+
+A run folder may come from anyone: it names nothing outside itself. Every file its manifest lists, and each folder
+above that is read, resolves inside it; an adapter's `base` is "base" (the folder's own `base/`), a model hub name
+(never a folder of the working directory), or the folder of a weights package kdlora installs (MiniLM's); a run
+trained on any other local folder keeps its base weights in `base/`. Anything else is one UserError.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -27,6 +33,7 @@ from kdlora.config import TrainConfig
 from kdlora.errors import UserError
 from kdlora.families import model_label
 from kdlora.files import (
+    inside,
     read_json,
     read_manifest,
     staged_output,
@@ -95,7 +102,7 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 def load_tokenizer(run_dir: str | Path):
     from transformers import AutoTokenizer
 
-    path = Path(run_dir) / "tokenizer"
+    path = inside(run_dir, "tokenizer", f"{run_dir} holds")
     with unreadable_is_damage(path, "tokenizer"):
         return AutoTokenizer.from_pretrained(str(path))
 
@@ -111,14 +118,16 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
     if kind == "none":
         raise UserError(f"{run_dir}: the run collapsed and kept no model (see its metrics.json)")
     if kind == "full":
-        with unreadable_is_damage(run_dir / "model", "model"):
-            return AutoModelForSequenceClassification.from_pretrained(str(run_dir / "model")).eval()
+        folder = inside(run_dir, "model", f"{run_dir} holds")
+        with unreadable_is_damage(folder, "model"):
+            return AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
     if kind != "adapter" or not isinstance(info.get("num_labels"), int):
         raise UserError(f"{run_dir / MANIFEST}: not a kdlora run.json (kind {kind!r}); re-run it")
     from peft import PeftModel
 
     local = info.get("base") == "base"
-    base_path = str(run_dir / "base") if local else str(info.get("base"))
+    base_path = base_source(run_dir, info)
+    adapter = inside(run_dir, "adapter", f"{run_dir} holds")
     try:
         # the adapter carries the trained head: the base's new one is expected
         with unreadable_is_damage(Path(base_path), "adapter's base model"), new_head_expected():
@@ -128,10 +137,31 @@ def load_model(run_dir: str | Path, merged: bool = False, info: dict | None = No
         if local:
             raise
         raise UserError(f"{run_dir}: cannot load the adapter's base model {base_path}") from None
-    with unreadable_is_damage(run_dir / "adapter", "adapter"), warnings.catch_warnings():
+    with unreadable_is_damage(adapter, "adapter"), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PEFT asks transformers a deprecated question on loading
-        model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+        model = PeftModel.from_pretrained(base, str(adapter))
         return (model.merge_and_unload() if merged else model).eval()
+
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""A model hub repository id: `name` or `owner/name`."""
+
+
+def base_source(run_dir: str | Path, info: dict) -> str:
+    """What an adapter run's base weights load from: its own `base/`, a hub name, or a weights package's folder
+    (see the module docstring); a UserError for any other path run.json names."""
+    from kdlora.families import weights_folders
+
+    run_dir, base = Path(run_dir), info.get("base")
+    if base == "base":
+        return str(inside(run_dir, "base", f"{run_dir} holds"))
+    if isinstance(base, str) and Path(base).is_absolute() and Path(base).resolve() in weights_folders():
+        return base
+    if isinstance(base, str) and HUB_NAME.fullmatch(base) and ".." not in base and not Path(base).exists():
+        return base
+    raise UserError(f"{run_dir / MANIFEST}: base {base!r} is not the run's own base/ or a model hub name (a folder "
+                    "outside the run, or a name a folder here shadows): a run folder may only name its own files; "
+                    "nothing was loaded")
 
 
 def _labels(info: dict) -> dict:

@@ -3,6 +3,12 @@
 Only the sweep driver writes (executors hand results back to it), each write is one transaction, and the file is
 in WAL mode so `kdlora runs` can read while a sweep writes. A locked or corrupt file is a UserError naming it.
 
+Several sweeps may share a store: a sweep `claim`s each run before it starts it, in one transaction that writes a
+lease (the claimant and its heartbeat, `kdlora.lease`) beside the run, and a run is claimed only when no live
+claimant holds it and no other process finished it since this sweep looked. `finish` records the result and drops
+the lease only while the lease is still the finisher's. The `leases` table is created on first use, so stores of
+older kdloras need no upgrade.
+
 Schema versions: 2 added `flags` (e.g. `constant_predictions`: a done run whose dev predictions are one class).
 A version-1 store is upgraded when opened: the column is added, and runs that version 1 marked `collapsed` for
 constant dev predictions become `done` with that flag, which is what they are. A store from a newer kdlora is
@@ -20,12 +26,14 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.lease import is_dead
 
 DEFAULT_DB = "kdlora-results.db"
 """Where the store lives unless `--db` or the KDLORA_DB environment variable says otherwise."""
@@ -66,6 +74,10 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_LEASES = """CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL,
+                                               pid INTEGER NOT NULL, heartbeat REAL NOT NULL)"""
+CLAIMED, HELD, FINISHED = "claimed", "held", "finished"
+"""What `Store.claim` found: the run is now the claimant's; a live claimant holds it; another process finished it."""
 
 
 def default_db_path() -> str:
@@ -188,6 +200,8 @@ class Store:
                                            (str(SCHEMA_VERSION),))
                 elif existing:
                     self._upgrade()
+                if not readonly:
+                    self._conn.execute(_LEASES)
         except BaseException:
             self._conn.close()  # leaves no -wal / -shm file beside a database it refused
             raise
@@ -282,26 +296,73 @@ class Store:
 
     def start(self, key: str, kind: str, label: str, config: dict, out_dir: str | None = None,
               fields: dict | None = None) -> None:
-        """Record that run `key` is starting: status running, attempts + 1 (inserted if new)."""
-        fields = fields or {}
-        stamp = now()
+        """Record that run `key` is starting: status running, attempts + 1 (inserted if new). Unclaimed: see
+        `claim` for a store that several processes share."""
         with self._guard(), self._transaction():
-            self._conn.execute(
-                """INSERT INTO runs (key, kind, status, label, task, family, method, rank, seed, out_dir, config,
-                                     attempts, created_at, started_at)
-                   VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
-                   ON CONFLICT(key) DO UPDATE SET status='running', reason=NULL, attempts=attempts+1,
-                       started_at=excluded.started_at, finished_at=NULL, out_dir=excluded.out_dir""",
-                (key, kind, label, fields.get("task"), fields.get("family"), fields.get("method"),
-                 fields.get("rank"), fields.get("seed"), out_dir, _dump(config), stamp, stamp))
+            self._start(key, kind, label, config, out_dir, fields or {})
 
-    def finish(self, key: str, result: dict) -> str:
-        """Record a run's result (status from result["status"], default done); returns the status stored."""
+    def _start(self, key: str, kind: str, label: str, config: dict, out_dir: str | None, fields: dict) -> None:
+        stamp = now()
+        self._conn.execute(
+            """INSERT INTO runs (key, kind, status, label, task, family, method, rank, seed, out_dir, config,
+                                 attempts, created_at, started_at)
+               VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+               ON CONFLICT(key) DO UPDATE SET status='running', reason=NULL, attempts=attempts+1,
+                   started_at=excluded.started_at, finished_at=NULL, out_dir=excluded.out_dir""",
+            (key, kind, label, fields.get("task"), fields.get("family"), fields.get("method"),
+             fields.get("rank"), fields.get("seed"), out_dir, _dump(config), stamp, stamp))
+
+    def claim(self, key: str, kind: str, label: str, config: dict, out_dir: str | None, fields: dict | None,
+              claimant, seen: tuple[int, str] | None) -> str:
+        """Claim run `key` for `claimant` (a `kdlora.lease.Claimant`) in one transaction: HELD while another
+        live claimant holds it; FINISHED when it is not running and has changed since this process saw it (`seen`,
+        its (attempts, status) from `looks`, None when absent): another process ran it to the end; else CLAIMED:
+        started as `start` does, with a lease that `finish` drops (a dead claimant's lease is taken over)."""
+        with self._guard(), self._transaction():
+            lease = self._conn.execute("SELECT owner, host, pid, heartbeat FROM leases WHERE key = ?",
+                                       (key,)).fetchone()
+            if lease is not None and lease["owner"] != claimant.owner and not is_dead(dict(lease),
+                                                                                      lease["heartbeat"]):
+                return HELD
+            run = self._conn.execute("SELECT status, attempts FROM runs WHERE key = ?", (key,)).fetchone()
+            if run is not None and run["status"] != "running" and (run["attempts"], run["status"]) != seen:
+                return FINISHED
+            self._start(key, kind, label, config, out_dir, fields or {})
+            self._conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
+                               (key, claimant.owner, claimant.host, claimant.pid, time.time()))
+        return CLAIMED
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's write lock for the block: what several processes must decide one at a time (a search
+        choosing its next trial) is decided inside it; other processes' writes wait up to BUSY_TIMEOUT_S."""
+        with self._guard(), self._transaction():
+            yield
+
+    def beat(self, owner: str) -> None:
+        """Renew the heartbeat of every lease `owner` holds."""
+        with self._guard(), self._transaction():
+            self._conn.execute("UPDATE leases SET heartbeat = ? WHERE owner = ?", (time.time(), owner))
+
+    def release(self, owner: str) -> None:
+        """Drop every lease `owner` still holds (its runs stay `running`: the next sweep takes them at once)."""
+        with self._guard(), self._transaction():
+            self._conn.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+
+    def finish(self, key: str, result: dict, owner: str | None = None) -> str | None:
+        """Record a run's result (status from result["status"], default done); returns the status stored. With
+        `owner`, only while its lease on the run holds (then dropped): None when another claimant took the run
+        over (this one's heartbeat lapsed), and nothing is written."""
         status = result.get("status") or "done"
         if status not in STATUSES or status == "running":
             status, result = "failed", {**result, "reason": f"backend returned status {status!r}"}
         columns = split_result(result)
         with self._guard(), self._transaction():
+            if owner is not None:
+                lease = self._conn.execute("SELECT owner FROM leases WHERE key = ?", (key,)).fetchone()
+                if lease is None or lease["owner"] != owner:
+                    return None
+                self._conn.execute("DELETE FROM leases WHERE key = ?", (key,))
             updated = self._conn.execute(
                 f"""UPDATE runs SET status=?, reason=?, finished_at=?,
                         {", ".join(f"{c}=?" for c in columns)} WHERE key=?""",
@@ -340,6 +401,12 @@ class Store:
         with self._guard():
             rows = self._conn.execute("SELECT key, status, flags FROM runs").fetchall()
         return {key: _read_status(status, flags) for key, status, flags in rows}
+
+    def looks(self) -> dict[str, tuple[int, str]]:
+        """Every run's (attempts, status), by key: what a later `claim` compares with."""
+        with self._guard():
+            return {key: (attempts, status) for key, attempts, status in
+                    self._conn.execute("SELECT key, attempts, status FROM runs").fetchall()}
 
 
 def _dump(value) -> str | None:

@@ -48,19 +48,25 @@ def run(args) -> int:
 
 
 def _search(args, experiment):
-    """`--search optuna`: the search with the executor and options of `args`, into `args.db`, after checking them
-    and the experiment's data (a refused search leaves no store or study behind); returns its summary."""
+    """`--search optuna`: the search with the executor and options of `args`, into `args.db`, after checking them,
+    the search space and the experiment's data (a refused search leaves no store or study behind); returns its
+    summary."""
     from kdlora.errors import UserError
     from kdlora.store import writable_store
     from kdlora.sweep.backends import get_backends
     from kdlora.sweep.driver import check_data
     from kdlora.sweep.executors import local_jobs, make_executor
-    from kdlora.sweep.search import run_search
+    from kdlora.sweep.search import check_space, run_search
+    from kdlora.trial import optuna_module
 
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
+    if experiment.train is None or experiment.search is None:
+        raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
+    optuna_module()
     backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    check_space(experiment, backends)
     check_data(experiment, backends)
     with writable_store(args.db) as store:
         summary = run_search(experiment, store, executor, backends, args.trials, args.search_seed, args.prune,

@@ -34,6 +34,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the finished run in --out (its files and checkpoints); without it, a finished "
+                             "run there is an error")
     add_no_verify_argument(parser)
     # the run's own settings, then every registered method's (a plug-in's too): one flag each
     add_settings_arguments(parser, RunSettings, *settings_classes(), keep_defaults=False,
@@ -91,7 +94,7 @@ def run(args) -> int:
         if key not in values:
             raise UserError(f"--{key} is required")
     result = run_training(TrainConfig.from_dict(values), args.out, progress=not args.quiet, verify=args.verify,
-                          resume=args.resume)
+                          resume=args.resume, overwrite=args.overwrite)
     metric_text = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['status']}: {result['task']} {result['family']} {result['method']}: {metric_text or 'no metrics'}"
           f" | {result['train_seconds']:.1f} s | {result['trainable_params']:,} of {result['total_params']:,} "

@@ -9,21 +9,31 @@ before it trains: a data mistake is one error then, not a failed run after the f
 store: executors hand results back. A sweep killed mid-run leaves that run `running`;
 the next sweep of the same experiment reruns it (from its last checkpoint when it saved checkpoints) and keeps every
 finished run as it is.
+
+Several sweeps may run on one store at once (on one machine or on several sharing the store and the run folders):
+the driver claims each run in the store before it starts it (`Store.claim`, a lease renewed by a heartbeat while
+this sweep lives), passes over runs another live sweep holds, counts those another sweep finished, and waits for
+them when nothing else can start. A run whose sweep died (heartbeat older than `kdlora.lease.TIMEOUT_S`, or its
+process gone on this machine) is claimed again and resumed. Each sweep owns the run folders it claims: before an
+attempt it removes a previous attempt's files but its checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdlora.data.file_tasks import FILE_SETTINGS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
+from kdlora.lease import Claimant, Heartbeat
 from kdlora.rundir import check_run
-from kdlora.store import Store
+from kdlora.store import CLAIMED, FINISHED, HELD, Store
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.expand import RunSpec, expand
 from kdlora.train.checkpoint import CHECKPOINTS
@@ -40,22 +50,30 @@ class SweepSummary:
     """Failed earlier and not rerun (pass --rerun-failed)."""
     ran: dict = field(default_factory=dict)
     """Status of each run executed now, by key."""
+    elsewhere: dict = field(default_factory=dict)
+    """Status of each run another sweep on the store finished while this one ran, by key."""
     keys: list = field(default_factory=list)
     """Every key of the experiment, in order."""
 
     def line(self) -> str:
-        counts = {}
-        for status in self.ran.values():
-            counts[status] = counts.get(status, 0) + 1
-        ran = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
-        text = f"{self.total} runs: ran {len(self.ran)} ({ran}), {self.skipped} already done"
+        text = f"{self.total} runs: ran {len(self.ran)} ({_counts(self.ran)}), {self.skipped} already done"
+        if self.elsewhere:
+            text += f", {len(self.elsewhere)} run by another sweep ({_counts(self.elsewhere)})"
         if self.failed_kept:
             text += f", {self.failed_kept} failed earlier (not rerun; pass --rerun-failed)"
         return text
 
     @property
     def ok(self) -> bool:
-        return all(status in ("done", "collapsed") for status in self.ran.values()) and not self.failed_kept
+        finished = [*self.ran.values(), *self.elsewhere.values()]
+        return all(status in ("done", "collapsed") for status in finished) and not self.failed_kept
+
+
+def _counts(statuses: dict) -> str:
+    counts = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
 
 
 def runs_dir_for(db_path: str | Path) -> Path:
@@ -70,7 +88,13 @@ def run_folder(runs_dir: str | Path, spec: RunSpec) -> Path:
 
 
 class Driver:
-    """The executors' view of a sweep: it resolves teachers and alone writes the store."""
+    """The executors' view of a sweep: it claims runs in the store, resolves teachers, and alone writes the store.
+
+    An executor takes runs with `claim_next`, hands each result to `finish`, and calls `wait` when it can start
+    nothing and runs nothing (other sweeps hold what remains)."""
+
+    POLL_S = 0.5
+    """How often a sweep with nothing to start looks again at the runs other sweeps hold."""
 
     def __init__(self, store: Store, specs: list[RunSpec], runs_dir: Path, progress_bar=None):
         self.store = store
@@ -78,15 +102,79 @@ class Driver:
         self.runs_dir = Path(runs_dir)
         self.bar = progress_bar
         self.ran: dict[str, str] = {}
+        self.elsewhere: dict[str, str] = {}
+        self.finished: set[str] = set()
+        """Keys of this sweep's runs that ended, here or in another sweep."""
+        self.held: set[str] = set()
+        """Keys another live sweep held at the last look."""
         self.teachers: dict[str, dict] = {}
         """The teacher each prepared distilling run got (selection, key, score, candidates), by its key."""
+        self.claimant = Claimant.this_process()
+        looks = store.looks()
+        self.seen = {key: looks.get(key) for key in self.by_key}
+        """Each run's (attempts, status) when this sweep looked: changed, and not running, means another sweep ran
+        it to the end."""
+
+    @contextlib.contextmanager
+    def holding(self):
+        """While the executor runs: renew this sweep's leases; at the end drop those left (an interrupted run's)."""
+        beats = Heartbeat(lambda: _beat(self.store.path, self.claimant.owner))
+        try:
+            with beats:
+                yield self
+        finally:
+            self.store.release(self.claimant.owner)
 
     def out_dir(self, spec: RunSpec) -> Path:
         return run_folder(self.runs_dir, spec)
 
-    def prepare(self, spec: RunSpec) -> tuple[dict | None, dict | None]:
+    def ready(self, spec: RunSpec) -> bool:
+        """Whether every run `spec` needs that this sweep has to run has ended (here or elsewhere)."""
+        return all(key not in self.by_key or key in self.finished for key in spec.needs)
+
+    def claim_next(self, waiting: list[RunSpec], may_start=lambda spec: True) -> tuple[RunSpec, dict] | None:
+        """The first run of `waiting` that is ready and that this sweep could claim, removed from `waiting`, with
+        the config to run it with; None when there is none now, or when the first ready one may not start yet
+        (`may_start(spec)` False: nothing passes it). Runs found finished elsewhere leave `waiting`, and a run whose
+        teacher did not end done is recorded failed, as it goes."""
+        self.held = set()
+        for spec in list(waiting):
+            if not self.ready(spec):
+                continue
+            if not may_start(spec):
+                return None
+            state = self.store.claim(spec.key, spec.kind, spec.label, spec.config, str(self.out_dir(spec)),
+                                     spec.fields, self.claimant, self.seen[spec.key])
+            if state == HELD:
+                self.held.add(spec.key)
+                continue
+            waiting.remove(spec)
+            if state == FINISHED:
+                self._finished_elsewhere(spec)
+                continue
+            assert state == CLAIMED
+            config, failure = self._prepare(spec)
+            if failure is not None:
+                self.finish(spec, failure)
+                continue
+            return spec, config
+        return None
+
+    def wait(self) -> None:
+        """Nothing can start and nothing of this sweep runs: wait for the runs other sweeps hold."""
+        if not self.held:
+            raise RuntimeError("sweep: no run can start, and no other sweep holds one")
+        time.sleep(self.POLL_S)
+
+    def _finished_elsewhere(self, spec: RunSpec) -> None:
+        run = self.store.get(spec.key)
+        self.elsewhere[spec.key] = run.status if run else "missing"
+        self.finished.add(spec.key)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _prepare(self, spec: RunSpec) -> tuple[dict | None, dict | None]:
         """(config to run with, None) — or (None, a failed result) when its teacher is not done."""
-        self.store.start(spec.key, spec.kind, spec.label, spec.config, str(self.out_dir(spec)), spec.fields)
         if self.bar is not None:
             self.bar.set_postfix_str(spec.label, refresh=True)
         config = spec.config
@@ -127,13 +215,24 @@ class Driver:
     def finish(self, spec: RunSpec, result: dict) -> None:
         if spec.key in self.teachers:
             result = {**result, "teacher_run": self.teachers.pop(spec.key)}
-        status = self.store.finish(spec.key, result)
+        status = self.store.finish(spec.key, result, self.claimant.owner)
+        self.finished.add(spec.key)
+        if status is None:  # this sweep's heartbeat lapsed and another took the run over: its result stands
+            print(f"sweep: {spec.label}: another sweep took this run over (this one's lease lapsed); its result is "
+                  "not recorded", file=sys.stderr)
+            return
         self.ran[spec.key] = status
         if self.bar is not None:
             self.bar.update(1)
             if status != "done":
                 self.bar.write(f"{spec.label}: {status}" + (f" ({result.get('reason')})" if result.get("reason")
                                                             else ""), file=sys.stderr)
+
+
+def _beat(db_path: Path, owner: str) -> None:
+    """One heartbeat for `owner`'s leases, through a connection of the heartbeat's own thread."""
+    with Store(db_path) as store:
+        store.beat(owner)
 
 
 def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends, runs_dir: str | Path | None = None,
@@ -155,11 +254,12 @@ def run_sweep(experiment: Experiment, store: Store, executor, backends: Backends
     bar = _progress_bar(len(pending), experiment.name) if progress and pending else None
     driver = Driver(store, pending, Path(runs_dir or runs_dir_for(store.path)), bar)
     try:
-        executor.run(pending, driver, backends, experiment.resources, progress)
+        with driver.holding():
+            executor.run(pending, driver, backends, experiment.resources, progress)
     finally:
         if bar is not None:
             bar.close()
-    summary.ran = driver.ran
+    summary.ran, summary.elsewhere = driver.ran, driver.elsewhere
     return summary
 
 

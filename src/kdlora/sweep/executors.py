@@ -1,8 +1,9 @@
 """Where runs execute: here, one after another (default) or `--jobs N` train runs at once, or as Ray tasks spread
 over a cluster.
 
-Either way the executor hands each result back to the sweep driver, which alone writes the store; a Ray worker
-never touches the database. Run folders must be reachable from every worker (shared storage on a real cluster):
+Either way the executor takes runs from the sweep driver (`Driver.claim_next`: each run claimed in the store, so
+sweeps sharing it split the work) and hands each result back to it; the driver alone writes the store, and a Ray
+worker never touches the database. Run folders must be reachable from every worker (shared storage on a real cluster):
 a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 """
 
@@ -69,12 +70,16 @@ class LocalExecutor:
         if self.jobs > 1:
             self._run_parallel(specs, driver)
             return
-        for spec in specs:
-            config, failure = driver.prepare(spec)
+        waiting = list(specs)
+        while waiting:
+            taken = driver.claim_next(waiting)
+            if taken is None:
+                if waiting:  # (a run recorded failed before it started may have been the last)
+                    driver.wait()
+                continue
+            spec, config = taken
             out_dir = str(driver.out_dir(spec))
-            if failure is not None:
-                result = failure
-            elif self.isolate:
+            if self.isolate:
                 result = execute_in_child(spec.kind, config, out_dir, progress)
             else:
                 result = execute(spec.kind, config, out_dir, backends, progress)
@@ -82,37 +87,30 @@ class LocalExecutor:
 
     def _run_parallel(self, specs, driver) -> None:
         cores = available_cores()
-        pending_keys = {s.key for s in specs}
-        finished: set[str] = set()
         waiting, running = list(specs), {}  # running: spec key -> (spec, Child)
         together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
         threads_of: dict[str, int] = {}
+
+        def may_start(spec) -> bool:
+            """Up to `jobs` at once, in order; a bench run waits for the machine to itself, and nothing passes it."""
+            alone = spec.kind == "bench" or any(s.kind == "bench" for s, _ in running.values())
+            return len(running) < self.jobs and not (alone and running)
+
         try:
             while waiting or running:
-                for spec in list(waiting):
-                    if not _ready(spec, pending_keys, finished):
-                        continue
-                    alone = spec.kind == "bench" or any(s.kind == "bench" for s, _ in running.values())
-                    if len(running) >= self.jobs or alone and running:
-                        break  # in order: a bench run waits for the machine to itself, and nothing passes it
-                    waiting.remove(spec)
-                    config = _prepared(driver, spec, finished)
-                    if config is None:
-                        continue
+                while (taken := driver.claim_next(waiting, may_start)) is not None:
+                    spec, config = taken
                     # the cores shared by the train runs that can run now: this one, those running, those ready
-                    ready = sum(s.kind == "train" and _ready(s, pending_keys, finished) for s in waiting)
-                    now = min(self.jobs, len(running) + 1 + ready)
-                    threads = max(1, cores // now)
+                    ready = sum(s.kind == "train" and driver.ready(s) for s in waiting)
+                    threads = max(1, cores // min(self.jobs, len(running) + 1 + ready))
                     env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": str(threads)}
                     running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env)
                     threads_of[spec.key] = threads
                     for key in running:
                         together[key] = max(together.get(key, 1), len(running))
-                    if spec.kind == "bench":
-                        break
                 if not running:
-                    if waiting and not any(_ready(s, pending_keys, finished) for s in waiting):
-                        raise RuntimeError(f"sweep: no run can start ({waiting[0].label} waits on another)")
+                    if waiting:
+                        driver.wait()
                     continue
                 for key, (spec, child) in list(running.items()):
                     if child.poll():
@@ -122,7 +120,6 @@ class LocalExecutor:
                         if spec.kind == "train":
                             result.update(parallel_runs=most, threads=threads)
                         driver.finish(spec, result)
-                        finished.add(spec.key)
                 time.sleep(0.2)
         finally:
             for _, child in running.values():
@@ -161,22 +158,6 @@ def _cpu_quota(cgroups: str | None, root: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-def _ready(spec, pending_keys: set, finished: set) -> bool:
-    """Whether every run `spec` needs that this sweep runs has finished."""
-    return all(k not in pending_keys or k in finished for k in spec.needs)
-
-
-def _prepared(driver, spec, finished: set) -> dict | None:
-    """The config to run `spec` with, or None when it failed before starting (its teacher is not done): then its
-    failure is recorded and it counts as finished."""
-    config, failure = driver.prepare(spec)
-    if failure is not None:
-        driver.finish(spec, failure)
-        finished.add(spec.key)
-        return None
-    return config
 
 
 class Child:
@@ -283,25 +264,22 @@ class RayExecutor:
         # max_calls=1: a fresh worker process per run, so each run's peak memory is its own
         remote = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0,
                             max_calls=1)(execute)
-        pending_keys = {s.key for s in specs}
-        finished: set[str] = set()
-        waiting = list(specs)
-        in_flight = {}
+        waiting, in_flight = list(specs), {}
         try:
             while waiting or in_flight:
-                for spec in [s for s in waiting if _ready(s, pending_keys, finished)]:
-                    waiting.remove(spec)
-                    config = _prepared(driver, spec, finished)
-                    if config is None:
-                        continue
+                while (taken := driver.claim_next(waiting)) is not None:
+                    spec, config = taken
                     # per task: a search's trial changes between sweeps of one Ray session
                     searching = TRIAL_ENV in os.environ
                     task = remote.options(runtime_env={"env_vars": self._env()}) if searching else remote
                     ref = task.remote(spec.kind, config, str(driver.out_dir(spec)), backends, False)
                     in_flight[ref] = spec
                 if not in_flight:
+                    if waiting:
+                        driver.wait()
                     continue
-                done, _ = ray.wait(list(in_flight), num_returns=1)
+                # a timeout: runs other sweeps hold may end, and what waits on them may start
+                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=driver.POLL_S if waiting else None)
                 for ref in done:
                     spec = in_flight.pop(ref)
                     try:
@@ -309,7 +287,6 @@ class RayExecutor:
                     except ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost)
                         result = {"status": "failed", "reason": f"Ray task failed: {str(exc).splitlines()[0]}"}
                     driver.finish(spec, result)
-                    finished.add(spec.key)
         except BaseException:
             for ref in in_flight:
                 ray.cancel(ref, force=True)

@@ -15,25 +15,33 @@ A trial's settings apply to the grid's LoRA methods (FFT stays as `[train]` says
 is trained once), or to FFT when it is the only method; its objective is the mean dev score of those runs. The
 study lives in SQLite beside the results store (`<db name>-search.db`): a killed search, run again, marks the trial
 it was in as interrupted, runs that trial's settings again (its run resumes from the store like a sweep's) and goes
-on until N trials have finished. The sampler (TPE) is seeded from `--search-seed` and each trial's position among
-the finished trials, so a resumed search picks what an uninterrupted one would have. Pruning (Optuna's median rule)
-reads each searched run's dev evaluations (`eval_steps` and every epoch's end) while it trains, run by run
-(`kdlora.trial`): with several searched runs (methods, seeds), run i of a trial is compared with run i of earlier
-trials, and once one run of a trial is pruned its later runs stop at their first evaluation. A pruned run stops like
-an early-stopped one, keeps its best state, and is stored done with the flag `pruned` (read back as status `pruned`:
-it stands for no full run).
+on until N trials have finished. Several searches may work on one study at once: each trial records its search
+(`kdlora.lease.Claimant`) and a heartbeat, only a trial whose search is dead is marked interrupted and re-queued,
+and the next trial is chosen under the results store's lock, so that together they finish N trials. A searched
+value no run can take (AdaLoRA's `rank = [2, 8]` against its `target_rank` 4) is refused before the study starts;
+a trial whose settings fail their checks in combination is recorded failed with the reason, and the search goes on.
+The sampler (TPE) is seeded from `--search-seed` and each trial's position among the finished trials, so a resumed
+search picks what an uninterrupted one would have. Pruning (Optuna's median rule) reads each searched run's dev
+evaluations (`eval_steps` and every epoch's end) while it trains, run by run (`kdlora.trial`): with several searched
+runs (methods, seeds), run i of a trial is compared with run i of earlier trials, and once one run of a trial is
+pruned its later runs stop at their first evaluation. A pruned run stops like an early-stopped one, keeps its best
+state, and is stored done with the flag `pruned` (read back as status `pruned`: it stands for no full run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.lease import Claimant, Heartbeat, is_dead
 from kdlora.methods import baseline
 from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
 from kdlora.sweep.expand import expand
@@ -73,17 +81,25 @@ def study_name(experiment, space: tuple, seed: int) -> str:
     return f"{experiment.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
 
 
+def _dead(trial) -> bool:
+    """Whether a `RUNNING` trial's search has died (`kdlora.lease`); a trial of an older kdlora names none: dead."""
+    claimant = trial.user_attrs.get("claimant")
+    return not isinstance(claimant, dict) or is_dead(claimant, float(trial.user_attrs.get("heartbeat", 0)))
+
+
 def _interrupted(trial) -> bool:
-    """A trial that never told its outcome: killed (still `RUNNING`) or failed by an exception mid-run."""
+    """A trial that never told its outcome: its search died (still `RUNNING`), or it was marked failed for that."""
     from optuna.trial import TrialState
 
-    return trial.state in (TrialState.RUNNING, TrialState.FAIL) and not trial.user_attrs.get("finished")
+    if trial.user_attrs.get("finished"):
+        return False
+    return trial.state == TrialState.FAIL or trial.state == TrialState.RUNNING and _dead(trial)
 
 
 def _finished(trials) -> list:
     from optuna.trial import TrialState
 
-    return [t for t in trials if t.state != TrialState.WAITING and not _interrupted(t)]
+    return [t for t in trials if t.state not in (TrialState.WAITING, TrialState.RUNNING) and not _interrupted(t)]
 
 
 def position_seeded_sampler(seed: int):
@@ -144,53 +160,118 @@ def _shown(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+WAIT_S = 1.0
+"""How often a search whose last trials run in other searches looks whether they have ended (or died)."""
+CHECKED_POINTS = 64
+"""The most combinations of the ranges' choices and bounds `check_space` tries up front."""
+
+
 def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
                runs_dir=None, progress: bool = True) -> SearchSummary:
-    """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
+    """Run trials until `trials` have finished (resuming a stored study, beside any other search on it); each
+    trial is a sweep into `store`."""
     if experiment.train is None or experiment.search is None:
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
     optuna = optuna_module()
-    space = experiment.search
+    check_space(experiment, backends)
     storage = f"sqlite:///{study_path(store.path).resolve()}"
-    name = study_name(experiment, space, seed)
+    name = study_name(experiment, experiment.search, seed)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=position_seeded_sampler(seed), pruner=pruner(prune))
-    _requeue_interrupted(study)
-    searched = set(searched_methods(experiment.train))
-    while len(_finished(study.get_trials(deepcopy=False))) < trials:
-        trial = study.ask()
-        point = {r.name: r.suggest(trial) for r in space}
-        trial_exp = trial_experiment(experiment, point)
-        specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched]
+    claimant = Claimant.this_process()
+    while True:
+        with store.exclusive():  # one search at a time counts what is left and takes the next trial
+            _requeue_interrupted(study)
+            now = study.get_trials(deepcopy=False)
+            left = trials - len(_finished(now)) - sum(t.state == optuna.trial.TrialState.RUNNING for t in now)
+            trial = study.ask() if left > 0 else None
+            if trial is not None:
+                trial.set_user_attr("claimant", claimant.to_dict())
+                trial.set_user_attr("heartbeat", time.time())
+        if trial is not None:
+            try:
+                with Heartbeat(lambda trial=trial: trial.set_user_attr("heartbeat", time.time())):
+                    _run_trial(trial, study, experiment, store, executor, backends, prune, runs_dir, progress)
+            except BaseException:  # interrupted (Ctrl-C, an error): marked so, the next search re-queues it at once
+                with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                    study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+                raise
+        elif len(_finished(study.get_trials(deepcopy=False))) >= trials:
+            return _summary(study, trials)
+        else:  # the last trials run in other searches: wait for them to end, or to die and be taken over
+            time.sleep(WAIT_S)
+
+
+def _run_trial(trial, study, experiment, store, executor, backends, prune, runs_dir, progress) -> None:
+    """Run one trial as a sweep and tell the study its outcome: its runs' mean score, pruned, or failed (a run
+    did not finish, or the settings fail their checks: recorded with the reason)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    point = {r.name: r.suggest(trial) for r in experiment.search}
+    settings = " ".join(f"{k}={_shown(v)}" for k, v in point.items())
+    trial_exp = trial_experiment(experiment, point)
+    try:
+        specs = [s for s in expand(trial_exp, backends) if s.fields.get("method") in searched_methods(trial_exp.train)]
+    except UserError as exc:
+        trial.set_user_attr("reason", str(exc))
+        specs, outcome, state, value = [], f"failed (settings: {exc})", TrialState.FAIL, None
+    if specs:
         trial.set_user_attr("run_keys", [s.key for s in specs])
         reporters = [run_folder(runs_dir or runs_dir_for(store.path), s) for s in specs]
-        with reporting_to(trial._trial_id, storage, name, reporters, prune):
+        storage = f"sqlite:///{study_path(store.path).resolve()}"
+        with reporting_to(trial._trial_id, storage, study.study_name, reporters, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]
         scores = [r.metrics["score"] for r in runs
                   if r is not None and r.status == "done" and (r.metrics or {}).get("score") is not None]
-        trial.set_user_attr("finished", True)
-        settings = " ".join(f"{k}={_shown(v)}" for k, v in point.items())
+        value = sum(scores) / len(scores) if len(scores) == len(specs) else None
         if any("pruned" in (r.flags or []) for r in runs if r is not None):
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            outcome = "pruned"
-        elif len(scores) != len(specs):
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            outcome = "failed (a run did not finish: see `kdlora runs`)"
+            outcome, state, value = "pruned", TrialState.PRUNED, None
+        elif value is None:
+            outcome, state = "failed (a run did not finish: see `kdlora runs`)", TrialState.FAIL
         else:
-            study.tell(trial, sum(scores) / len(scores))
-            outcome = f"score {sum(scores) / len(scores):.4f}"
-        print(f"trial {trial.number}: {settings} -> {outcome}", file=sys.stderr)
-    return _summary(study, trials)
+            outcome, state = f"score {value:.4f}", TrialState.COMPLETE
+    trial.set_user_attr("finished", True)
+    try:
+        study.tell(trial, value, state=state)
+    except UpdateFinishedTrialError:  # this search's heartbeat lapsed and another took the trial over
+        outcome = "taken over by another search (this one's heartbeat lapsed): not told"
+    print(f"trial {trial.number}: {settings} -> {outcome}", file=sys.stderr)
+
+
+def check_space(experiment, backends) -> None:
+    """A UserError naming a searched value no run can take: one that fails the run settings' checks in every
+    combination with the other ranges' choices and bounds (tried up to CHECKED_POINTS combinations; a larger
+    space is left to its trials, a failing one recorded failed)."""
+    names = [r.name for r in experiment.search]
+    values = [list(r.choices) if r.choices else [r.low, r.high] for r in experiment.search]
+    points = list(itertools.islice(itertools.product(*values), CHECKED_POINTS + 1))
+    if len(points) > CHECKED_POINTS:
+        return
+    reasons = {}
+    for point in points:
+        try:
+            expand(trial_experiment(experiment, dict(zip(names, point, strict=True))), backends)
+            reasons[point] = None
+        except UserError as exc:
+            reasons[point] = str(exc).removeprefix(f"{experiment.source}: ")
+    for index, name in enumerate(names):
+        for value in values[index]:
+            tried = [reason for point, reason in reasons.items() if point[index] == value]
+            if all(tried):
+                raise UserError(f"{experiment.source}: [search] {name} = {value!r}: no run can take it "
+                                f"({tried[0]}); change the range")
 
 
 def _requeue_interrupted(study) -> None:
-    """Fail each trial a killed search left running, and queue its settings again unless a later trial has them."""
+    """Fail each trial whose search died while it ran (not another live search's), and queue its settings again
+    unless a later trial has them."""
     from optuna.trial import TrialState
 
     all_trials = study.get_trials(deepcopy=False)
     for trial in all_trials:
-        if trial.state == TrialState.RUNNING:
+        if trial.state == TrialState.RUNNING and _dead(trial):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     for trial in all_trials:
         params = trial.params

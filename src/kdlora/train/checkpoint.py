@@ -1,31 +1,51 @@
 """Step checkpoints of one training run: save the last and the best, and find the one to resume from.
 
-    RUN_DIR/checkpoints/best/   accelerate's `save_state` at the best evaluation so far
+    RUN_DIR/checkpoints/best/   the state at the best evaluation so far
     RUN_DIR/checkpoints/last/   the same at the latest evaluation
 
 Each holds the trainable weights only (`model.safetensors`; a resumed run rebuilds the frozen rest and loads these
-non-strictly), the optimiser, the LR scheduler, every RNG state accelerate knows, and `Position`: where in the data
-the run stood and what it had seen (history, best evaluation, patience count). That is enough for a resumed run to
-end exactly as an uninterrupted one, on as many training processes as wrote it (another count is refused). A new
-best is written before `last`, and each folder is written beside its place and renamed into it, so a kill at any
-moment leaves checkpoints that agree: resume from whichever is further along, and take the best weights from `best`.
+non-strictly), the optimiser (`optimizer.bin`), every RNG state accelerate knows (`random_states_<process>.pkl`;
+`scaler.pt` under fp16), the LR schedule and the method's own state (`training_state.pt`), and `checkpoint.json`:
+`Position` (where in the data the run stood and what it had seen: history, best evaluation, patience count) and
+the manifest of the other files. That is enough for a resumed run to end exactly as an uninterrupted one, on as
+many training processes as wrote it (another count is refused). A new best is written before `last`, and each
+folder is written beside its place and renamed into it, so a kill at any moment leaves checkpoints that agree:
+resume from whichever is further along, and take the best weights from `best`.
+
+A run folder may come from anyone, so loading a checkpoint runs no pickle code. Accelerate 1.16's `load_state`
+loads the weights from safetensors and the optimiser, scheduler, sampler, scaler and RNG states with
+`torch.load(weights_only=True)`, but the states registered with `register_for_checkpointing` with
+`weights_only=False`: so kdlora registers none, and saves its own states as JSON (the position) and as plain
+tensors and numbers (`training_state.pt`, read with `weights_only=True`). Before anything is read, every file in
+`checkpoints/` must be one a checkpoint holds and listed in its manifest, whole; anything else (a pickle beside the
+files, a checkpoint of an older kdlora, which pickled its states) is one UserError naming the file.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.files import verify, write_manifest
 
 CHECKPOINTS = "checkpoints"
 """The checkpoints' folder inside a run folder."""
+SLOTS = ("last", "best")
+MANIFEST = "checkpoint.json"
+"""The position and the manifest of the other files, in each checkpoint."""
+STATES = "training_state.pt"
+"""The LR schedule's and the method's state dicts (tensors, numbers, lists): read with weights_only=True."""
+HELD = re.compile(r"model\.safetensors|optimizer\.bin|scaler\.pt|random_states_\d+\.pkl|training_state\.pt")
+"""The files a checkpoint holds besides its manifest: what accelerate's `save_state` writes with nothing
+registered for checkpointing (one model, one optimiser, no prepared scheduler), and kdlora's states."""
 
 
 @dataclass
 class Position:
-    """Where a run stands: registered with accelerate so it is saved and loaded with every checkpoint."""
+    """Where a run stands: saved as JSON in each checkpoint's manifest."""
 
     run_key: str = ""
     """The run's config key: a checkpoint resumes only the run that wrote it."""
@@ -72,8 +92,11 @@ def keep_trainable_only(model, trainable_names: set[str]):
     return hook
 
 
-def save_checkpoint(accelerator, run_dir: str | Path, is_best: bool) -> None:
-    """Save the accelerator's state as `last` (and first as `best` when this evaluation is the best)."""
+def save_checkpoint(accelerator, run_dir: str | Path, is_best: bool, position: Position, states: dict) -> None:
+    """Save the accelerator's state, `states` (name -> object with `state_dict`) and `position` as `last` (and
+    first as `best` when this evaluation is the best)."""
+    import torch
+
     root = checkpoint_dir(run_dir)
     for name in (["best"] if is_best else []) + ["last"]:
         staging = root / f".{name}-partial"
@@ -83,6 +106,8 @@ def save_checkpoint(accelerator, run_dir: str | Path, is_best: bool) -> None:
         accelerator.save_state(str(staging))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            torch.save({key: state.state_dict() for key, state in states.items()}, staging / STATES)
+            write_manifest(staging, MANIFEST, {"position": position.state_dict()})
             target = root / name
             if target.exists():
                 shutil.rmtree(target)
@@ -90,75 +115,118 @@ def save_checkpoint(accelerator, run_dir: str | Path, is_best: bool) -> None:
         accelerator.wait_for_everyone()
 
 
-def damaged(path: Path, exc: Exception) -> UserError:
-    """The one-line error for a checkpoint file that cannot be read (`exc` what reading it raised)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    root = next(p for p in (Path(path), *Path(path).parents) if p.name == CHECKPOINTS)
-    return UserError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {first[:120]}); it is damaged: remove "
-                     f"{root} to start afresh")
+def _fresh_start(run_dir: str | Path) -> str:
+    return f"remove {checkpoint_dir(run_dir)} to start afresh"
 
 
-def _saved_position(folder: Path) -> dict | None:
-    import torch
+def _vouched_position(folder: Path) -> dict:
+    """The position in `folder`'s manifest, once every file there is one a checkpoint holds, listed in the manifest
+    and whole; nothing is unpickled. A UserError names the first file that is not."""
+    fresh = _fresh_start(folder.parent.parent)
+    for path in sorted(folder.iterdir()):
+        if path.name != MANIFEST and not (HELD.fullmatch(path.name) and path.is_file() and not path.is_symlink()):
+            raise UserError(f"{path}: not a file a kdlora checkpoint holds (a pickle put there, or a checkpoint of an "
+                            f"older kdlora, whose pickled states could run code): nothing was loaded; {fresh}")
+    manifest = verify(folder, MANIFEST, "checkpoint", older_ok=False, hint=fresh)
+    unlisted = sorted(p.name for p in folder.iterdir() if p.name != MANIFEST and p.name not in manifest["files"])
+    position = manifest.get("position")
+    if unlisted:
+        raise UserError(f"{folder / unlisted[0]}: not listed in {folder / MANIFEST}: nothing was loaded; {fresh}")
+    if not isinstance(position, dict) or not isinstance(position.get("run_key"), str) or \
+            not isinstance(position.get("step"), int):
+        raise UserError(f"{folder / MANIFEST}: no position of a kdlora run in it; {fresh}")
+    return position
 
-    files = sorted(folder.glob("custom_checkpoint_*.pkl"))
-    if not files:
-        return None
-    for path in files:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # truncated or garbled: torch's errors name no file
-            raise damaged(path, exc) from None
-        if isinstance(state, dict) and "run_key" in state and "step" in state:
-            return state
-    return None
 
-
-def resume_source(run_dir: str | Path, run_key: str, num_processes: int | None = None) -> Path:
-    """The checkpoint to resume from: `last`, or `best` where a kill left it further along. UserError if none, if
-    another config wrote it, or (given `num_processes`) if another number of training processes did."""
+def _checkpoints(run_dir: str | Path) -> list[tuple[dict, Path]]:
+    """(position, folder) of each checkpoint in the run folder, each checked by `_vouched_position`."""
     root = checkpoint_dir(run_dir)
-    found = [(state["step"], folder) for folder in (root / "last", root / "best")
-             if folder.is_dir() and (state := _saved_position(folder)) is not None]
+    return [(_vouched_position(root / name), root / name) for name in SLOTS if (root / name).is_dir()]
+
+
+def _resumable(run_dir: str | Path, run_key: str, num_processes: int | None) -> tuple[dict, Path]:
+    """(position, folder) of the checkpoint to resume from: see `resume_source`."""
+    found = _checkpoints(run_dir)
     if not found:
-        raise UserError(f"--resume: no checkpoint in {root} (train with --save-checkpoints first)")
-    step, folder = max(found, key=lambda item: item[0])
-    saved = _saved_position(folder)
+        raise UserError(f"--resume: no checkpoint in {checkpoint_dir(run_dir)} (train with --save-checkpoints first)")
+    saved, folder = max(found, key=lambda item: item[0]["step"])
     key = saved["run_key"]
     if key != run_key:
         raise UserError(f"--resume: {folder} was written by another config (key {key[:12]}, this run "
                         f"{run_key[:12]}): use the same settings, or a fresh --out")
-    # checkpoints from before Position kept the count: accelerate writes one RNG state file per process
-    written_by = saved.get("num_processes") or max(1, len(list(folder.glob("random_states_*.pkl"))))
+    written_by = saved.get("num_processes", 1)
     if num_processes is not None and written_by != num_processes:
         raise UserError(f"--resume: {folder} was written by {written_by} training process(es), this run has "
                         f"{num_processes}: resume with `accelerate launch --num_processes {written_by}`, or a "
                         "fresh --out")
-    return folder
+    return saved, folder
+
+
+def resume_source(run_dir: str | Path, run_key: str, num_processes: int | None = None) -> Path:
+    """The checkpoint to resume from: `last`, or `best` where a kill left it further along. UserError if none, if
+    a file in either is not one a checkpoint holds, if another config wrote it, or (given `num_processes`) if
+    another number of training processes did."""
+    return _resumable(run_dir, run_key, num_processes)[1]
+
+
+def load_checkpoint(accelerator, run_dir: str | Path, position: Position, states: dict) -> None:
+    """Resume: load the checkpoint `resume_source` picks into the accelerator's model and optimiser, the RNGs,
+    `states` (name -> object with `load_state_dict`) and `position`. Every pickled file is read with
+    weights_only=True, first on its own so that one that is not plain tensors and numbers is a UserError naming it
+    (accelerate would skip an unreadable RNG state without a word)."""
+    from accelerate.utils import load
+
+    saved_position, folder = _resumable(run_dir, position.run_key, accelerator.num_processes)
+    fresh = _fresh_start(run_dir)
+    saved = None
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".bin", ".pkl", ".pt"):
+            try:  # mmap: checking the optimiser's state reads no tensor data
+                state = load(path, map_location="cpu", mmap=path.name != STATES)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"{path}: cannot load ({type(exc).__name__}: {first[:160]}); nothing of it ran; "
+                                f"{fresh}") from None
+            saved = state if path.name == STATES else saved
+    if not isinstance(saved, dict) or set(saved) != set(states):
+        held = ", ".join(sorted(saved)) if isinstance(saved, dict) else "none"
+        raise UserError(f"{folder}: the checkpoint holds the states {held} where this run saves "
+                        f"{', '.join(sorted(states))} (another kdlora wrote it); {fresh}")
+    try:
+        accelerator.load_state(str(folder), strict=False)
+        for key, state in states.items():
+            state.load_state_dict(saved[key])
+    except Exception as exc:  # another model's weights or optimiser: the checkpoint does not fit this run
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{folder}: cannot resume from it ({type(exc).__name__}: {first[:160]}); {fresh}") from None
+    position.load_state_dict(saved_position)
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether a run folder holds a checkpoint a resumed run could start from."""
-    root = checkpoint_dir(run_dir)
-    return any(_saved_position(root / name) is not None for name in ("last", "best") if (root / name).is_dir())
+    """Whether a run folder holds a checkpoint a resumed run could start from (a UserError for a file in one that
+    no checkpoint holds)."""
+    return bool(_checkpoints(run_dir))
 
 
 def best_weights(run_dir: str | Path) -> dict:
-    """The trainable weights saved at the best evaluation (name -> tensor)."""
+    """The trainable weights saved at the best evaluation (name -> tensor), from its checked checkpoint."""
     from safetensors.torch import load_file
 
-    path = checkpoint_dir(run_dir) / "best" / "model.safetensors"
-    if not path.exists():
-        raise UserError(f"--resume: {path} is missing; the best weights cannot be restored")
-    return load_file(str(path))
+    folder = checkpoint_dir(run_dir) / "best"
+    if not folder.is_dir():
+        raise UserError(f"--resume: {folder} is missing; the best weights cannot be restored")
+    _vouched_position(folder)
+    return load_file(str(folder / "model.safetensors"))
 
 
-def best_state(run_dir: str | Path, index: int) -> dict:
-    """The training state registered `index`-th (accelerate's `custom_checkpoint_<index>.pkl`) saved at the best
-    evaluation: a method's own state then (AdaLoRA's rank pattern), which the best weights go with."""
+def best_state(run_dir: str | Path, name: str = "method") -> dict | None:
+    """The state saved as `name` in `training_state.pt` at the best evaluation (the method's own: AdaLoRA's rank
+    pattern, which the best weights go with), read with weights_only=True from its checked checkpoint; None if
+    that checkpoint holds no such state."""
     import torch
 
-    path = checkpoint_dir(run_dir) / "best" / f"custom_checkpoint_{index}.pkl"
-    if not path.exists():
-        raise UserError(f"--resume: {path} is missing; the best state cannot be restored")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    folder = checkpoint_dir(run_dir) / "best"
+    if not folder.is_dir():
+        raise UserError(f"--resume: {folder} is missing; the best state cannot be restored")
+    _vouched_position(folder)
+    return torch.load(folder / STATES, map_location="cpu", weights_only=True).get(name)

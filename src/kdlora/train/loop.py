@@ -18,7 +18,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdlora.errors import UserError
 from kdlora.train import checkpoint, tracking
 
 
@@ -182,26 +181,19 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     schedule = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     at = checkpoint.Position(run_key=config.key(), num_processes=accelerator.num_processes)
-    # the schedule, the position and the method's own state (AdaLoRA's budget), in the order a checkpoint holds them
+    # what a checkpoint holds beside the weights, the optimiser and the RNGs: the schedule and the method's own
+    # state (AdaLoRA's budget); kdlora saves them itself (accelerate would unpickle them with code, see checkpoint)
+    states = {"schedule": schedule}
     method_state = method.checkpointed(accelerator.unwrap_model(model))
-    states = [state for state in (schedule, at, method_state) if state is not None]
-    accelerator.register_for_checkpointing(*states)
+    if method_state is not None:
+        states["method"] = method_state
     accelerator.register_save_state_pre_hook(checkpoint.keep_trainable_only(model, {n for n, _ in trainable}))
     best_state = BestWeights(on_cpu=accelerator.device.type == "cpu")
     if resume:
-        source = checkpoint.resume_source(run_dir, at.run_key, accelerator.num_processes)
-        found = len(list(Path(source).glob("custom_checkpoint_*.pkl")))
-        if found != len(states):  # accelerate would raise; an older kdlora's AdaLoRA checkpoint lacks the budget state
-            raise UserError(f"{source}: the checkpoint holds {found} training states where this run saves "
-                            f"{len(states)} (an older kdlora wrote it); remove {checkpoint.checkpoint_dir(run_dir)} "
-                            "to start afresh")
-        try:
-            accelerator.load_state(str(source), strict=False)
-        except Exception as exc:  # a truncated or garbled file: safetensors' and torch's errors name none
-            raise checkpoint.damaged(source, exc) from None
+        checkpoint.load_checkpoint(accelerator, run_dir, at, states)
         if at.best is not None:
             saved = checkpoint.best_weights(run_dir)
-            kept = checkpoint.best_state(run_dir, states.index(method_state)) if method_state else None
+            kept = checkpoint.best_state(run_dir) if method_state is not None else None
             with outside_measure():
                 best_state.keep([(name, saved[name]) for name, _ in trainable], kept)
     resumed_at = at.step
@@ -226,7 +218,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             at.stale += 1
         if config.save_checkpoints:  # not in the run key: not in its memory figure either
             with outside_measure():
-                checkpoint.save_checkpoint(accelerator, run_dir, is_best)
+                checkpoint.save_checkpoint(accelerator, run_dir, is_best, at, states)
         if should_stop is not None and should_stop(result.score, at.step):
             pruned_at = at.step  # stops as early stopping does: the best state so far is the run's
             return True

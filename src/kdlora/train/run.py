@@ -22,6 +22,7 @@ resume (`cost_covers`).
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -183,10 +184,10 @@ def make_teacher(config, task, train_examples, device, progress: bool):
 
 
 def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, verify: bool = True,
-                      resume: bool = False) -> None:
+                      resume: bool = False, overwrite: bool = False) -> None:
     """Everything that can be checked before data or models load, each failure one UserError: the settings the
-    hardware and the installed extras can run, checkpoints in the way (or missing for `resume`), the output folder,
-    the teacher (given and whole) and the weights package."""
+    hardware and the installed extras can run, a finished run or checkpoints in the way (or missing for `resume`),
+    the output folder, the teacher (given and whole) and the weights package."""
     import torch
 
     from kdlora.files import check_writable
@@ -202,9 +203,15 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     tracking.require_trackers(config.trackers)
     if config.track_energy:
         require_energy()
+    finished = next((name for name in ("metrics.json", "run.json") if (out_dir / name).exists()), None)
+    if resume and overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite replaces it: pass one")
+    if finished and not overwrite:
+        raise UserError(f"{out_dir} holds a finished run ({finished}): pass --overwrite to replace it, or choose "
+                        "a fresh --out" + (" (--resume continues an interrupted run only)" if resume else ""))
     if resume:
         checkpoint.resume_source(out_dir, config.key())
-    elif config.save_checkpoints and checkpoint.has_checkpoint(out_dir):
+    elif config.save_checkpoints and not overwrite and checkpoint.has_checkpoint(out_dir):
         raise UserError(f"{checkpoint.checkpoint_dir(out_dir)} holds a checkpoint: pass --resume to continue that "
                         f"run, or choose a fresh --out")
     check_writable(out_dir)
@@ -221,14 +228,16 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
 
 
 def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True,
-                 resume: bool = False, should_stop=None) -> TrainResult:
+                 resume: bool = False, overwrite: bool = False, should_stop=None) -> TrainResult:
     """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
 
     A run whose loss went non-finite has status "collapsed" and a reason instead of raising; constant dev
     predictions are `flags` of a done run. Bad settings raise UserError; a damaged teacher folder too (unless not
     `verify`: then only what cannot be loaded). `resume` continues from the run's checkpoint in
-    `out_dir/checkpoints` (written with `save_checkpoints`). `should_stop(score, step) -> bool` hears every dev
-    evaluation and may stop the run early (a search's pruner: see `kdlora.train.loop.fit`).
+    `out_dir/checkpoints` (written with `save_checkpoints`). A finished run in `out_dir` is a UserError unless
+    `overwrite`: then its files are replaced when the new run is saved, and its checkpoints removed now.
+    `should_stop(score, step) -> bool` hears every dev evaluation and may stop the run early (a search's pruner: see
+    `kdlora.train.loop.fit`).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -253,7 +262,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     out_dir = Path(out_dir)
     method = get_method(config.method)
     family = get_family(config.family) if config.model is None else None
-    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify, resume)
+    check_before_work(config, out_dir, method, family.architecture(method.role) if family else None, verify, resume,
+                      overwrite)
+    if overwrite:  # the replaced run's checkpoints: another run's, in the way of this one's
+        shutil.rmtree(checkpoint.checkpoint_dir(out_dir), ignore_errors=True)
     if not progress:
         from transformers.utils import logging as hf_logging
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.files import read_json
+from kdlora.files import inside, read_json
 from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
-from kdlora.rundir import is_run_folder, load_model, load_tokenizer
+from kdlora.rundir import base_source, is_run_folder, load_model, load_tokenizer
 
 
 @dataclass
@@ -24,17 +24,23 @@ class Start:
     model: object
     tokenizer: object
     base: str | None
-    """The weights a LoRA adapter sits on (hub name or folder), or None when they exist only in memory (tiny
-    builds, derived students) and the run must save them."""
+    """The weights a LoRA adapter sits on, as run.json names them (a hub name, or a weights package's folder), or
+    None when the run must keep them in its own folder: they exist only in memory (tiny builds, derived students),
+    or in a local folder a run may not name (`kdlora.rundir`)."""
     missing: tuple[str, ...] = ()
     """Parameters the checkpoint did not provide: they train (see `modeling.new_modules`)."""
     description: str = ""
     """What was built, for the run's record: `bert-base-uncased`, `derived: layers 0,2,4 of runs/fft`."""
 
 
-def local_source(name: str) -> str:
-    """A local folder as an absolute path (a run may be reloaded from elsewhere); a hub name as it is."""
-    return str(Path(name).resolve()) if Path(name).is_dir() else name
+def adapter_base(source: str) -> str | None:
+    """How a run names the base weights it loaded from `source`: a hub name as it is, a weights package's folder
+    as an absolute path; None for any other local folder (the run keeps a copy: it names nothing outside itself)."""
+    from kdlora.families import weights_folders
+
+    if not Path(source).is_dir():
+        return source
+    return str(Path(source).resolve()) if Path(source).resolve() in weights_folders() else None
 
 
 def label_names(model_config) -> tuple[str, ...] | None:
@@ -78,8 +84,7 @@ def teacher_config(ref: str):
         info = check_run(ref, verify_files=False)  # checked whole before training starts (train.check_before_work)
         if info.get("kind") not in ("full", "adapter"):
             raise UserError(f"--teacher {ref}: the run kept no model (run.json kind {info.get('kind')!r})")
-        folder = Path(ref) / "model" if info["kind"] == "full" else (
-            Path(ref) / "base" if info.get("base") == "base" else info.get("base"))
+        folder = inside(ref, "model", f"{ref} holds") if info["kind"] == "full" else base_source(ref, info)
         with unreadable_is_damage(Path(folder), "teacher's model config"):
             config = AutoConfig.from_pretrained(str(folder), num_labels=info["num_labels"])
         if info.get("id2label") and info["kind"] != "full":
@@ -171,7 +176,7 @@ def starting_model(config, task, family, method) -> Start:
         return Start(architecture.build(num_labels, tiny=True), tiny_tokenizer(), None, (), "tiny random build")
     source = config.pretrained or default_source(architecture)
     model, tokenizer, missing = load_pretrained(source, num_labels, architecture)
-    return Start(model, tokenizer, source, missing, source)
+    return Start(model, tokenizer, adapter_base(source), missing, source)
 
 
 def _cut(teacher, tokenizer, keep, missing, origin: str) -> Start:
@@ -188,11 +193,11 @@ def _any_encoder(config, task, method) -> Start:
         raise UserError("--tiny builds a named family's model; with --model pass a small model's folder")
     if method.role == "teacher":
         model, tokenizer, missing = load_pretrained(config.model, task.num_labels, flag="--model")
-        return Start(model, tokenizer, local_source(config.model), missing, config.model)
+        return Start(model, tokenizer, adapter_base(config.model), missing, config.model)
     how = parse_student(config.student)
     if isinstance(how, str):
         model, tokenizer, missing = load_pretrained(how, task.num_labels, flag="--student")
-        return Start(model, tokenizer, local_source(how), missing, how)
+        return Start(model, tokenizer, adapter_base(how), missing, how)
     if config.teacher and config.student_init == "trained":
         teacher, tokenizer = load_teacher(config.teacher, task)
         return _cut(teacher, tokenizer, how, (), config.teacher)
