@@ -99,7 +99,8 @@ def test_vectorised_metrics_by_hand():
         pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
     # x = 1 2 3, y = 1 3 2: deviations -1 0 1 and -1 1 0 -> 1 / sqrt(2 * 2)
     assert task_metric("pearson")(np.array([[1.0, 2.0, 3.0]]), np.array([[1.0, 3.0, 2.0]]))[0] == pytest.approx(0.5)
-    # ties take average ranks: x = 1 1 2 -> 1.5 1.5 3, y = 1 2 3: deviations -0.5 -0.5 1 and -1 0 1 -> 1.5 / sqrt(1.5 * 2)
+    # ties take average ranks: x = 1 1 2 -> 1.5 1.5 3, y = 1 2 3: deviations -0.5 -0.5 1 and -1 0 1
+    # -> 1.5 / sqrt(1.5 * 2)
     assert task_metric("spearman")(np.array([[1.0, 1.0, 2.0]]), np.array([[1.0, 2.0, 3.0]]))[0] == \
         pytest.approx(1.5 / math.sqrt(1.5 * 2))
     # a constant prediction scores 0, as compute_metrics scores it; every row on its own

@@ -101,7 +101,7 @@ def test_the_rows_carry_each_seeds_test_and_the_pooled_one(store):
     assert logits["more_than_noise"] is True and logits["significant_seeds"] == 0 and logits["tested_seeds"] == 2
     assert rows["transfer"]["settings"] == {"transfer_samples": "all"} and rows["transfer"]["configurations"] == 2
     assert rows["hidden"]["pooled"] is None and rows["hidden"]["tested_seeds"] == 0
-    assert rows["fft"]["compared_with"] is None and "per_seed" not in rows["fft"]
+    assert rows["baseline"]["compared_with"] is None and "per_seed" not in rows["baseline"]
 
 
 def test_mcnemar_per_seed_and_the_pooled_bootstrap_over_seeds(tmp_path):
@@ -157,7 +157,7 @@ def test_no_section_without_two_steps_of_a_chain(tmp_path):
 def test_the_study_report_writes_the_section_and_its_json(store, tmp_path):
     results = write_study_report(store, tmp_path / "report")
     assert [row["step"] for row in results["distillation_steps"][0]["rows"]] == [
-        "fft", "labels", "logits", "transfer", "hidden"]
+        "baseline", "labels", "logits", "transfer", "hidden"]
     written = json.loads((tmp_path / "report" / "results.json").read_text())
     assert written["distillation_steps"][0]["rows"][2]["pooled"]["p"] == 0.0
     report = (tmp_path / "report" / "report.md").read_text()

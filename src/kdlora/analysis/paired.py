@@ -94,7 +94,8 @@ def paired_bootstrap(a, b, gold, metric: Callable, n_resamples: int = N_RESAMPLE
 
     def gains(rows) -> np.ndarray:  # one gain per row of example indices: median over seeds of A's less B's
         truth = gold[rows]
-        return np.median([metric(a_s[rows], truth) - metric(b_s[rows], truth) for a_s, b_s in zip(a, b)], axis=0)
+        return np.median([metric(a_s[rows], truth) - metric(b_s[rows], truth) for a_s, b_s in zip(a, b, strict=True)],
+                         axis=0)
 
     observed = float(gains(np.arange(len(gold))[None, :])[0])
     rng = np.random.default_rng(seed)

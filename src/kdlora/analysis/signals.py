@@ -38,8 +38,10 @@ from kdlora.store import Store
 
 SIGNIFICANT_BELOW = 0.05
 
-STEPS = ("fft", "teacher", "labels", "logits", "transfer", "hidden", "hidden+transfer")
-"""A chain's rows in the order the report shows them; the first two stand beside the chain and are not tested."""
+STEPS = ("baseline", "teacher", "labels", "logits", "transfer", "hidden", "hidden+transfer")
+"""A chain's rows in the order the report shows them: FFT, the adapter on the teacher, then the chain's steps."""
+BESIDE = ("baseline", "teacher")
+"""The rows that stand beside the chain, untested."""
 COMPARED_WITH = {"logits": ("labels",), "transfer": ("logits", "labels"), "hidden": ("logits", "labels"),
                  "hidden+transfer": ("transfer", "logits", "labels")}
 """Each step's reference: the step without its signal, else the nearest earlier one that has runs."""
@@ -52,7 +54,7 @@ def step_labels(distiller) -> dict[str, str]:
     """The row label of each step `distiller`'s chain has, in `STEPS` order (KD-LoRA: `Student-LoRA (labels only)`,
     ...; a distiller without a registered twin on the teacher or on the student lacks that row)."""
     on_teacher, on_student = twin(distiller, "teacher", False), twin(distiller, "student", False)
-    names = {"fft": f"{baseline().label} (the teacher)",
+    names = {"baseline": f"{baseline().label} (the teacher)",
              "teacher": f"{on_teacher.label} on the teacher" if on_teacher else None,
              "labels": f"{on_student.label} (labels only)" if on_student else None,
              "logits": f"+ logit KD ({distiller.label}{', as the paper' if distiller.in_paper else ''})",
@@ -65,7 +67,7 @@ def step_of(record: dict, distiller) -> str | None:
     """The step of `distiller`'s chain a run record belongs to, or None (another chain's method)."""
     method = record["method"]
     if method == baseline().name:
-        return "fft"
+        return "baseline"
     for step, role in (("teacher", "teacher"), ("labels", "student")):
         other = twin(distiller, role, False)
         if other is not None and method == other.name:
@@ -104,7 +106,7 @@ def sections(runs, exclude_flagged: bool = False, n_resamples: int = paired.N_RE
                 step = step_of(record, distiller)
                 if step is not None:
                     by_step.setdefault(step, []).append(record)
-            if len([s for s in by_step if s not in ("fft", "teacher")]) < 2:
+            if len([s for s in by_step if s not in BESIDE]) < 2:
                 continue
             found.append(_section(family, task, distiller, by_step, n_resamples))
     return found
