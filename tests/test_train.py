@@ -7,6 +7,7 @@ import torch
 import kdlora.train.loop
 import kdlora.train.run
 from kdlora.families import FAMILIES
+from kdlora.metrics import compute_metrics, unpack_predictions
 from kdlora.train import run_training
 from kdlora.train.loop import prediction_flags
 from train_helpers import tiny_config
@@ -51,6 +52,18 @@ def test_lora_methods_save_a_peft_adapter(teachers, family, method, tmp_path):
         assert result["total_params"] == teacher["total_params"] + result["adapter_params"]
 
 
+def test_a_run_keeps_its_best_dev_predictions_and_gold_labels_for_paired_tests(teachers):
+    run_dir, result = teachers["bert"]
+    kept = result["dev_predictions"]
+    predictions, labels = unpack_predictions(kept)
+    assert (kept["split"], kept["metric"], kept["classes"], kept["positive_class"]) == ("validation", "accuracy", 2, 1)
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]  # the fixture's dev.tsv, in order
+    assert sum(predictions == labels) / 10 == result["metrics"]["accuracy"]  # the best evaluation's predictions
+    written = (run_dir / "metrics.json").read_text()
+    assert json.loads(written)["dev_predictions"] == kept
+    assert f'"labels": "{kept["labels"]}"' in written  # one line, not one per example
+
+
 def test_best_checkpoint_is_the_best_dev_score_and_warmup_follows_real_steps(tmp_path):
     result = run_training(tiny_config(epochs=3, warmup_ratio=0.5, learning_rate=5e-3), tmp_path, progress=False)
     scores = [h["score"] for h in result["history"]]
@@ -63,11 +76,18 @@ def test_mnli_scores_matched_and_mismatched(tmp_path):
     metrics = result["metrics"]
     assert {"matched_accuracy", "mismatched_accuracy", "accuracy"} <= set(metrics)
     assert result["score"] == pytest.approx((metrics["matched_accuracy"] + metrics["mismatched_accuracy"]) / 2)
+    predictions, labels = unpack_predictions(result["dev_predictions"])  # the first dev split's: matched
+    assert result["dev_predictions"]["split"] == "validation_matched" and len(labels) == 9
+    assert sum(predictions == labels) / 9 == metrics["matched_accuracy"]
 
 
 def test_regression_task_and_online_teacher(teachers, tmp_path):
     fft = run_training(tiny_config("stsb", family="roberta"), tmp_path / "fft", progress=False)
     assert set(fft["metrics"]) == {"pearson", "spearman", "pearson_spearman"}
+    predictions, labels = unpack_predictions(fft["dev_predictions"])  # values to 7 significant digits
+    assert predictions.dtype == float and len(predictions) == len(labels) == 8
+    assert compute_metrics("stsb", predictions, labels)["pearson_spearman"] == \
+        pytest.approx(fft["metrics"]["pearson_spearman"], abs=1e-5)
     kd = run_training(tiny_config("stsb", family="roberta", method="kd-lora", teacher=str(tmp_path / "fft"),
                                   online_teacher=True), tmp_path / "kd", progress=False)
     assert kd["status"] == "done" and "pearson_spearman" in kd["metrics"]

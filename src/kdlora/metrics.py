@@ -1,4 +1,5 @@
-"""GLUE metrics with scikit-learn and scipy, and the paper's GLUE score."""
+"""GLUE metrics with scikit-learn and scipy, the paper's GLUE score, and the dev predictions a run keeps for paired
+tests between runs (`kept_predictions` writes them, `unpack_predictions` reads them back)."""
 
 from __future__ import annotations
 
@@ -64,3 +65,23 @@ def glue_score(per_task_scores: dict) -> float:
         else:
             rows.append(task_score(task, value) if isinstance(value, dict) else float(value))
     return fmean(rows)
+
+
+def kept_predictions(task, split: str, predictions, labels) -> dict:
+    """One dev split's predictions and gold labels as a run keeps them (`TrainResult.dev_predictions`), with how the
+    split is scored, for paired tests between runs (`kdlora.analysis.paired`). Predictions and labels are each one
+    string of space-separated numbers (class ids; for regression values to 7 significant digits, about a float32's
+    precision): a few thousand examples stay one line of metrics.json, not one line each."""
+    def packed(values) -> str:
+        return " ".join(f"{v:.7g}" if task.regression else str(int(v)) for v in values)
+
+    return {"split": split, "metric": task.metric, "classes": task.num_labels, "positive_class": task.positive_class,
+            "predictions": packed(predictions), "labels": packed(labels)}
+
+
+def unpack_predictions(kept: dict):
+    """(predictions, labels) of a `kept_predictions` dict as numpy arrays: int class ids, or floats for regression."""
+    import numpy as np
+
+    dtype = float if kept["classes"] == 1 else int
+    return (np.array(kept["predictions"].split(), dtype=dtype), np.array(kept["labels"].split(), dtype=dtype))

@@ -2,7 +2,7 @@
 metrics, tokenizer and model — each reader checks the folder is whole first (`check_run`).
 
 Layout written by `kdlora train`:
-    metrics.json   status, task metrics, sizes, timings, the full config
+    metrics.json   status, task metrics, sizes, timings, the full config, the best evaluation's dev predictions
     run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base", "num_labels"}, and the
                    manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with

@@ -232,10 +232,15 @@ def _order(cell: tuple) -> tuple:
     return (task, family, methods.index(method) if method in methods else 9, method, rank or 0)
 
 
+def family_name(family: str) -> str:
+    """A family as tables name it: by its teacher (`BERT-base`), else as given."""
+    known = FAMILIES.get(family)
+    return known.teacher.display_name if known else family
+
+
 def column_name(family: str, method: str) -> str:
     """Table I's column for a family and method, as the paper names it (`BERT-base KD-LoRA`)."""
-    known = FAMILIES.get(family)
-    return f"{known.teacher.display_name if known else family} {labels().get(method, method)}"
+    return f"{family_name(family)} {labels().get(method, method)}"
 
 
 def table_rank(aggregates: list[Aggregate]) -> int | None:

@@ -1,4 +1,6 @@
-"""The combined report of a results store: quality (Table I), efficiency (Table II) and the trade-off between them.
+"""The combined report of a results store: quality (Table I), efficiency (Table II), the trade-off between them,
+the ablations (`kdlora.analysis.ablation`, what each distillation signal adds: `kdlora.analysis.signals`) and the
+deployment table.
 
 Writes into DIR (staged: a failure leaves DIR as it was): `report.md`, `results.json`, `plots/pareto_*.png`, and
 when the store holds bench runs `bench/` (bench.json, table-ii.csv from `kdlora.bench.table`) and `efficiency/`
@@ -13,7 +15,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kdlora.analysis import ablation, deployment, quality, tradeoff
+from kdlora.analysis import ablation, deployment, quality, signals, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
 from kdlora.analysis.select import Selection, select
 from kdlora.errors import UserError
@@ -53,6 +55,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
     trades = tradeoff.family_tradeoffs(aggregates, bench_rows, rank=table.rank)
     deploy = deployment.deployment_table(trades, bench_rows)
     ablations = ablation.ablations(aggregates)
+    steps = signals.sections(runs, exclude_flagged=selection.exclude_flagged)
     reference_path = paper_table("i")
     compared = quality.reported_vs_measured(table, load_reference_table_i(reference_path))
     results = {
@@ -63,7 +66,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         "selection": dataclasses.asdict(selection), "configurations": [a.to_dict() for a in configurations],
         "aggregates": [a.to_dict() for a in aggregates],
         "table_i": table.to_dict(), "table_i_vs_paper": compared, "tradeoffs": trades, "ablation": ablations,
-        "deployment": deploy,
+        "distillation_steps": steps, "deployment": deploy,
     }
     with staged_output(out_dir) as stage:
         plots = _pareto_plots(aggregates, bench_rows, stage / "plots")
@@ -74,6 +77,7 @@ def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str 
         lines = _markdown(title, results, runs, configurations, table, compared, trades, plots, efficiency,
                           selection)
         lines += ablation.markdown(ablations, aggregates)
+        lines += signals.markdown(steps)
         lines += ["", "## Deployment: the student in each form against the teacher", "",
                   *deployment.markdown(deploy, deploy_plot, _dev_precisions(records))]
         (stage / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
+from kdlora.metrics import kept_predictions
 from kdlora.train import checkpoint, tracking
 from kdlora.train.loop import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
 
@@ -99,6 +100,10 @@ class TrainResult:
     model: str = ""
     """What the run started from (hub name, folder, tiny build or derived student)."""
     label_names: list = field(default_factory=list)
+    dev_predictions: dict | None = None
+    """The best evaluation's predictions on the first dev split with their gold labels
+    (`kdlora.metrics.kept_predictions`): what the report's paired tests between runs read. None for a run that never
+    evaluated (and in results from before they were kept)."""
     positive_label: str | None = None
     """Tasks scored by binary F1: the class F1 counts as positive."""
     test_metrics: dict | None = None
@@ -342,6 +347,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         energy_kwh=energy.kwh, emissions_g_co2eq=energy.g_co2eq, energy_method=energy.method or None,
         energy_country=energy.country or None,
         model=start.description, label_names=list(task.label_names), test_metrics=test,
+        dev_predictions=kept_predictions(task, next(iter(dev_loaders)), *best.predictions) if best else None,
         positive_label=task.positive_label,
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
