@@ -27,7 +27,9 @@ OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
 """TrainConfig fields that watch a run without changing what it computes: not part of its key."""
 
 LATER_FIELDS = {"positive_label": None,
-                **{f.name: f.default for f in dataclasses.fields(AdaLoraSettings)}}
+                **{f.name: f.default for f in dataclasses.fields(AdaLoraSettings)},
+                "dataset": None, "dataset_revision": None, "train_split": None, "validation_split": None,
+                "test_split": None}
 """TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
 key, so the runs stored before keep theirs."""
 
@@ -51,7 +53,7 @@ class TrainConfig(*settings_classes()):
 
     task: str
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating;
-    with --train-file, the name of your task (default `custom`)."""
+    with --train-file, the name of your task (default `custom`); with --dataset, its name (default the dataset's)."""
     family: str
     """Model family: bert, roberta, deberta, or minilm (offline real weights); with --model, a label for the
     model pair in reports (default: the model's name)."""
@@ -104,6 +106,18 @@ class TrainConfig(*settings_classes()):
     lora_targets: str | None = None
     """Comma-separated module names LoRA adapts; default: PEFT's for the model type, else the attention's query
     and value projections."""
+    dataset: str | None = None
+    """A dataset by name, NAME[:CONFIG] (`imdb`, `nyu-mll/glue:sst2`; the hub where reachable), or a local folder
+    (written by save_to_disk, or of train/validation CSV, JSON or Parquet files), loaded with `datasets`; its
+    columns by --text-columns and --label-column (default `label`). The training split decides the labels."""
+    dataset_revision: str | None = None
+    """--dataset from the hub: the branch, tag or commit to load."""
+    train_split: str | None = None
+    """--dataset: the split to train on, or a slice of one (`train[:90%]`); default train."""
+    validation_split: str | None = None
+    """--dataset: the dev split scored after every epoch (or a slice: `train[90%:]`); default validation."""
+    test_split: str | None = None
+    """--dataset: a split scored once with the best checkpoint (e.g. test, when its rows have labels)."""
     train_file: str | None = None
     """Your task's training file (CSV, TSV, JSONL or Parquet); it decides the labels."""
     validation_file: str | None = None
@@ -181,7 +195,8 @@ class TrainConfig(*settings_classes()):
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
 
     def file_spec(self):
-        """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
+        """The spec of a task from data: a `FileTaskSpec` (--train-file ...) or a `DatasetSpec` (--dataset ...),
+        else None; incomplete settings raise."""
         from kdlora.data.file_tasks import spec_of
 
         return spec_of(self)
@@ -226,13 +241,14 @@ class TrainConfig(*settings_classes()):
 
     def identity(self) -> dict:
         """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
-        (edited data is a new run; the same data elsewhere is not). What only watches a run (checkpoints kept,
-        trackers, energy) is left out: the same run watched differently is the same run."""
+        (edited data is a new run; the same data elsewhere is not), one from a dataset by its splits' fingerprints.
+        What only watches a run (checkpoints kept, trackers, energy) is left out: the same run watched differently
+        is the same run."""
         values = keyed_settings(self.to_dict())
         spec = self.file_spec()
         if spec is not None:
-            values = {k: v for k, v in values.items() if not k.endswith("_file")}
-            values["data_sha256"] = spec.fingerprint()
+            values = {k: v for k, v in values.items() if k not in spec.LOCATION}
+            values[spec.FINGERPRINT] = spec.fingerprint()
         return values
 
     def key(self, num_processes: int = 1) -> str:

@@ -165,8 +165,8 @@ def load_data(config, task) -> dict:
     data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
     for split in task.dev_splits:
         data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
-    if task.files is not None and task.files.test_file:
-        data["test"] = load_split(task, "test")  # read now: a bad test file fails before training, not after
+    if task.files is not None and "test" in task.files.splits():
+        data["test"] = load_split(task, "test")  # read now: a bad test split fails before training, not after
     return data
 
 

@@ -5,6 +5,8 @@
   kdlora train --task movie-snippets --family minilm --method lora --max-train-samples 2000 --out runs/ml
   kdlora train --train-file train.csv --validation-file dev.csv --text-columns review --label-column stars \
       --model bert-base-uncased --method kd-lora --student derive:6 --teacher runs/fft --out runs/kd
+  kdlora train --dataset imdb --validation-split test --text-columns text --model bert-base-uncased \
+      --method lora --out runs/imdb      # or --dataset ./my-folder (save_to_disk, or train/validation files)
 
 Every setting can also come from --config FILE (TOML, JSON or YAML, by suffix; the keys of an experiment's
 [train.params], plus task, family, method, rank, seed, teacher; flags win). Exit status 0 when the run is done,
@@ -74,10 +76,15 @@ def _read_config_file(path: str) -> dict:
 
 
 def fill_defaults(values: dict) -> None:
-    """A task from files is called `custom` unless named; an encoder given by --model labels its own family; with
-    --teacher RUN and neither --model nor --family, the model and its label are the teacher run's."""
+    """A task from files is called `custom` unless named, one from a dataset by the dataset's name; an encoder
+    given by --model labels its own family; with --teacher RUN and neither --model nor --family, the model and its
+    label are the teacher run's."""
     if values.get("train_file") and "task" not in values:
         values["task"] = "custom"
+    if values.get("dataset") and "task" not in values:
+        from kdlora.data.dataset_tasks import task_name
+
+        values["task"] = task_name(values["dataset"])
     # only when nothing names the model: reading a teacher run's config before it is verified (train does that
     # first) is kept to the case that needs it
     if values.get("teacher") and "model" not in values and "family" not in values:

@@ -70,9 +70,9 @@ def _bench_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
 
 
 def train_identity(config: dict) -> dict:
-    """What identifies a train run in the store: its config, a task from files by its data's hash (see
-    `TrainConfig.identity`), not by where the files lie."""
-    if not config.get("train_file"):
+    """What identifies a train run in the store: its config, a task from files or a dataset by its data's hash or
+    fingerprint (see `TrainConfig.identity`), not by where the files lie."""
+    if not config.get("train_file") and not config.get("dataset"):
         return keyed_settings(config)
     from kdlora.config import TrainConfig
 
