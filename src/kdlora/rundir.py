@@ -3,6 +3,7 @@ metrics, tokenizer and model — each reader checks the folder is whole first (`
 
 Layout written by `kdlora train`:
     metrics.json   status, task metrics, sizes, timings, the full config
+    README.md      the model card (Hugging Face layout, `kdlora.card`), written from metrics.json and run.json
     run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base": hub name, folder or
                    "base", "num_labels"}, and the manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with
@@ -23,6 +24,7 @@ import json
 import warnings
 from pathlib import Path
 
+from kdlora.card import run_card, write_card
 from kdlora.errors import UserError
 from kdlora.files import (
     read_json,
@@ -163,4 +165,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
         else:
             info = {"kind": "none"}
         write_json(stage / "metrics.json", metrics)
+        card = run_card(metrics, info, out_dir)
+        write_card(stage, card)
+        if (stage / "adapter").is_dir():
+            write_card(stage / "adapter", card)  # in place of PEFT's empty template: the adapter folder is shareable
         write_manifest(stage, MANIFEST, info)
