@@ -38,15 +38,15 @@ METHOD_LABELS = {"fft": "FFT", "lora": "LoRA", "kd-lora": "KD-LoRA"}
 # `kdlora train` that SIGKILLs itself right after its N-th checkpoint is on disk (a preempted job, at a known point)
 KILLER = """
 import os, signal, sys
-import kdlora.checkpoint
+import kdlora.train.checkpoint
 from kdlora.cli import main
-original, saved = kdlora.checkpoint.save_checkpoint, []
+original, saved = kdlora.train.checkpoint.save_checkpoint, []
 def save_then_die(*args, **kwargs):
     original(*args, **kwargs)
     saved.append(1)
     if len(saved) == int(os.environ["KILL_AFTER"]):
         os.kill(os.getpid(), signal.SIGKILL)
-kdlora.checkpoint.save_checkpoint = save_then_die
+kdlora.train.checkpoint.save_checkpoint = save_then_die
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kdlora.checkpoint import has_checkpoint, resume_source
 from kdlora.cli import main
 from kdlora.errors import UserError
 from kdlora.store import Store
@@ -20,6 +19,7 @@ from kdlora.sweep.backends import real_train
 from kdlora.sweep.driver import Driver
 from kdlora.sweep.expand import RunSpec
 from kdlora.train import run_training
+from kdlora.train.checkpoint import has_checkpoint, resume_source
 from train_helpers import DATA, tiny_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -6,7 +6,7 @@ from kdlora.data.encode import Collator, encode, tiny_tokenizer
 from kdlora.data.loaders import load_split
 from kdlora.data.tasks import get_task
 from kdlora.distill import kd_loss
-from kdlora.teacher import LogitTable, OnlineTeacher, cached_teacher_logits, predict_logits
+from kdlora.train.teacher import LogitTable, OnlineTeacher, cached_teacher_logits, predict_logits
 from train_helpers import DATA, tiny_config
 
 
@@ -49,12 +49,12 @@ def test_training_pairs_each_example_with_its_own_teacher_logits(tmp_path, monke
     """A teacher whose logit is the example id; labels are id / 4: every KD batch must see logit == 4 * label."""
     import kdlora.distill
     import kdlora.rundir
-    import kdlora.train
+    import kdlora.train.run
 
     rows = ["sentence1,sentence2,label"] + [f"good {i},film {i},{i / 4}" for i in range(20)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "validation.csv").write_text("\n".join(rows[:9]) + "\n")
-    monkeypatch.setattr(kdlora.train, "make_teacher",
+    monkeypatch.setattr(kdlora.train.run, "make_teacher",
                         lambda *a, **k: LogitTable(list(range(20)), torch.arange(20.0).view(-1, 1)))
     monkeypatch.setattr(kdlora.rundir, "check_run", lambda *a, **k: {})  # the teacher above has no run folder
     seen, real = [], kdlora.distill.kd_loss
@@ -155,7 +155,7 @@ def test_a_teacher_of_another_task_is_refused_in_one_line(teacher_run, tmp_path,
 
 def test_check_teacher_names_the_number_of_labels():
     from kdlora.errors import UserError
-    from kdlora.sources import check_teacher
+    from kdlora.train.start import check_teacher
 
     check_teacher("t", "sst2", ("LABEL_0", "LABEL_1"), get_task("sst2"))  # unnamed classes: the count decides
     with pytest.raises(UserError, match=r"^--teacher t: teacher has 2 labels; this run is task mnli with 3 labels "

@@ -206,9 +206,9 @@ def test_export_scores_the_dev_subset_training_scored(tmp_path, monkeypatch):
 def test_a_bf16_run_records_dev_in_bf16_and_its_saved_model_in_fp32(tmp_path, bf16_cpu, monkeypatch):
     """Finding: a bf16 run scores dev under autocast, its saved model is fp32, and nothing said which was which.
     (bf16_cpu: on a CPU without bf16 units torch emulates it; the scores are what this test is about, not speed.)"""
-    import kdlora.train
+    import kdlora.train.run
 
-    autocast, evaluate = [], kdlora.train.evaluate  # the scoring after training: inside autocast or not?
+    autocast, evaluate = [], kdlora.train.run.evaluate  # the scoring after training: inside autocast or not?
 
     def spy(model, loaders, task, accelerator):
         layer = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
@@ -218,7 +218,7 @@ def test_a_bf16_run_records_dev_in_bf16_and_its_saved_model_in_fp32(tmp_path, bf
         finally:
             hook.remove()
 
-    monkeypatch.setattr(kdlora.train, "evaluate", spy)
+    monkeypatch.setattr(kdlora.train.run, "evaluate", spy)
     config = tiny_config(method="lora", precision="bf16", max_eval_samples=6)
     run_training(config, tmp_path / "run", progress=False)
     assert autocast and not any(autocast)  # training's dev scores ran under bf16 autocast, this one in fp32

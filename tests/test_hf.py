@@ -8,7 +8,7 @@ import torch
 from kdlora.data.encode import Collator, encode, tiny_tokenizer
 from kdlora.data.loaders import load_split
 from kdlora.data.tasks import get_task
-from kdlora.teacher import LogitTable, predict_logits
+from kdlora.train.teacher import LogitTable, predict_logits
 from train_helpers import DATA, tiny_config
 
 
@@ -44,9 +44,9 @@ def _args(tmp_path, **overrides):
 def test_one_trainer_step_has_kdlora_trains_loss_on_the_same_batch(tmp_path):
     from datasets import Dataset
 
-    from kdlora.fit import forward_loss
     from kdlora.hf import DistillationTrainer
     from kdlora.methods import get_method
+    from kdlora.train.loop import forward_loss
 
     tokenizer = tiny_tokenizer()
     examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(8, seed=1)

@@ -6,7 +6,7 @@ from kdlora.data.tasks import get_task
 from kdlora.families import get_family
 from kdlora.methods import get_method
 from kdlora.modeling import default_source
-from kdlora.sources import starting_model
+from kdlora.train.start import starting_model
 
 
 @pytest.mark.slow

@@ -4,10 +4,11 @@ import math
 import pytest
 import torch
 
-import kdlora.fit
-import kdlora.train
+import kdlora.train.loop
+import kdlora.train.run
 from kdlora.families import FAMILIES
-from kdlora.train import prediction_flags, run_training
+from kdlora.train import run_training
+from kdlora.train.loop import prediction_flags
 from train_helpers import tiny_config
 
 torch.set_num_threads(1)
@@ -74,7 +75,8 @@ def test_regression_task_and_online_teacher(teachers, tmp_path):
 
 
 def test_non_finite_loss_is_a_collapsed_run_not_an_exception(tmp_path, monkeypatch):
-    monkeypatch.setattr(kdlora.fit, "forward_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    nan = torch.tensor(float("nan"), requires_grad=True)
+    monkeypatch.setattr(kdlora.train.loop, "forward_loss", lambda *a, **k: nan)
     result = run_training(tiny_config(), tmp_path, progress=False)
     assert result["status"] == "collapsed" and result["reason"] == "non-finite loss (nan) at step 1"
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "collapsed"
@@ -184,9 +186,9 @@ def test_teacher_logits_are_made_by_the_main_process_first(teachers, tmp_path, m
         yield
         events.append("exit")
 
-    real = kdlora.train.make_teacher
+    real = kdlora.train.run.make_teacher
     monkeypatch.setattr(accelerate.Accelerator, "main_process_first", main_first)
-    monkeypatch.setattr(kdlora.train, "make_teacher", lambda *a, **k: events.append("teacher") or real(*a, **k))
+    monkeypatch.setattr(kdlora.train.run, "make_teacher", lambda *a, **k: events.append("teacher") or real(*a, **k))
     run_training(tiny_config(method="kd-lora", teacher=str(teachers["bert"][0])), tmp_path, progress=False)
     assert events == ["enter", "teacher", "exit"]
 
@@ -206,7 +208,7 @@ def test_the_saved_best_model_reproduces_the_recorded_dev_score_exactly(tmp_path
     from kdlora.data.tasks import get_task
     from kdlora.metrics import compute_metrics, task_score
     from kdlora.rundir import load_model, load_tokenizer
-    from kdlora.teacher import predict_logits
+    from kdlora.train.teacher import predict_logits
 
     result = run_training(tiny_config(method="lora", epochs=3, learning_rate=5e-3), tmp_path, progress=False)
     task = get_task("sst2")

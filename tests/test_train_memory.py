@@ -12,7 +12,7 @@ import sys
 import psutil
 import torch
 
-import kdlora.checkpoint
+import kdlora.train.checkpoint
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
 
@@ -25,14 +25,14 @@ def test_checkpoint_writing_is_not_in_the_runs_memory(tmp_path, monkeypatch):
     """Finding: checkpoint writing was inside the measured block although save_checkpoints is not in the run key."""
     config = tiny_config(method="fft", save_checkpoints=True, eval_steps=2)
     plain = run_training(config, tmp_path / "plain", progress=False)  # also warms this process up
-    real = kdlora.checkpoint.save_checkpoint
+    real = kdlora.train.checkpoint.save_checkpoint
 
     def heavy_writer(*args, **kwargs):
         block = torch.ones(BOOKKEEPING_MB * MB // 4)  # touched: resident
         del block
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kdlora.checkpoint, "save_checkpoint", heavy_writer)
+    monkeypatch.setattr(kdlora.train.checkpoint, "save_checkpoint", heavy_writer)
     heavy = run_training(config, tmp_path / "heavy", progress=False)
     assert heavy.memory_kind == "cpu-peak-rss-delta"
     assert heavy.peak_memory_mb < plain.peak_memory_mb + BOOKKEEPING_MB / 4
@@ -41,7 +41,7 @@ def test_checkpoint_writing_is_not_in_the_runs_memory(tmp_path, monkeypatch):
 def test_the_best_weights_of_a_cpu_run_stay_out_of_its_memory():
     """Finding: the best weights were copied into CPU memory, inside a CPU run's peak RSS (a whole model for FFT,
     a few KB for LoRA): on the CPU they go to a temporary file, and come back exactly."""
-    from kdlora.fit import BestWeights
+    from kdlora.train.loop import BestWeights
 
     weights = [(f"w{i}", torch.randn(16 * MB // 4)) for i in range(4)]  # 4 x 16 MB
     kept = BestWeights(on_cpu=True)
@@ -56,7 +56,7 @@ def test_the_best_weights_of_a_cpu_run_stay_out_of_its_memory():
 
 
 def test_an_accelerator_runs_best_weights_are_a_cpu_copy():
-    from kdlora.fit import BestWeights
+    from kdlora.train.loop import BestWeights
 
     weights = [("w", torch.randn(8))]
     kept = BestWeights(on_cpu=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-import kdlora.tracking
+import kdlora.train.tracking
 from kdlora.cli import main
 from kdlora.distill import kd_loss
 from kdlora.train import run_training
@@ -59,8 +59,8 @@ def test_bad_training_options_are_one_line(monkeypatch, tmp_path, capsys, argv, 
 
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow"])
 def test_a_missing_tracker_extra_is_one_line(monkeypatch, tmp_path, capsys, tracker):
-    real = kdlora.tracking.importlib.util.find_spec
-    monkeypatch.setattr(kdlora.tracking.importlib.util, "find_spec", lambda name: None if name == tracker
+    real = kdlora.train.tracking.importlib.util.find_spec
+    monkeypatch.setattr(kdlora.train.tracking.importlib.util, "find_spec", lambda name: None if name == tracker
                         else real(name))
     assert main([*CLI, "--out", str(tmp_path), "--report-to", tracker]) == 2
     assert f"--report-to {tracker} needs the `{tracker}` extra: pip install 'kdlora[{tracker}]'" in \

@@ -68,7 +68,7 @@ from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method, paper_methods
 from kdlora.precision import PRECISIONS
-from kdlora.sweep.search import parse_space
+from kdlora.search_space import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
 GRID_KEYS = ("task", "family", "method", "rank", "seed", "teacher")
@@ -149,7 +149,7 @@ class Experiment:
     source: str = ""
     """Where it was read from (for messages)."""
     search: tuple | None = None
-    """`[search]`: the ranges of a hyper-parameter search (`kdlora.sweep.search.Range`s), if any."""
+    """`[search]`: the ranges of a hyper-parameter search (`kdlora.search_space.Range`s), if any."""
 
 
 BUNDLED = ("default", "paper")

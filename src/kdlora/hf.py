@@ -115,7 +115,7 @@ def teacher_logits(teacher: str, dataset, text_columns, label_column: str = "lab
     teacher per batch instead. `task` names the cache file (one per task and teacher).
     """
     from kdlora.data.examples import Examples
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits
+    from kdlora.train.teacher import OnlineTeacher, cached_teacher_logits
 
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     ids = [int(i) for i in dataset[id_column]]

@@ -1,7 +1,7 @@
 """Meters: how memory, latency and energy are measured, for `kdlora bench` and for a training run alike.
 
 Each is a context manager that hands back a small result dataclass (optimum-benchmark calls these "trackers";
-here that word is kept for TensorBoard/MLflow experiment tracking, `kdlora.tracking`).
+here that word is kept for TensorBoard/MLflow experiment tracking, `kdlora.train.tracking`).
 
 Memory: on CUDA `torch.cuda.max_memory_allocated` after a reset; on CPU the process's peak resident set size
 (Linux VmHWM, reset when the meter starts; `ru_maxrss` elsewhere) less its RSS when the meter started;

@@ -130,7 +130,7 @@ def load_predictor(folder: str | Path, batch_size: int = 32, verify: bool = True
 def run_task(config, model_config) -> Task:
     """The task a run predicts for: a built-in one by name, or a task from files rebuilt from what the run saved
     (text columns in its config, class names in its model's id2label), so the training files need not exist."""
-    from kdlora.sources import label_names
+    from kdlora.train.start import label_names
 
     spec = config.file_spec()
     if spec is None:

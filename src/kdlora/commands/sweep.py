@@ -38,10 +38,8 @@ def run(args) -> int:
 
     experiment = load_experiment(args.experiment)
     if args.search:
-        from kdlora.sweep.search import search_from_args
-
         with Store(args.db) as store:
-            return 0 if search_from_args(args, experiment, store).ok else 1
+            return 0 if _search(args, experiment, store).ok else 1
     if args.trials is not None:
         from kdlora.errors import UserError
 
@@ -51,6 +49,22 @@ def run(args) -> int:
     with Store(args.db) as store:
         summary = sweep_from_args(args, experiment, store)
     return 0 if summary.ok else 1
+
+
+def _search(args, experiment, store):
+    """`--search optuna`: the search with the executor and options of `args`; returns its summary."""
+    from kdlora.errors import UserError
+    from kdlora.sweep.backends import get_backends
+    from kdlora.sweep.executors import local_jobs, make_executor
+    from kdlora.sweep.search import run_search
+
+    if args.trials is None or args.trials < 1:
+        raise UserError("--search optuna needs --trials N (N >= 1)")
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
+                         args.runs_dir, args.progress)
+    print(f"search {experiment.name}: {summary.line()}")
+    return summary
 
 
 def _dry_run(experiment, db) -> int:

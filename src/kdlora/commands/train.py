@@ -88,7 +88,7 @@ def fill_defaults(values: dict) -> None:
     # only when nothing names the model: reading a teacher run's config before it is verified (train does that
     # first) is kept to the case that needs it
     if values.get("teacher") and "model" not in values and "family" not in values:
-        from kdlora.sources import is_run_folder
+        from kdlora.train.start import is_run_folder
 
         if is_run_folder(values["teacher"]):
             from kdlora.rundir import load_config

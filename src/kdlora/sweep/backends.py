@@ -50,9 +50,10 @@ def real_train_key(config: dict) -> str:
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
     """Train; an interrupted attempt that left a checkpoint of this very config resumes from it."""
-    from kdlora.checkpoint import checkpoint_dir, has_checkpoint, resume_source
     from kdlora.config import TrainConfig
     from kdlora.train import run_training
+    from kdlora.train.checkpoint import checkpoint_dir, has_checkpoint, resume_source
+    from kdlora.trial import pruning_check
 
     settings = TrainConfig.from_dict(config)
     resume = has_checkpoint(out_dir)
@@ -62,7 +63,9 @@ def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
         except UserError:  # another config's checkpoint (the run folder was reused): start afresh
             shutil.rmtree(checkpoint_dir(out_dir))
             resume = False
-    return run_training(settings, out_dir, progress=progress, resume=resume).to_dict()
+    # inside a hyper-parameter search each evaluation goes to the trial searching this run, which may prune it
+    return run_training(settings, out_dir, progress=progress, resume=resume,
+                        should_stop=pruning_check(out_dir)).to_dict()
 
 
 def _bench_settings_class():

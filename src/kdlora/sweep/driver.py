@@ -16,13 +16,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdlora.checkpoint import CHECKPOINTS
 from kdlora.errors import UserError
 from kdlora.experiment import Experiment
 from kdlora.rundir import check_run
 from kdlora.store import Store
 from kdlora.sweep.backends import Backends
 from kdlora.sweep.expand import RunSpec, expand
+from kdlora.train.checkpoint import CHECKPOINTS
 
 
 @dataclass

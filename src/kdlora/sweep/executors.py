@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.sweep.backends import Backends
-from kdlora.sweep.search import TRIAL_ENV
+from kdlora.trial import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
 

@@ -27,73 +27,18 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from kdlora.errors import UserError
-
-TRIAL_ENV = "KDLORA_SEARCH_TRIAL"
-"""JSON (storage, study, trial id, run folder) that tells a training run which trial to report its evaluations to."""
-SEARCH_KEYS = ("low", "high", "log", "step")
-NOT_SEARCHED = ("task", "family", "method", "seed", "teacher")
-"""Settings the grid sets (rank is searched: it replaces `[train] ranks`)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Range:
-    """One setting's range: `choices`, or numbers from `low` to `high` (whole numbers when both bounds are)."""
-
-    name: str
-    choices: tuple = ()
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-
-    def suggest(self, trial):
-        if self.choices:
-            return trial.suggest_categorical(self.name, list(self.choices))
-        if isinstance(self.low, int) and isinstance(self.high, int):
-            return trial.suggest_int(self.name, self.low, self.high, log=self.log, step=int(self.step or 1))
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
-
-
-def parse_space(table: dict, source: str) -> tuple[Range, ...]:
-    """The `[search]` table as ranges; a bad key or range is a UserError naming the file and the key."""
-    from kdlora.config import TrainConfig
-
-    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SEARCHED]
-    ranges = []
-    for name, value in table.items():
-        where = f"{source}: [search] {name}"
-        if name not in known:
-            raise UserError(f"{where}: not a setting a search can vary (known: {', '.join(known)})")
-        if isinstance(value, list):
-            if not value or not all(isinstance(v, str | int | float | bool) for v in value):
-                raise UserError(f"{where} = {value!r}: a choice needs a non-empty list of values")
-            ranges.append(Range(name, choices=tuple(value)))
-            continue
-        if not isinstance(value, dict):
-            raise UserError(f"{where} = {value!r}: a list of choices or a table {{ low = .., high = .. }}")
-        unknown = [k for k in value if k not in SEARCH_KEYS]
-        numbers = [value.get(k) for k in ("low", "high")]
-        if unknown or not all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers):
-            raise UserError(f"{where} = {value!r}: a range needs numbers low and high (and may say log, step)")
-        low, high = numbers
-        if not low < high or (value.get("log") and low <= 0):
-            raise UserError(f"{where}: low {low} must be below high {high} (and above 0 with log = true)")
-        ranges.append(Range(name, low=low, high=high, log=bool(value.get("log", False)), step=value.get("step")))
-    if not ranges:
-        raise UserError(f"{source}: [search] holds no ranges")
-    return tuple(ranges)
+from kdlora.methods import baseline
+from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
+from kdlora.sweep.expand import expand
+from kdlora.trial import optuna_module, pruner, reporting_to
 
 
 def searched_methods(grid) -> tuple[str, ...]:
     """The methods a trial's settings apply to: every method but FFT, which teaches; FFT when it is alone."""
-    from kdlora.methods import baseline
-
     teacher = baseline().name
     others = tuple(m for m in grid.methods if m != teacher)
     return others or (teacher,)
@@ -118,20 +63,11 @@ def study_path(db_path: str | Path) -> Path:
     return db_path.with_name(db_path.stem + "-search.db")
 
 
-def study_name(experiment, space: tuple[Range, ...], seed: int) -> str:
+def study_name(experiment, space: tuple, seed: int) -> str:
     """The experiment's name and a hash of its grid, ranges and seed: editing any of them starts another study."""
     what = json.dumps([dataclasses.asdict(experiment.train), [dataclasses.asdict(r) for r in space], seed],
                       sort_keys=True, default=str)
     return f"{experiment.name}-{hashlib.sha256(what.encode()).hexdigest()[:12]}"
-
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise UserError("--search optuna needs the `search` extra: pip install 'kdlora[search]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
 
 
 def _interrupted(trial) -> bool:
@@ -181,50 +117,6 @@ def position_seeded_sampler(seed: int):
     return PositionSeeded()
 
 
-def _pruner(prune: bool):
-    import optuna
-
-    return optuna.pruners.MedianPruner() if prune else optuna.pruners.NopPruner()
-
-
-@contextmanager
-def _reporting_to(trial_id: int, storage: str, study: str, run_dir: Path | None, prune: bool):
-    """Tell the searched run (by its folder: a KD-LoRA run's own key names its teacher's path, not the store's
-    `run:` key) which trial its evaluations go to, through the environment its process inherits (a Ray task gets
-    it forwarded)."""
-    previous = os.environ.get(TRIAL_ENV)
-    if run_dir is not None:
-        os.environ[TRIAL_ENV] = json.dumps({"storage": storage, "study": study, "trial_id": trial_id,
-                                            "run_dir": str(Path(run_dir).resolve()), "prune": prune})
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(TRIAL_ENV, None)
-        else:
-            os.environ[TRIAL_ENV] = previous
-
-
-def pruning_check(run_dir: str | Path):
-    """In a training run: `check(score, step) -> stop?` reporting to the trial that searches this run, or None
-    outside a search (or for a run the trial does not search, such as its FFT teacher)."""
-    text = os.environ.get(TRIAL_ENV)
-    if not text:
-        return None
-    where = json.loads(text)
-    if where["run_dir"] != str(Path(run_dir).resolve()):
-        return None
-    optuna = _optuna()
-    study = optuna.load_study(study_name=where["study"], storage=where["storage"], pruner=_pruner(where["prune"]))
-    trial = optuna.trial.Trial(study, where["trial_id"])
-
-    def check(score: float, step: int) -> bool:
-        trial.report(float(score), step)
-        return trial.should_prune()
-
-    return check
-
-
 @dataclasses.dataclass
 class SearchSummary:
     """What a search did: its trials by state, and the best one."""
@@ -252,17 +144,14 @@ def _shown(value) -> str:
 def run_search(experiment, store, executor, backends, trials: int, seed: int = 0, prune: bool = True,
                runs_dir=None, progress: bool = True) -> SearchSummary:
     """Run trials until `trials` have finished (resuming a stored study); each trial is a sweep into `store`."""
-    from kdlora.sweep.driver import run_folder, run_sweep, runs_dir_for
-    from kdlora.sweep.expand import expand
-
     if experiment.train is None or experiment.search is None:
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
-    optuna = _optuna()
+    optuna = optuna_module()
     space = experiment.search
     storage = f"sqlite:///{study_path(store.path).resolve()}"
     name = study_name(experiment, space, seed)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=position_seeded_sampler(seed), pruner=_pruner(prune))
+                                sampler=position_seeded_sampler(seed), pruner=pruner(prune))
     _requeue_interrupted(study)
     searched = set(searched_methods(experiment.train))
     while len(_finished(study.get_trials(deepcopy=False))) < trials:
@@ -273,7 +162,7 @@ def run_search(experiment, store, executor, backends, trials: int, seed: int = 0
         trial.set_user_attr("run_keys", [s.key for s in specs])
         # one searched run reports its evaluations; several would report over each other
         reporter = run_folder(runs_dir or runs_dir_for(store.path), specs[0]) if len(specs) == 1 else None
-        with _reporting_to(trial._trial_id, storage, name, reporter, prune):
+        with reporting_to(trial._trial_id, storage, name, reporter, prune):
             run_sweep(trial_exp, store, executor, backends, runs_dir=runs_dir, progress=progress)
         runs = [store.get(s.key) for s in specs]
         scores = [r.metrics["score"] for r in runs
@@ -322,18 +211,4 @@ def _summary(study, trials: int) -> SearchSummary:
         summary.best = {"number": best.number, "score": best.value, "params": best.params,
                         "run_keys": best.user_attrs.get("run_keys", [])}
     summary.ok = bool(complete)
-    return summary
-
-
-def search_from_args(args, experiment, store) -> SearchSummary:
-    """`kdlora sweep EXP --search optuna`: the search with the executor and options of `args`."""
-    from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.executors import local_jobs, make_executor
-
-    if args.trials is None or args.trials < 1:
-        raise UserError("--search optuna needs --trials N (N >= 1)")
-    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
-    summary = run_search(experiment, store, executor, get_backends(), args.trials, args.search_seed, args.prune,
-                         args.runs_dir, args.progress)
-    print(f"search {experiment.name}: {summary.line()}")
     return summary

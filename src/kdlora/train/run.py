@@ -1,7 +1,7 @@
 """One training run of any registered method (FFT, LoRA, KD-LoRA, ...), driven by an accelerate loop that asks
 the Method what to do.
 
-    setup (data, teacher logits, model)  ->  fit (`kdlora.fit`: epochs, evaluation, best state)  ->  save (staged)
+    setup (data, teacher logits, model)  ->  fit (`loop.py`: epochs, evaluation, best state)  ->  save (staged)
 
 The loop never looks at the method's name: `method.prepare` decides what trains, `method.distills` whether the
 teacher's logits are needed, `method.loss` the loss, `method.after_step` what follows each optimiser step. Plain
@@ -14,7 +14,7 @@ cache.
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
 training it (weights, gradients, optimiser state, activations, dev scoring), less the process's memory before:
 taken after the teacher's logits exist, so no student's figure includes its teacher; measured the same way for
-every method, it leaves out the bookkeeping (`kdlora.fit.BestWeights`' copy of the best weights, kept off the
+every method, it leaves out the bookkeeping (`kdlora.train.loop.BestWeights`' copy of the best weights, kept off the
 measured memory, and the checkpoints `save_checkpoints` writes). A resumed run's covers only its segment after the
 resume (`cost_covers`).
 """
@@ -26,10 +26,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kdlora import checkpoint, tracking
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
-from kdlora.fit import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
+from kdlora.train import checkpoint, tracking
+from kdlora.train.loop import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
 
 DEV_SUBSET_SEED = 0
 """Seed of the dev subset (`max_eval_samples`): the same examples for every run, so seeds differ in training only."""
@@ -172,8 +172,8 @@ def load_data(config, task) -> dict:
 
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
-    from kdlora.sources import check_teacher, teacher_identity
-    from kdlora.teacher import OnlineTeacher, cached_teacher_logits
+    from kdlora.train.start import check_teacher, teacher_identity
+    from kdlora.train.teacher import OnlineTeacher, cached_teacher_logits
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
@@ -194,7 +194,7 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     from kdlora.modeling import quiet_peft_deprecation
     from kdlora.precision import check_precision
     from kdlora.rundir import check_run
-    from kdlora.sources import is_run_folder
+    from kdlora.train.start import is_run_folder
 
     config.validate()
     quiet_peft_deprecation()
@@ -223,13 +223,14 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
 
 
 def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True, verify: bool = True,
-                 resume: bool = False) -> TrainResult:
+                 resume: bool = False, should_stop=None) -> TrainResult:
     """Train one run and write `out_dir/metrics.json` plus the model (FFT) or adapter (LoRA methods).
 
     A run whose loss went non-finite has status "collapsed" and a reason instead of raising; constant dev
     predictions are `flags` of a done run. Bad settings raise UserError; a damaged teacher folder too (unless not
     `verify`: then only what cannot be loaded). `resume` continues from the run's checkpoint in
-    `out_dir/checkpoints` (written with `save_checkpoints`).
+    `out_dir/checkpoints` (written with `save_checkpoints`). `should_stop(score, step) -> bool` hears every dev
+    evaluation and may stop the run early (a search's pruner: see `kdlora.train.loop.fit`).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -249,7 +250,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from kdlora.params import count_parameters
     from kdlora.precision import ACCELERATE_MIXED_PRECISION
     from kdlora.rundir import environment, save_run
-    from kdlora.sources import starting_model
+    from kdlora.train.start import starting_model
 
     out_dir = Path(out_dir)
     method = get_method(config.method)
@@ -298,7 +299,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         try:
             with track_energy(config.track_energy) as energy:
                 outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress,
-                              out_dir, resume, outside_measure=lambda: left_out_of_peak(memory))
+                              out_dir, resume, outside_measure=lambda: left_out_of_peak(memory),
+                              should_stop=should_stop)
         finally:
             accelerator.end_training()
         seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
-from kdlora.sources import load_teacher, teacher_files
+from kdlora.train.start import load_teacher, teacher_files
 
 
 def example_digests(examples) -> list[int]:

@@ -6,7 +6,7 @@ It never looks at the method's name (`method.loss` is the loss). Every process s
 the best state is kept off the measured memory (`BestWeights`) and, like the checkpoints `save_checkpoints` writes,
 copied aside inside `outside_measure` (the run's memory tracker leaves it out of the peak): every method's figure is
 then its training alone, whatever the size of its trainable weights. Each checkpoint holds what `resume` needs (see
-`kdlora.checkpoint`); the shuffle order depends only on (seed, epoch), so a resumed run sees the batches an
+`kdlora.train.checkpoint`); the shuffle order depends only on (seed, epoch), so a resumed run sees the batches an
 uninterrupted one would.
 """
 
@@ -18,9 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kdlora import checkpoint, tracking
 from kdlora.errors import UserError
-from kdlora.sweep.search import pruning_check
+from kdlora.train import checkpoint, tracking
 
 
 @dataclass
@@ -140,11 +139,13 @@ class BestWeights:
 
 
 def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
-        run_dir: Path, resume: bool = False, outside_measure=contextlib.nullcontext) -> dict:
+        run_dir: Path, resume: bool = False, outside_measure=contextlib.nullcontext, should_stop=None) -> dict:
     """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
     best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome.
     `outside_measure()`: the context the bookkeeping runs in (keeping the best state, writing checkpoints), which
-    the run's memory figure leaves out (`kdlora.meters.left_out_of_peak`)."""
+    the run's memory figure leaves out (`kdlora.meters.left_out_of_peak`). `should_stop(score, step) -> bool`, if
+    given, hears every evaluation and may stop the run, as a hyper-parameter search prunes one (`kdlora.trial`):
+    it ends like an early-stopped run, keeps its best state, and its outcome says `pruned_at_step`."""
     import torch
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -178,8 +179,6 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
             with outside_measure():
                 best_state.keep([(name, saved[name]) for name, _ in trainable])
     resumed_at = at.step
-    # inside a hyper-parameter search (`kdlora.sweep.search`): each evaluation goes to the trial, which may prune
-    prune_check = pruning_check(run_dir)
     pruned_at = None
     tracking.start_trackers(accelerator, config.trackers, config.to_dict(), run_dir.name, at.tracker_run_ids)
 
@@ -202,7 +201,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         if config.save_checkpoints:  # not in the run key: not in its memory figure either
             with outside_measure():
                 checkpoint.save_checkpoint(accelerator, run_dir, is_best)
-        if prune_check is not None and prune_check(result.score, at.step):
+        if should_stop is not None and should_stop(result.score, at.step):
             pruned_at = at.step  # stops as early stopping does: the best state so far is the run's
             return True
         return bool(config.patience and at.stale >= config.patience)
