@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from kdlora.data.file_tasks import Table
+from kdlora.data.tables import Table
 from kdlora.errors import UserError
 
 DATASET_SETTINGS = ("dataset_revision", "train_split", "validation_split", "test_split")

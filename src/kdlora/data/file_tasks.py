@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from kdlora.data.examples import Examples
-from kdlora.data.tables import is_empty, read_table, texts_of
+from kdlora.data.tables import Table, is_empty, read_table, texts_of
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
 
@@ -28,19 +28,6 @@ TASK_TYPES = ("classification", "regression")
 METRICS = ("accuracy", "macro_f1", "f1", "mcc", "pearson_spearman")
 MAX_INT_CLASSES = 1000
 """An integer label column with more distinct values than this is a regression target, not classes."""
-
-
-@dataclass(frozen=True)
-class Table:
-    """One split as read: its rows (a pandas DataFrame), where it came from (for messages), the class names the data
-    declares (a ClassLabel column's; None: found from the values) and the id of its first row."""
-
-    frame: object
-    where: str
-    class_names: tuple[str, ...] | None = None
-    first_id: int = 0
-    header: str = "header row, "
-    """Where a file names its columns, for messages (a dataset's features: none)."""
 
 
 @dataclass(frozen=True)
