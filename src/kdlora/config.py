@@ -59,7 +59,8 @@ class TrainConfig(*settings_classes()):
     model pair in reports (default: the model's name)."""
     method: str
     """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD),
-    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora (see `kdlora.methods`)."""
+    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora, pissa / kd-pissa (see
+    `kdlora.methods`)."""
     seed: int = 42
     """Seed of initialisation, data order, dropout and subsampling."""
     epochs: int = 3

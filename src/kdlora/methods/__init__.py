@@ -21,8 +21,9 @@ from kdlora.methods.base import DistillSettings, Method
 from kdlora.methods.dora import DORA, KD_DORA
 from kdlora.methods.fft import FFT
 from kdlora.methods.lora import KD_LORA, LORA, STUDENT_LORA, LoraSettings
+from kdlora.methods.pissa import KD_PISSA, PISSA
 
-REGISTERED = (FFT, LORA, KD_LORA, STUDENT_LORA, DORA, KD_DORA, ADALORA, KD_ADALORA)
+REGISTERED = (FFT, LORA, KD_LORA, STUDENT_LORA, DORA, KD_DORA, ADALORA, KD_ADALORA, PISSA, KD_PISSA)
 
 METHODS: dict[str, Method] = {}
 

@@ -341,6 +341,6 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         environment={**environment(accelerator), "precision": config.precision,
                      "mixed_precision": accelerator.mixed_precision})
     if accelerator.is_main_process:
-        save_run(out_dir, result.to_dict(), outcome.get("model"), tokenizer, base, task.num_labels)
+        save_run(out_dir, result.to_dict(), method.saved(outcome.get("model")), tokenizer, base, task.num_labels)
     accelerator.wait_for_everyone()
     return result
