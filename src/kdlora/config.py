@@ -17,7 +17,7 @@ from typing import get_type_hints
 
 from kdlora.errors import UserError
 from kdlora.families import PAPER_FAMILIES, get_family
-from kdlora.methods import AdaLoraSettings, get_method, paper_methods, settings_classes
+from kdlora.methods import AdaLoraSettings, LoraPlusSettings, VeraSettings, get_method, paper_methods, settings_classes
 from kdlora.precision import AUTO, PRECISIONS, resolve_precision
 
 TRACKERS = ("tensorboard", "mlflow")
@@ -27,7 +27,8 @@ OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
 """TrainConfig fields that watch a run without changing what it computes: not part of its key."""
 
 LATER_FIELDS = {"positive_label": None,
-                **{f.name: f.default for f in dataclasses.fields(AdaLoraSettings)},
+                **{f.name: f.default for cls in (AdaLoraSettings, LoraPlusSettings, VeraSettings)
+                   for f in dataclasses.fields(cls)},
                 "dataset": None, "dataset_revision": None, "train_split": None, "validation_split": None,
                 "test_split": None}
 """TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
@@ -59,8 +60,8 @@ class TrainConfig(*settings_classes()):
     model pair in reports (default: the model's name)."""
     method: str
     """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD),
-    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora, pissa / kd-pissa (see
-    `kdlora.methods`)."""
+    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora, pissa / kd-pissa,
+    lora-plus / kd-lora-plus, vera / kd-vera (see `kdlora.methods`)."""
     seed: int = 42
     """Seed of initialisation, data order, dropout and subsampling."""
     epochs: int = 3
