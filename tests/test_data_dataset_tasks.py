@@ -123,6 +123,7 @@ def test_the_api_takes_a_dataset(tmp_path):
 @pytest.mark.parametrize(("flags", "message"), [
     (["--validation-split", "dev"], "--dataset {d}: no split 'dev' for --validation-split (has: train, validation)"),
     (["--text-columns", "review"], "{d}[train]: column 'review': no such column (has: text, label)"),
+    (["--text-columns", ""], "--dataset needs --text-columns (and --label-column unless it is `label`)"),
     (["--label-column", "stars"], "{d}[train]: column 'stars': no such column (has: text, label)"),
     (["--train-split", "train+validation"], "--train-split 'train+validation': one split, with or without a slice "
                                             "(has: train, validation)"),

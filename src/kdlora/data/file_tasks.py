@@ -91,6 +91,8 @@ def spec_of(settings):
     from kdlora.data.dataset_tasks import DATASET_SETTINGS, dataset_spec_of
 
     if settings.dataset is not None:
+        if not settings.text_columns:
+            raise UserError("--dataset needs --text-columns (and --label-column unless it is `label`)")
         return dataset_spec_of(settings, text_columns_of(settings))
     stray = [k for k in DATASET_SETTINGS if getattr(settings, k) is not None]
     if stray:
