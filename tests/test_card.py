@@ -58,7 +58,9 @@ def test_a_runs_card_parses_back_with_the_runs_own_figures(runs):
     assert results == {f"dev {k}, as trained (fp32)": v for k, v in metrics["metrics"].items()}
     assert {r.dataset_name for r in card.data.eval_results} == {"custom"}
     assert f"{metrics['trainable_params']:,} of {metrics['total_params']:,}" in card.text
-    assert f"rank {metrics['rank']}, alpha 16, on query, value" in card.text
+    assert "- **adapters**: on query, value; also training classifier" in card.text
+    assert f"- **method settings**: rank {metrics['rank']}, lora_alpha 16, lora_dropout 0.1, use_rslora False" \
+        in card.text
 
 
 def test_a_derived_students_base_model_is_the_teacher_it_was_cut_from(runs):

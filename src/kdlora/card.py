@@ -12,6 +12,7 @@ scores, its cost and how to load it.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from kdlora.data.dataset_tasks import name_and_config
@@ -154,12 +155,16 @@ def _training(metrics: dict) -> str:
     if method.distills:
         logits = (metrics.get("teacher_logits") or {}).get("source")
         rows += [("teacher", f"`{config.get('teacher')}` (its logits: {logits})"),
-                 ("transfer data", f"the {metrics['train_examples']:,} training examples, KD temperature "
-                                   f"{config.get('temperature')}, KD weight {config.get('kd_alpha')}")]
+                 ("transfer data", f"the {metrics['train_examples']:,} training examples (the teacher's logits on "
+                                   "them)")]
     if metrics.get("lora_targets"):
-        rows += [("adapters", f"rank {metrics['rank']}, alpha {config.get('lora_alpha')}, on "
-                              f"{', '.join(metrics['lora_targets'])}; also training "
+        rows += [("adapters", f"on {', '.join(metrics['lora_targets'])}; also training "
                               f"{', '.join(metrics.get('trained_modules') or []) or 'nothing else'}")]
+    own = [f.name for cls in method.settings for f in fields(cls) if f.name in config]
+    if own:
+        rows += [("method settings", ", ".join(f"{name} {config[name]}" for name in own))]
+    if metrics.get("method_details"):
+        rows += [("method details", ", ".join(f"{k}: {v}" for k, v in metrics["method_details"].items()))]
     rows += [("epochs", f"{config['epochs']} ({metrics['steps']} optimiser steps; best epoch "
                         f"{metrics.get('best_epoch')})"),
              ("learning rate", f"{metrics['learning_rate']:g}, effective batch {metrics['effective_batch_size']}"),
