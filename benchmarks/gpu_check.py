@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kdlora.analysis.paper import paper_table
 from kdlora.bench.runner import run_bench
-from kdlora.config import BenchSettings
+from kdlora.bench.settings import BenchSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "data" / "train" / "sst2"
@@ -56,7 +56,7 @@ def bench_stage(device: str, out: Path) -> dict:
     settings = BenchSettings(families=("bert", "roberta", "deberta"), ranks=(8,), device=device,
                              precision=("fp32", "bf16") if cuda else ("fp32",), eval_size=1043 if cuda else 32,
                              batch_size=32 if cuda else 4, train_seq_len=128 if cuda else 16, tiny=not cuda)
-    result = run_bench(settings.validate(), progress=False)
+    result = run_bench(settings, progress=False)
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 

@@ -26,8 +26,8 @@ from kdlora import modeling as models
 from kdlora.bench import evalset
 from kdlora.bench.environment import describe_environment, load_average
 from kdlora.bench.runner import run_bench
+from kdlora.bench.settings import BenchSettings
 from kdlora.bench.worker import train_batch, train_step
-from kdlora.config import BenchSettings
 from kdlora.families import FAMILIES, PAPER_FAMILIES
 from kdlora.methods import METHODS
 

@@ -21,3 +21,20 @@ def pristine(tmp_path_factory):
     from damage_helpers import build_pristine
 
     return build_pristine(tmp_path_factory.mktemp("pristine"))
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """The toy method registered here and in every child process (sweep runs, bench workers)."""
+    import importlib
+    import sys
+
+    from kdlora.methods import METHODS
+
+    monkeypatch.setenv("KDLORA_METHODS", "toy_method")
+    tests = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    module = importlib.import_module("toy_method")
+    yield module.TOY
+    METHODS.pop(module.TOY.name)
+    sys.modules.pop("toy_method")

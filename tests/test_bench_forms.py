@@ -76,7 +76,7 @@ def test_rows_written_before_the_rename_keep_their_form():
 
 def test_unknown_quantisation_is_a_user_error():
     with pytest.raises(UserError, match="quantize: unknown 'int4'"):
-        BenchSettings(quantize=("int4",)).validate()
+        BenchSettings(quantize=("int4",))
 
 
 def _job(form, **extra):

@@ -1,8 +1,8 @@
 import pytest
 
 from kdlora.bench.runner import MEASURED, plan, run_bench, worker_job
+from kdlora.bench.settings import BenchSettings
 from kdlora.cli import main
-from kdlora.config import BenchSettings
 from kdlora.errors import UserError
 
 
@@ -26,7 +26,7 @@ def test_default_plan_counts_every_rank_and_measures_one_per_method():
 ])
 def test_bad_settings_are_user_errors(change, message):
     with pytest.raises(UserError, match=message):
-        BenchSettings(**change).validate()
+        BenchSettings(**change)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from kdlora.config import TrainConfig, field_docs
+from kdlora.config import RunSettings, TrainConfig
 from kdlora.errors import UserError
 
 
@@ -27,12 +27,13 @@ def test_key_is_stable_and_covers_every_field():
     ({"tiny": "yes"}, "tiny must be true or false"),
     ({"rank": 2.5}, "rank must be a whole number"),
     ({"colour": "red"}, "unknown key 'colour'"),
+    ({"method": "kd-adalora", "target_rank": 9}, "bad value for target_rank: 9"),  # above the initial rank 8
     ({"task": "imdb"}, "unknown task 'imdb'"),
     ({"student_init": "random"}, "bad value for student_init: 'random'"),
 ])
 def test_bad_values_name_key_and_value(values, message):
     with pytest.raises(UserError, match=message):
-        TrainConfig.from_dict({"task": "sst2", "family": "bert", "method": "fft", **values})
+        TrainConfig.from_dict({"task": "sst2", "family": "bert", "method": "kd-lora", **values})
 
 
 def test_missing_key_is_named():
@@ -49,25 +50,30 @@ def test_learning_rate_default_depends_on_method_and_data_size():
     assert TrainConfig(task="sst2", family="bert", method="fft", learning_rate=1e-3).lr == 1e-3
 
 
-def test_every_field_has_a_docstring_for_the_cli():
-    docs = field_docs()
-    assert set(docs) == {f.name for f in dataclasses.fields(TrainConfig)}
+def test_every_setting_has_a_docstring_for_the_cli():
+    from kdlora.methods import settings_classes
+    from kdlora.settings import field_docs
+
+    docs = field_docs(RunSettings, *settings_classes())
+    assert set(docs) == set(TrainConfig.setting_names())
     assert all(len(text) > 10 for text in docs.values())
 
 
 def test_the_run_key_covers_the_number_of_processes_and_is_the_stores_key():
     """Finding: two processes (twice the effective batch) and one process shared a key; the store used its own."""
-    from kdlora.config import TrainConfig, run_key
+    from kdlora.config import TrainConfig
     from kdlora.experiment import parse_experiment
+    from kdlora.keys import run_key
     from kdlora.sweep.backends import REAL
-    from kdlora.sweep.expand import expand, train_identity
+    from kdlora.sweep.expand import expand
 
     config = TrainConfig(task="sst2", family="bert", method="fft", tiny=True)
     assert config.key() == config.key(1) != config.key(2)
     assert config.key() != TrainConfig(task="sst2", family="bert", method="fft", tiny=True, batch_size=16).key()
     [spec] = expand(parse_experiment('[train]\ntasks = ["sst2"]\nfamilies = ["bert"]\nmethods = ["fft"]\n'
                                      '[train.params]\ntiny = true\n'), REAL)
-    assert spec.key == TrainConfig.from_dict(spec.config).key() == run_key(train_identity(spec.config))
+    config = TrainConfig.from_dict(spec.config)
+    assert spec.key == config.key() == run_key("train", config.identity(), 1)
 
 
 def test_watching_a_run_does_not_change_its_key():

@@ -46,8 +46,8 @@ def test_new_methods_have_exact_counts_with_their_own_adapter_parameters(name):
 def test_registry_names_labels_colours_and_settings_are_the_cli_and_config():
     assert len({m.label for m in METHODS.values()}) == len({m.colour for m in METHODS.values()}) == len(METHODS)
     assert get_method("KD-AdaLoRA").name == "kd-adalora" and get_method("student_lora").name == "student-lora"
-    fields = set(TrainConfig.__dataclass_fields__)
-    assert {"rank", "lora_alpha", "kd_alpha", "temperature", "target_rank", "orth_reg_weight"} <= fields
+    names = set(TrainConfig.setting_names())
+    assert {"rank", "lora_alpha", "kd_alpha", "temperature", "target_rank", "orth_reg_weight"} <= names
     with pytest.raises(UserError, match="bad value for target_rank: 9"):  # above the initial rank 8
         TrainConfig(task="sst2", family="bert", method="adalora", target_rank=9)
 
@@ -55,7 +55,7 @@ def test_registry_names_labels_colours_and_settings_are_the_cli_and_config():
 def test_runs_stored_before_the_methods_became_plug_ins_keep_their_keys():
     """AdaLoRA's new fields at their defaults stay out of a key and the retired `use_dora = false` is put back, so
     the key is the hash of exactly what TrainConfig held before."""
-    from kdlora.config import run_key
+    from kdlora.keys import run_key
 
     config = TrainConfig(task="sst2", family="bert", method="lora")
     before = {k: v for k, v in config.to_dict().items()
@@ -63,7 +63,7 @@ def test_runs_stored_before_the_methods_became_plug_ins_keep_their_keys():
                            "save_checkpoints", "report_to", "track_energy", "positive_label", "dataset",
                            "dataset_revision", "train_split", "validation_split", "test_split", "loraplus_lr_ratio",
                            "vera_d_initial", "vera_projection_seed")}
-    assert config.key() == run_key({**before, "use_dora": False})
+    assert config.key() == run_key("train", {**before, "use_dora": False}, 1)
     assert TrainConfig(task="sst2", family="bert", method="adalora", target_rank=2).key() != \
         TrainConfig(task="sst2", family="bert", method="adalora").key()
 
@@ -160,21 +160,6 @@ def test_adalora_loss_adds_its_orthogonal_regulariser():
     outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     loss = method.loss(model, outputs, batch, settings=SimpleNamespace(orth_reg_weight=0.5))
     assert torch.isclose(loss - task_loss(outputs.logits, batch["labels"], False), torch.tensor(0.5 * 8 ** 0.5))
-
-
-@pytest.fixture
-def toy(monkeypatch):
-    """The toy method registered here and in every child process (sweep runs, bench workers)."""
-    import importlib
-    import os
-
-    monkeypatch.setenv("KDLORA_METHODS", "toy_method")
-    tests = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
-    module = importlib.import_module("toy_method")
-    yield module.TOY
-    METHODS.pop(module.TOY.name)
-    sys.modules.pop("toy_method")
 
 
 @pytest.mark.slow

@@ -157,3 +157,14 @@ def test_runs_train_save_and_load_merged_and_not(tmp_path, teacher, name):
     with torch.no_grad():
         torch.testing.assert_close(load_model(tmp_path / "run")(**batch).logits,
                                    load_model(tmp_path / "run", merged=True)(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_a_methods_own_setting_keys_only_its_own_runs_away_from_its_default():
+    from kdlora.config import TrainConfig
+
+    def key(method, **values):
+        return TrainConfig(task="sst2", family="bert", method=method, **values).key()
+
+    assert key("lora-plus", loraplus_lr_ratio=8.0) != key("lora-plus") != key("lora")
+    assert key("lora", loraplus_lr_ratio=8.0, vera_d_initial=0.5) == key("lora")  # LoRA reads neither
+    assert key("vera", vera_projection_seed=1) != key("vera")

@@ -113,17 +113,17 @@ def test_a_train_config_resolves_auto_so_its_key_names_what_ran(monkeypatch):
 
 
 def test_bench_and_export_resolve_auto(monkeypatch):
-    from kdlora.config import BenchSettings
+    from kdlora.bench.settings import BenchSettings
     from kdlora.export import ExportSettings
 
     _cpu(monkeypatch, avx512_bf16=False, amx=False)
-    assert BenchSettings(precision=("auto", "fp32")).validate().precision == ("fp32",)
-    assert ExportSettings(precision="auto").validate().precision == "fp32"
+    assert BenchSettings(precision=("auto", "fp32")).precision == ("fp32",)
+    assert ExportSettings(precision="auto").precision == "fp32"
     _cpu(monkeypatch, avx512_bf16=True, amx=False)
-    assert BenchSettings(precision=("fp32", "auto")).validate().precision == ("fp32", "bf16")
-    assert ExportSettings(precision="auto").validate().precision == "bf16"
+    assert BenchSettings(precision=("fp32", "auto")).precision == ("fp32", "bf16")
+    assert ExportSettings(precision="auto").precision == "bf16"
     # ONNX Runtime has no fast bf16 path on CPU: auto exports ONNX in fp32 (before any int8 quantisation)
-    assert ExportSettings(format="onnx", precision="auto", quantize="int8").validate().precision == "fp32"
+    assert ExportSettings(format="onnx", precision="auto", quantize="int8").precision == "fp32"
 
 
 def test_the_environment_of_a_run_records_what_auto_picks_and_why(monkeypatch):

@@ -49,6 +49,6 @@ def test_a_lora_cell_ranks_all_its_configurations_over_every_rank():
 
 def test_bad_selection_settings_are_user_errors():
     with pytest.raises(UserError, match="--select-epoch: 'first' is not one of best, last"):
-        Selection(select_epoch="first").validate()
+        Selection(select_epoch="first")
     with pytest.raises(UserError, match="--k: 0 is not a positive integer"):
-        Selection(k=0).validate()
+        Selection(k=0)

@@ -5,16 +5,18 @@ import pytest
 from kdlora import store as store_module
 from kdlora.cli import main
 from kdlora.errors import UserError
-from kdlora.store import Store, config_key
+from kdlora.keys import run_key
+from kdlora.store import Store
 
 TRAIN = {"task": "sst2", "family": "bert", "method": "lora", "rank": 8, "seed": 1}
 
 
-def test_config_key_is_canonical():
-    assert config_key("train", {"a": 1, "b": [1, 2]}) == config_key("train", {"b": [1, 2], "a": 1})
-    assert config_key("train", {"a": 1}) != config_key("train", {"a": 2})
-    assert config_key("train", {"a": 1}) != config_key("bench", {"a": 1})
-    assert len(config_key("train", {})) == 64
+def test_run_key_is_canonical():
+    assert run_key("train", {"a": 1, "b": [1, 2]}) == run_key("train", {"b": [1, 2], "a": 1})
+    assert run_key("train", {"a": 1}) != run_key("train", {"a": 2})
+    assert run_key("train", {"a": 1}) != run_key("bench", {"a": 1})
+    assert run_key("train", {"a": 1}, 1) != run_key("train", {"a": 1}, 2) != run_key("train", {"a": 1})
+    assert len(run_key("train", {})) == 64
 
 
 def test_start_finish_round_trip(tmp_path):

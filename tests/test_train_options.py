@@ -133,11 +133,11 @@ def test_the_report_shows_energy_beside_time_and_memory(tmp_path):
 
 def test_bench_tracks_the_energy_of_each_evaluation():
     from kdlora.bench.runner import plan, worker_job
+    from kdlora.bench.settings import BenchSettings
     from kdlora.bench.worker import measure
-    from kdlora.config import BenchSettings
 
     settings = BenchSettings(families=("bert",), methods=("kd-lora",), ranks=(8,), tiny=True, eval_size=40,
-                             batch_size=2, train_seq_len=8, track_energy=True).validate()
+                             batch_size=2, train_seq_len=8, track_energy=True)
     [job] = [j for j in plan(settings) if j.measure]
     row = measure(worker_job(settings, job))  # in this process: the worker's measurement without its start-up
     assert row["eval_energy_kwh"] > 0 and row["eval_g_co2eq"] > 0

@@ -29,8 +29,8 @@ def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str |
     `settings`: `student="derive:3"`, `teacher="runs/fft"`, `epochs=2`, `test_file=...`,
     `validation_split="train[90%:]"`. Writes `out_dir`.
     """
-    from kdlora.commands.train import fill_defaults
     from kdlora.config import TrainConfig
+    from kdlora.rundir import fill_defaults
     from kdlora.train import run_training
 
     if text_columns is not None and not isinstance(text_columns, str):
@@ -49,8 +49,8 @@ def bench_pair(model: str | Path | None = None, student: str | Path | None = Non
     config.json) and its `student` (the same kinds, or `derive:N`), or named `families`. Returns the bench.json
     dict; with `out_dir`, writes its files there. Other `kdlora bench` settings go in `settings` (`ranks=(8,)`)."""
     from kdlora.bench.runner import run_bench
+    from kdlora.bench.settings import BenchSettings
     from kdlora.bench.table import write_bench_outputs
-    from kdlora.config import BenchSettings
 
     if families is not None:
         settings["families"] = tuple([families] if isinstance(families, str) else families)
@@ -58,7 +58,7 @@ def bench_pair(model: str | Path | None = None, student: str | Path | None = Non
         settings["model"] = str(model)
     if student is not None:
         settings["student"] = str(student)
-    result = run_bench(BenchSettings(params_only=params_only, **settings).validate(), progress=progress)
+    result = run_bench(BenchSettings(params_only=params_only, **settings), progress=progress)
     if out_dir is not None:
         write_bench_outputs(result, out_dir)
     return result

@@ -1,56 +1,55 @@
-"""Settings of training runs and of the bench: typed dataclasses validated once, whose field docstrings are the
-CLI help.
+"""The settings of one training run, validated once when made, and the run's key.
 
-`TrainConfig` decides one training run (its `key()` is the run's identity in the results store); `BenchSettings`
-decides what `kdlora bench` measures; `add_settings_arguments` turns any settings dataclass into argparse flags, so
-every command's flags and help come from one place.
+A run's settings are its own (`RunSettings`: task, model, data, schedule, precision, ...) and those of every
+registered method (`kdlora.methods`: LoRA's rank, KD's temperature, AdaLoRA's budget, a plug-in's own), read as one
+flat namespace: `config.rank`, `config.temperature`. A method's settings stay in the method's own file; the
+registry is read when a config is made, so a method registered later (a plug-in) brings its settings, flags and
+experiment keys with it.
+
+The key (`TrainConfig.key()`, `identity()`) holds what decides the run and nothing that only watches it. So that
+adding a setting or a method never changes the key of a run already stored, a setting enters it only when it was
+part of every key from the start (`FIRST_KEYED`, kept as it was), or when the run reads it (a run setting, or its
+method's) and it differs from its default.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass
-from typing import get_type_hints
+from dataclasses import dataclass, field
 
 from kdlora.errors import UserError
-from kdlora.families import PAPER_FAMILIES, get_family
-from kdlora.methods import AdaLoraSettings, LoraPlusSettings, VeraSettings, get_method, paper_methods, settings_classes
+from kdlora.keys import run_key
+from kdlora.methods import METHODS, get_method, settings_classes
 from kdlora.precision import AUTO, PRECISIONS, resolve_precision
+from kdlora.settings import coerce, field_default, field_hints
 
 TRACKERS = ("tensorboard", "mlflow")
 """Experiment trackers `report_to` may name (accelerate's trackers of those names)."""
 
 OBSERVERS = ("save_checkpoints", "report_to", "track_energy")
-"""TrainConfig fields that watch a run without changing what it computes: not part of its key."""
+"""Settings that watch a run without changing what it computes: never part of its key."""
 
-LATER_FIELDS = {"positive_label": None,
-                **{f.name: f.default for cls in (AdaLoraSettings, LoraPlusSettings, VeraSettings)
-                   for f in dataclasses.fields(cls)},
-                "dataset": None, "dataset_revision": None, "train_split": None, "validation_split": None,
-                "test_split": None}
-"""TrainConfig fields added after runs were stored, and their defaults: at the default they are left out of the
-key, so the runs stored before keep theirs."""
+FIRST_KEYED = ("task", "family", "method", "seed", "epochs", "learning_rate", "batch_size", "max_length",
+               "max_train_samples", "max_eval_samples", "warmup_ratio", "weight_decay", "patience", "teacher",
+               "online_teacher", "student_init", "data_dir", "pretrained", "tiny", "device", "model", "student",
+               "lora_targets", "train_file", "validation_file", "test_file", "text_columns", "label_column",
+               "task_type", "metric", "precision", "grad_accum", "eval_steps",
+               "rank", "lora_alpha", "lora_dropout", "use_rslora", "temperature", "kd_alpha")
+"""The settings every run's key held, whatever its method, when the first stores were written: kept in every key
+as they were, so those stores keep their keys (tests/test_run_keys.py opens one). Never add to it."""
 
-RETIRED_FIELDS = {"use_dora": False}
-"""Fields that left TrainConfig (DoRA is a method now) and the value every run keyed without them had: put back
-into the key, so the runs stored before keep theirs."""
+RETIRED = {"use_dora": False}
+"""Settings that left (DoRA became a method) and the value every key held for them: put back into every key."""
 
 
-def keyed_settings(values: dict) -> dict:
-    """A config dict less what is not part of a run's key (`OBSERVERS`, `LATER_FIELDS` at their defaults), with
-    `RETIRED_FIELDS` put back."""
-    kept = {k: v for k, v in values.items()
-            if k not in OBSERVERS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
-    return {**RETIRED_FIELDS, **kept}
+def method_setting_fields() -> dict[str, dataclasses.Field]:
+    """Every registered method's settings fields by name, read from the registry now (plug-ins included)."""
+    return {f.name: f for cls in settings_classes() for f in dataclasses.fields(cls)}
 
 
 @dataclass(kw_only=True)
-class TrainConfig(*settings_classes()):
-    """Everything that decides one training run; `key()` identifies it in the results store. The methods' own
-    settings (LoRA's rank, KD's temperature, AdaLoRA's budget, ...) are its bases, from the method registry."""
+class RunSettings:
+    """What every training run is set by, whatever its method. Each field's docstring is its CLI help."""
 
     task: str
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating;
@@ -59,9 +58,7 @@ class TrainConfig(*settings_classes()):
     """Model family: bert, roberta, deberta, or minilm (offline real weights); with --model, a label for the
     model pair in reports (default: the model's name)."""
     method: str
-    """fft (full fine-tuning of the teacher), lora (LoRA on the teacher), kd-lora (LoRA on the student + KD),
-    student-lora (LoRA on the student, no KD), dora / kd-dora, adalora / kd-adalora, pissa / kd-pissa,
-    lora-plus / kd-lora-plus, vera / kd-vera (see `kdlora.methods`)."""
+    """The fine-tuning method, one of the registry's (`kdlora.methods`; the CLI's help lists them)."""
     seed: int = 42
     """Seed of initialisation, data order, dropout and subsampling."""
     epochs: int = 3
@@ -155,14 +152,43 @@ class TrainConfig(*settings_classes()):
     track_energy: bool = False
     """Measure energy (kWh) and emissions (g CO2-eq) with codecarbon's offline tracker (extra `energy`)."""
 
-    def __post_init__(self):
-        self.validate()
 
-    def validate(self) -> None:
-        """Raise a UserError naming the first bad key and value."""
+@dataclass(kw_only=True, init=False)
+class TrainConfig(RunSettings):
+    """Everything that decides one training run: its `RunSettings` and the settings of every registered method
+    (`method_settings`, read flat: `config.rank`), each method's at its default unless given. Validated when
+    made; `key()` identifies the run in the results store."""
+
+    method_settings: dict = field(default_factory=dict, repr=False)
+    """Every registered method's settings by name (this run's method reads its own; the others ride along)."""
+
+    def __init__(self, *, method_settings: dict | None = None, **values):
+        known = method_setting_fields()
+        given = {**(method_settings or {}), **{k: values.pop(k) for k in list(values) if k in known}}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise UserError(f"config: unknown key {unknown[0]!r}")
+        object.__setattr__(self, "method_settings",
+                           {name: given.get(name, field_default(f)) for name, f in known.items()})
+        super().__init__(**values)
+        self._validate()
+
+    def __getattr__(self, name: str):
+        settings = self.__dict__.get("method_settings")
+        if settings is not None and name in settings:
+            return settings[name]
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name != "method_settings" and name in self.__dict__.get("method_settings", {}):
+            self.method_settings[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def _validate(self) -> None:
+        """Validate once, when made: a UserError naming the first bad key and value."""
         from kdlora.data.tasks import TASKS, get_task
         from kdlora.families import get_family
-        from kdlora.methods import get_method
 
         if self.file_spec() is None:
             self.task = get_task(self.task).name
@@ -190,7 +216,7 @@ class TrainConfig(*settings_classes()):
             "eval_steps": self.eval_steps is None or self.eval_steps > 0,
             "report_to": all(name in TRACKERS for name in self.trackers),
         }
-        for settings in settings_classes():  # each method's settings check their own fields
+        for settings in get_method(self.method).settings:  # the method checks the settings it reads
             checks.update(settings.checks(self))
         for key, ok in checks.items():
             if not ok:
@@ -224,241 +250,58 @@ class TrainConfig(*settings_classes()):
         return get_method(self.method).learning_rates["small" if self.task_spec().small_data else "glue"]
 
     @classmethod
+    def setting_names(cls) -> list[str]:
+        """Every setting a config takes by name: the run's own, then every registered method's."""
+        return [f.name for f in dataclasses.fields(RunSettings)] + list(method_setting_fields())
+
+    @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build from plain values (JSON, YAML, CLI); unknown keys and wrong types are UserErrors."""
-        hints = get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        names = cls.setting_names()
+        unknown = sorted(set(values) - set(names) - {"method_settings"})
         if unknown:
             raise UserError(f"config: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
-        missing = [f.name for f in dataclasses.fields(cls)
+        missing = [f.name for f in dataclasses.fields(RunSettings)
                    if f.default is dataclasses.MISSING and f.name not in values]
         if missing:
             raise UserError(f"config: missing key {missing[0]!r}")
-        clean = {k: _coerce(k, v, hints[k]) for k, v in values.items()}
-        return cls(**clean)
+        hints = field_hints(RunSettings, *settings_classes())
+        return cls(**{k: coerce(k, v, hints[k]) for k, v in values.items() if k != "method_settings"})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every setting by name, flat (a run folder's and the store's record of it)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunSettings)}
+        return {**values, **self.method_settings}
+
+    def reads(self) -> set[str]:
+        """The settings this run reads: its own and its method's."""
+        own = {f.name for f in dataclasses.fields(RunSettings)}
+        return own | {f.name for cls in get_method(self.method).settings for f in dataclasses.fields(cls)}
 
     def identity(self) -> dict:
-        """The config as the store tells runs apart: a task from files by its files' content hash, not their paths
-        (edited data is a new run; the same data elsewhere is not), one from a dataset by its splits' fingerprints.
-        What only watches a run (checkpoints kept, trackers, energy) is left out: the same run watched differently
-        is the same run."""
-        values = keyed_settings(self.to_dict())
+        """What tells this run apart in the store: `FIRST_KEYED` as always, plus every other setting the run
+        reads at a value other than its default, with `RETIRED` put back; a task from files by its files'
+        content hash, not their paths (edited data is a new run; the same data elsewhere is not), one from a
+        dataset by its splits' fingerprints, not its name. What only watches a run (`OBSERVERS`) is never in it."""
+        values, reads = self.to_dict(), self.reads()
+        defaults = {f.name: field_default(f) for f in dataclasses.fields(RunSettings)}
+        defaults.update({name: field_default(f) for name, f in method_setting_fields().items()})
+        kept = {k: values[k] for k in FIRST_KEYED}
+        kept.update({k: v for k, v in values.items() if k not in FIRST_KEYED and k not in OBSERVERS
+                     and k in reads and v != defaults[k]})
+        kept = {**RETIRED, **kept}
         spec = self.file_spec()
         if spec is not None:
-            values = {k: v for k, v in values.items() if k not in spec.LOCATION}
-            values[spec.FINGERPRINT] = spec.fingerprint()
-        return values
+            kept = {k: v for k, v in kept.items() if k not in spec.LOCATION}
+            kept[spec.FINGERPRINT] = spec.fingerprint()
+        return kept
 
     def key(self, num_processes: int = 1) -> str:
-        """The run's identity and its key in the results store: sha256 of the canonical JSON of `identity()`
-        (precision included) and of the number of training processes, which multiplies the effective batch."""
-        return run_key(self.identity(), num_processes)
+        """The run's key in the results store (`kdlora.keys.run_key` of `identity()` and the number of training
+        processes, which multiplies the effective batch)."""
+        return run_key("train", self.identity(), num_processes)
 
 
-def run_key(values: dict, num_processes: int = 1) -> str:
-    """sha256 of the canonical JSON of a run's settings and its number of processes (see `TrainConfig.key`)."""
-    canonical = json.dumps({"kind": "train", "config": values, "num_processes": num_processes}, sort_keys=True,
-                           separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-@dataclass
-class BenchSettings:
-    """What `kdlora bench` measures. Each field's docstring is its CLI help."""
-
-    families: tuple[str, ...] = PAPER_FAMILIES
-    """Model families (teacher -> student) to measure."""
-    methods: tuple[str, ...] = paper_methods()
-    """Methods: the paper's FFT and LoRA on the teacher, KD-LoRA on the student; any registered one (`kdlora
-    train --help` lists them)."""
-    ranks: tuple[int, ...] = (8, 16, 32, 64)
-    """LoRA ranks: exact counts at every rank; memory and latency at the first unless --all-ranks."""
-    device: str = "cpu"
-    """Where to measure: cpu or cuda."""
-    num_labels: int = 2
-    """Classes of the classification head."""
-    params_only: bool = False
-    """Only the exact parameter counts (seconds): no training or timing."""
-    all_ranks: bool = False
-    """Measure memory and latency at every rank, not only the first."""
-    pretrained: bool = False
-    """Load real weights (hub names, or the family's offline package) instead of building from the bundled configs."""
-    batch_size: int = 32
-    """Training batch size of the memory measurement."""
-    train_seq_len: int = 128
-    """Training sequence length of the memory measurement (every sequence full length)."""
-    train_steps: int = 1
-    """Full-size training steps measured, after one short step that allocates the optimiser state."""
-    eval_size: int = 1043
-    """Sequences in the evaluation set (1,043: CoLA's dev set)."""
-    eval_batch_size: int = 32
-    """Evaluation batch size."""
-    pad_to: int | None = None
-    """Pad every evaluation sequence to this length (512 reproduces the official code); default: dynamic padding."""
-    group_by_length: bool = True
-    """Batch evaluation sequences of similar length together (less padding); --no-group-by-length batches in order."""
-    seed: int = 0
-    """Seed of the evaluation set, the training batch and the random weights."""
-    threads: int | None = None
-    """CPU threads per worker (default: PyTorch's, one per core)."""
-    runtime: tuple[str, ...] = ("pytorch",)
-    """Inference runtimes (alias --backend): pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
-    precision: tuple[str, ...] = ("fp32",)
-    """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch runtime, on a
-    CPU with AVX512-BF16 or AMX or a CUDA GPU), auto (bf16 where the device computes it natively, else fp32)."""
-    quantize: tuple[str, ...] = ("none",)
-    """none, or int8: ONNX Runtime's dynamic int8 quantisation (onnxruntime runtime). Unsupported combinations of
-    the three axes are skipped; a value in no supported one is an error."""
-    tiny: bool = False
-    """Tiny test-sized architectures (for tests and smoke runs; figures mean nothing)."""
-    model: str | None = None
-    """Any encoder instead of --families: a hub name, a folder or a config.json (counts need no weights)."""
-    student: str | None = None
-    """With --model: the KD-LoRA student, a hub name, folder or config.json, or derive:N / derive:I,J,K."""
-    track_energy: bool = False
-    """Energy (Wh) and emissions (g CO2-eq) of each evaluation, also per 1,000 predictions (codecarbon, offline;
-    extra `energy`)."""
-
-    def family_names(self) -> tuple[str, ...]:
-        """The families measured: --families, or the one pair --model/--student name (registered here)."""
-        if self.model is None:
-            return self.families
-        from kdlora.families import model_pair
-
-        return (model_pair(self.model, self.student).name,)
-
-    def validate(self) -> BenchSettings:
-        """Check every field once; UserError naming the field and value. Returns self."""
-        if self.student is not None and self.model is None:
-            raise UserError("--student needs --model")
-        if self.track_energy:
-            from kdlora.meters import require_energy
-
-            require_energy()
-        for name in self.family_names():
-            get_family(name)
-        for name in self.methods:
-            get_method(name)
-        if not self.families or not self.methods or not self.ranks:
-            raise UserError("families, methods and ranks must each name at least one")
-        for rank in self.ranks:
-            if rank <= 0:
-                raise UserError(f"ranks: {rank} is not a positive integer")
-        if self.device not in ("cpu", "cuda"):
-            raise UserError(f"device: unknown device {self.device!r} (cpu or cuda)")
-        for name in ("num_labels", "batch_size", "train_seq_len", "train_steps", "eval_size", "eval_batch_size"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{name}: {getattr(self, name)} is not a positive integer")
-        if self.threads is not None and self.threads <= 0:
-            raise UserError(f"threads: {self.threads} is not a positive integer")
-        self.precision = tuple(dict.fromkeys(resolve_precision(p, self.device) for p in self.precision))
-        self.forms()
-        if self.pad_to is not None and self.pad_to < 128:
-            raise UserError(f"pad_to: {self.pad_to} is shorter than the longest evaluation sentence (128 tokens)")
-        return self
-
-    def forms(self) -> list[tuple[str, str, str]]:
-        """The supported (runtime, precision, quantize) combinations of the three axes (UserError if a value is in
-        none; see `kdlora.bench.forms`)."""
-        from kdlora.bench.forms import plan_forms
-
-        return plan_forms(self.runtime, self.precision, self.quantize, self.device)
-
-
-def _coerce(key: str, value, hint):
-    """`value` as the field's type (bool, int, float, str, or None where allowed), else a UserError."""
-    text = str(hint)
-    if value is None:
-        if "None" in text:
-            return None
-        raise UserError(f"config: {key} may not be empty")
-    for kind in (bool, int, float, str):
-        if kind.__name__ in text.replace("None", ""):
-            break
-    if kind is bool and not isinstance(value, bool):
-        raise UserError(f"config: {key} must be true or false, got {value!r}")
-    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float | str)):
-        raise UserError(f"config: {key} must be a number, got {value!r}")
-    try:
-        converted = kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"config: {key} must be {kind.__name__}, got {value!r}") from None
-    if kind is int and isinstance(value, float) and not value.is_integer():
-        raise UserError(f"config: {key} must be a whole number, got {value!r}")
-    return converted
-
-
-def field_docs(cls=TrainConfig) -> dict[str, str]:
-    """Each dataclass field's docstring (the string under it in the class body): the CLI's help text.
-
-    Used for every settings dataclass (`TrainConfig`, `BenchSettings`), so field docs and `--help` never diverge.
-    """
-    import ast
-    import inspect
-    import textwrap
-
-    docs = {}
-    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a method's settings too
-        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
-        for node, after in zip(body, body[1:], strict=False):
-            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and \
-                    isinstance(after.value, ast.Constant):
-                docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
-
-
-def _comma_list(kind):
-    """An argparse type: `a,b,c` as a tuple of `kind`."""
-    def parse(text: str) -> tuple:
-        parts = [part.strip() for part in text.split(",") if part.strip()]
-        try:
-            return tuple(kind(part) for part in parts)
-        except ValueError:
-            words = {int: "integers", float: "numbers"}.get(kind, "names")
-            raise argparse.ArgumentTypeError(f"must be {words} separated by commas, got {text!r}") from None
-    parse.__name__ = f"comma-separated {kind.__name__}"
-    return parse
-
-
-def add_settings_arguments(parser, cls, *, keep_defaults: bool = True, hidden: tuple[str, ...] = (),
-                           aliases: dict[str, list[str]] | None = None,
-                           choices: dict[str, tuple] | None = None) -> None:
-    """Add one `--flag` per field of the settings dataclass `cls`; each field's docstring is its help.
-
-    keep_defaults: the parser's defaults are the dataclass's; when False every flag defaults to None, so settings
-    from a file can fill what the command line left out (`kdlora train --config`). Booleans are `--flag` (and
-    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line; `choices`
-    limits a scalar field to the values given.
-    """
-    docs, hints, aliases, choices = field_docs(cls), get_type_hints(cls), aliases or {}, choices or {}
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        names = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
-        hint = str(hints[f.name])
-        help_text = argparse.SUPPRESS if f.name in hidden else docs.get(f.name, "")
-        parser_default = default if keep_defaults else None
-        if "bool" in hint:
-            action = argparse.BooleanOptionalAction if default is True else "store_true"
-            parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
-            continue
-        kind = int if "int" in hint else float if "float" in hint else str
-        options = {"type": kind, **({"choices": choices[f.name]} if f.name in choices else {})}
-        if "tuple" in hint:
-            options = {"type": _comma_list(kind), "metavar": "A,B"}
-            shown = f" (default: {','.join(map(str, default))})" if default else ""
-        else:
-            shown = "" if default is None else f" (default: {default})"
-        if help_text is not argparse.SUPPRESS:
-            help_text = (help_text + shown).replace("%", "%%")
-        parser.add_argument(*names, dest=f.name, default=parser_default, help=help_text, **options)
-
-
-def settings_from_args(cls, args: argparse.Namespace, values: dict | None = None) -> dict:
-    """The fields of `cls` that `args` sets (not None), over `values` (settings read from a file, say)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {**(values or {}), **{k: v for k, v in vars(args).items() if k in names and v is not None}}
+def method_help() -> str:
+    """The `--method` help: each registered method's name and what it is, from the registry."""
+    return "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())

@@ -91,9 +91,6 @@ class Family:
         return {"teacher": self.teacher, "student": self.student}[role]
 
 
-_BERT_QV = ("query", "value")
-_DEBERTA_QV = ("query_proj", "value_proj")
-
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (

@@ -25,7 +25,10 @@ import warnings
 from pathlib import Path
 
 from kdlora.card import run_card, write_card
+from kdlora.config import TrainConfig
+from kdlora.data.dataset_tasks import task_name
 from kdlora.errors import UserError
+from kdlora.families import model_label
 from kdlora.files import (
     read_json,
     read_manifest,
@@ -56,9 +59,35 @@ def load_metrics(run_dir: str | Path) -> dict:
     return metrics
 
 
-def load_config(run_dir: str | Path):
-    from kdlora.config import TrainConfig
+def is_run_folder(ref: str | Path) -> bool:
+    """Whether `ref` is a run folder (rather than a hub name or a model folder)."""
+    return (Path(ref) / MANIFEST).is_file() or (Path(ref) / "metrics.json").is_file()
 
+
+def fill_defaults(values: dict) -> None:
+    """A task from files is called `custom` unless named, one from a dataset by the dataset's name; an encoder
+    given by --model labels its own family; with --teacher RUN and neither --model nor --family, the model and its
+    label are the teacher run's."""
+    if values.get("train_file") and "task" not in values:
+        values["task"] = "custom"
+    if values.get("dataset") and "task" not in values:
+        values["task"] = task_name(values["dataset"])
+    # only when nothing names the model: reading a teacher run's config before it is verified (train does that
+    # first) is kept to the case that needs it
+    if values.get("teacher") and "model" not in values and "family" not in values:
+        if is_run_folder(values["teacher"]):
+            teacher = load_config(values["teacher"])
+            values["family"] = teacher.family
+            if teacher.model is not None:
+                values["model"] = teacher.model
+            elif teacher.tiny and "tiny" not in values:
+                values["tiny"] = True  # a named family's tiny build is the model too
+    if values.get("model") and "family" not in values:
+        values["family"] = model_label(values["model"])
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a run folder was trained with (its metrics.json's `config`)."""
     values = load_metrics(run_dir).get("config")
     path = Path(run_dir) / "metrics.json"
     if not isinstance(values, dict):

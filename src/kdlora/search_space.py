@@ -36,7 +36,7 @@ class Range:
 
 def parse_space(table: dict, source: str) -> tuple[Range, ...]:
     """The `[search]` table as ranges; a bad key or range is a UserError naming the file and the key."""
-    known = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_SEARCHED]
+    known = [name for name in TrainConfig.setting_names() if name not in NOT_SEARCHED]
     ranges = []
     for name, value in table.items():
         where = f"{source}: [search] {name}"

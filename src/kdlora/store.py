@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import sqlite3
@@ -64,12 +63,6 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 def default_db_path() -> str:
     """`$KDLORA_DB` when set, else `./kdlora-results.db`."""
     return os.environ.get("KDLORA_DB") or DEFAULT_DB
-
-
-def config_key(kind: str, config: dict) -> str:
-    """sha256 of the canonical JSON of (kind, full config): the run's identity in the store."""
-    canonical = json.dumps({"kind": kind, "config": config}, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def now() -> str:

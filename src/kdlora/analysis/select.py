@@ -39,14 +39,14 @@ class Selection:
     exclude_flagged: bool = False
     """Leave runs whose dev predictions are one constant class or value out of every figure (counted and said)."""
 
-    def validate(self) -> Selection:
+    def __post_init__(self):
+        """Validated once, when made."""
         if self.select not in SELECTIONS:
             raise UserError(f"--select: unknown selection {self.select!r} (known: {', '.join(SELECTIONS)})")
         if self.select_epoch not in EPOCHS:
             raise UserError(f"--select-epoch: {self.select_epoch!r} is not one of {', '.join(EPOCHS)}")
         if self.k <= 0:
             raise UserError(f"--k: {self.k} is not a positive integer")
-        return self
 
     def describe(self) -> str:
         """One sentence for the report."""

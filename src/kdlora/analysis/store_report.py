@@ -42,7 +42,7 @@ def _renamed(row: dict) -> dict:
 def write_study_report(store: Store, out_dir: str | Path, keys=None, title: str = "KD-LoRA results",
                        selection: Selection | None = None) -> dict:
     """Write the report of the store's runs (only `keys` when given) into `out_dir`; returns results.json's dict."""
-    selection = (selection or Selection()).validate()
+    selection = selection or Selection()
     runs = store.runs(keys=keys)
     records = quality.records_from_runs(runs, epoch=selection.select_epoch)
     configurations = quality.aggregate(records, exclude_flagged=selection.exclude_flagged)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kdlora import modeling
 from kdlora.bench.forms import DEFAULT_FORM
-from kdlora.config import BenchSettings
+from kdlora.bench.settings import BenchSettings
 from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method
@@ -182,7 +182,6 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     from kdlora.bench import evalset
     from kdlora.bench.environment import describe_environment, load_average
 
-    settings.validate()
     if settings.device == "cuda":
         import torch
 

@@ -28,7 +28,8 @@ HELP = "measure Table II (exact parameters, peak training memory, merged/unmerge
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kdlora.config import BenchSettings, add_settings_arguments
+    from kdlora.bench.settings import BenchSettings
+    from kdlora.settings import add_settings_arguments
 
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
@@ -38,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from kdlora import config
+    from kdlora import settings
+    from kdlora.bench.settings import BenchSettings
 
-    return config.BenchSettings(**config.settings_from_args(config.BenchSettings, args)).validate()
+    return BenchSettings(**settings.settings_from_args(BenchSettings, args))
 
 
 def adapter_rows(result: dict) -> list[dict]:

@@ -13,9 +13,9 @@ HELP = "merge a run's adapters and save a deployable model (safetensors or ONNX,
 
 
 def add_arguments(parser) -> None:
-    from kdlora.config import add_settings_arguments
     from kdlora.export import EXPORT_PRECISIONS, FORMATS, QUANTIZATIONS, ExportSettings
     from kdlora.files import add_no_verify_argument
+    from kdlora.settings import add_settings_arguments
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
     add_no_verify_argument(parser)

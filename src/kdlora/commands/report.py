@@ -23,16 +23,16 @@ def add_arguments(parser) -> None:
 def add_selection_arguments(parser) -> None:
     """--select, --k, --select-epoch, --exclude-flagged: the `Selection` fields, their docstrings the help."""
     from kdlora.analysis.select import Selection
-    from kdlora.config import add_settings_arguments
+    from kdlora.settings import add_settings_arguments
 
     add_settings_arguments(parser, Selection)
 
 
 def selection_from_args(args):
     from kdlora.analysis.select import Selection
-    from kdlora.config import settings_from_args
+    from kdlora.settings import settings_from_args
 
-    return Selection(**settings_from_args(Selection, args)).validate()
+    return Selection(**settings_from_args(Selection, args))
 
 
 def run(args) -> int:

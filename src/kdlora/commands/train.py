@@ -24,8 +24,10 @@ _FIXED = ("task", "family", "method")
 
 
 def add_arguments(parser) -> None:
-    from kdlora.config import TrainConfig, add_settings_arguments
+    from kdlora.config import RunSettings, method_help
     from kdlora.files import add_no_verify_argument
+    from kdlora.methods import METHODS, settings_classes
+    from kdlora.settings import add_settings_arguments
 
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE",
@@ -35,13 +37,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the killed run in --out from its last checkpoint (same settings)")
     add_no_verify_argument(parser)
-    add_settings_arguments(parser, TrainConfig, keep_defaults=False)
+    # the run's own settings, then every registered method's (a plug-in's too): one flag each
+    add_settings_arguments(parser, RunSettings, *settings_classes(), keep_defaults=False,
+                           choices={"method": tuple(METHODS)},
+                           helps={"method": f"The fine-tuning method: {method_help()}."})
 
 
 def _read_config_file(path: str) -> dict:
     """The settings in a TOML (by suffix), JSON or YAML file; a bad file or an unknown key is a UserError naming
     the file."""
-    import dataclasses
     import tomllib
     from pathlib import Path
 
@@ -66,7 +70,7 @@ def _read_config_file(path: str) -> dict:
             raise UserError(f"{path}: not valid JSON or YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of settings")
-    known = [f.name for f in dataclasses.fields(TrainConfig)]
+    known = TrainConfig.setting_names()
     for key, value in values.items():
         if key not in known:
             raise UserError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
@@ -75,42 +79,15 @@ def _read_config_file(path: str) -> dict:
     return values
 
 
-def fill_defaults(values: dict) -> None:
-    """A task from files is called `custom` unless named, one from a dataset by the dataset's name; an encoder
-    given by --model labels its own family; with --teacher RUN and neither --model nor --family, the model and its
-    label are the teacher run's."""
-    if values.get("train_file") and "task" not in values:
-        values["task"] = "custom"
-    if values.get("dataset") and "task" not in values:
-        from kdlora.data.dataset_tasks import task_name
-
-        values["task"] = task_name(values["dataset"])
-    # only when nothing names the model: reading a teacher run's config before it is verified (train does that
-    # first) is kept to the case that needs it
-    if values.get("teacher") and "model" not in values and "family" not in values:
-        from kdlora.train.start import is_run_folder
-
-        if is_run_folder(values["teacher"]):
-            from kdlora.rundir import load_config
-
-            teacher = load_config(values["teacher"])
-            values["family"] = teacher.family
-            if teacher.model is not None:
-                values["model"] = teacher.model
-            elif teacher.tiny and "tiny" not in values:
-                values["tiny"] = True  # a named family's tiny build is the model too
-    if values.get("model") and "family" not in values:
-        from kdlora.families import model_label
-
-        values["family"] = model_label(values["model"])
-
-
 def run(args) -> int:
-    from kdlora.config import TrainConfig, settings_from_args
+    from kdlora.config import TrainConfig
     from kdlora.errors import UserError
+    from kdlora.rundir import fill_defaults
+    from kdlora.settings import settings_from_args
     from kdlora.train import run_training
 
-    values = settings_from_args(TrainConfig, args, _read_config_file(args.config) if args.config else {})
+    values = settings_from_args(set(TrainConfig.setting_names()), args,
+                                _read_config_file(args.config) if args.config else {})
     fill_defaults(values)
     for key in _FIXED:
         if key not in values:

@@ -39,8 +39,8 @@ class ExportSettings:
     quantize: str = "none"
     """int8: ONNX Runtime's dynamic quantisation of the weights (onnx only); none keeps the precision's weights."""
 
-    def validate(self) -> ExportSettings:
-        """One UserError for a form kdlora cannot write or this machine cannot score; returns self."""
+    def __post_init__(self):
+        """Validated once, when made: one UserError for a form kdlora cannot write or this machine cannot score."""
         from kdlora.precision import AUTO, check_precision, resolve_precision
 
         if self.precision == AUTO:
@@ -59,7 +59,6 @@ class ExportSettings:
             if missing:
                 raise UserError(f"--format onnx needs {' and '.join(missing)}: pip install 'kdlora[onnx]'")
         check_precision(self.precision, "cpu")
-        return self
 
 
 def check_run_weights(run_dir: str | Path, verify: bool = True) -> dict:
@@ -96,7 +95,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
     from kdlora.export.scoring import score_export
     from kdlora.rundir import load_config, load_metrics, load_model, load_tokenizer
 
-    settings = (settings or ExportSettings()).validate()
+    settings = settings or ExportSettings()
     info = check_run_weights(run_dir, verify)
     config = load_config(run_dir)
     task = config.task_spec()

@@ -1,19 +1,20 @@
 """The fine-tuning methods, registered by name: the only list of method names, labels and colours in the toolkit.
 
-A new method is one module here (a `Method`, see `base.py`) and one line in `REGISTERED`. Everything else (the CLI's
-choices, `TrainConfig`'s fields, the sweep, bench, tables, plots and reports) reads this registry. Light: importing
-it never imports torch, transformers or peft.
+A new method is one module here (a `Method` and its settings dataclass, see `base.py`) and one line in
+`REGISTERED`. Everything else (the CLI's choices, help and flags, `TrainConfig`'s settings, the sweep, bench, tables,
+plots and reports) reads this registry. Light: importing it never imports torch, transformers or peft.
 
 A method outside the package is a module that calls `register(METHOD)`, named in `$KDLORA_METHODS` (comma-separated
 module names), imported here after the built-in ones, so that every process (a sweep's child runs, the bench's
-workers) knows it. Its settings must be fields some registered method already has (TrainConfig's fields are fixed
-when it is first imported).
+workers) knows it. It may bring settings of its own: they enter a run's key only for its own runs, and only away from
+their defaults, so registering it changes no stored run's key (`kdlora.config`).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import fields
 
 from kdlora.errors import UserError
 from kdlora.methods.adalora import ADALORA, KD_ADALORA, AdaLoraSettings
@@ -32,9 +33,15 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
-    """Add `method` to the registry (a name registered twice is a bug)."""
+    """Add `method` to the registry (a name registered twice, or a setting two settings classes both define, is a
+    bug)."""
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is registered twice")
+    owners = {f.name: cls for known in METHODS.values() for cls in known.settings for f in fields(cls)}
+    for cls in method.settings:
+        clash = next((f.name for f in fields(cls) if owners.get(f.name, cls) is not cls), None)
+        if clash is not None:
+            raise ValueError(f"method {method.name!r}: setting {clash!r} is already {owners[clash].__name__}'s")
     METHODS[method.name] = method
     return method
 
@@ -117,22 +124,8 @@ def colour_of(label: str) -> str | None:
 
 
 def settings_classes() -> tuple[type, ...]:
-    """Every registered method's settings dataclasses, each once, in registration order (TrainConfig's bases)."""
+    """Every registered method's settings dataclasses, each once, in registration order."""
     return tuple(dict.fromkeys(cls for m in METHODS.values() for cls in m.settings))
-
-
-def owned_settings(method_name: str) -> set[str]:
-    """The names of the settings fields `method_name` reads (of every method's settings, only its own)."""
-    from dataclasses import fields
-
-    return {f.name for cls in get_method(method_name).settings for f in fields(cls)}
-
-
-def method_settings_fields() -> set[str]:
-    """The names of every registered method's settings fields."""
-    from dataclasses import fields
-
-    return {f.name for cls in settings_classes() for f in fields(cls)}
 
 
 __all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraPlusSettings", "LoraSettings", "Method",

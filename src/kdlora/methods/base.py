@@ -65,6 +65,8 @@ class Method:
     """CLI name: `fft`, `lora`, `kd-lora`, ..."""
     label: str
     """Name in tables and plots: `FFT`, `LoRA`, `KD-LoRA`, ..."""
+    summary: str
+    """What it trains and how, in a few words (the `--method` help): "LoRA on the student, distilled"."""
     role: str
     """Which model of the family it fine-tunes: "teacher" or "student"."""
     learning_rates: dict
@@ -83,7 +85,9 @@ class Method:
     in_paper: bool = False
     """One of the paper's three methods (the default of `kdlora bench` and of Table II)."""
     settings: tuple[type, ...] = ()
-    """Settings dataclasses whose fields it reads (they become TrainConfig fields, CLI flags, experiment keys)."""
+    """Settings dataclasses whose fields it reads (each field a `TrainConfig` setting, a CLI flag and an experiment
+    key; in a run's key only where it reads them, at a value other than the default: `kdlora.config`). Each class
+    has `checks(self) -> {field: ok}`, called with the run's config."""
     adapter_markers: tuple[str, ...] = ()
     """Parameter-name parts that mark its adapter parameters (`.lora_A.`, a DoRA magnitude vector, ...)."""
     _prepare: Callable = field(repr=False, default=_train_everything)

@@ -2,5 +2,6 @@
 
 from kdlora.methods.base import Method
 
-FFT = Method(name="fft", label="FFT", role="teacher", colour="#4c72b0", line={"linestyle": "--", "marker": "s"},
-             teaches=True, in_paper=True, learning_rates={"glue": 2e-5, "small": 1e-4})
+FFT = Method(name="fft", label="FFT", summary="full fine-tuning of the teacher: every weight trains",
+             role="teacher", colour="#4c72b0", line={"linestyle": "--", "marker": "s"}, teaches=True,
+             in_paper=True, learning_rates={"glue": 2e-5, "small": 1e-4})

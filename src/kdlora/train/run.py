@@ -193,10 +193,8 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     from kdlora.meters import require_energy
     from kdlora.modeling import quiet_peft_deprecation
     from kdlora.precision import check_precision
-    from kdlora.rundir import check_run
-    from kdlora.train.start import is_run_folder
+    from kdlora.rundir import check_run, is_run_folder
 
-    config.validate()
     quiet_peft_deprecation()
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")

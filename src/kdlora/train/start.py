@@ -14,7 +14,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 from kdlora.files import read_json
 from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
-from kdlora.rundir import load_model, load_tokenizer
+from kdlora.rundir import is_run_folder, load_model, load_tokenizer
 
 
 @dataclass
@@ -30,10 +30,6 @@ class Start:
     """Parameters the checkpoint did not provide: they train (see `modeling.new_modules`)."""
     description: str = ""
     """What was built, for the run's record: `bert-base-uncased`, `derived: layers 0,2,4 of runs/fft`."""
-
-
-def is_run_folder(ref: str | Path) -> bool:
-    return (Path(ref) / "run.json").is_file() or (Path(ref) / "metrics.json").is_file()
 
 
 def local_source(name: str) -> str:

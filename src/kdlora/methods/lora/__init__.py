@@ -61,7 +61,10 @@ def lora_method(name: str, label: str, role: str, colour: str, line: dict, disti
                 **options) -> Method:
     """A method of the LoRA kind (LoRA's settings, then `own_settings`, then KD's if it distils; its adapters and
     learning rates); `options` override."""
-    values = dict(name=name, label=label, role=role, colour=colour, line=line, distills=distills, adapter="lora",
+    adapter = label.removeprefix("KD-").removeprefix("Student-")
+    summary = f"{adapter} on the {role}, " + ("distilled from the FFT teacher" if distills else "task loss only")
+    values = dict(name=name, label=label, summary=summary, role=role, colour=colour, line=line, distills=distills,
+                  adapter="lora",
                   learning_rates=STUDENT_RATES if role == "student" else TEACHER_RATES,
                   settings=(LoraSettings, *own_settings, *((DistillSettings,) if distills else ())),
                   adapter_markers=LORA_MARKERS, _prepare=add_lora)
