@@ -15,7 +15,8 @@ def verdict(rating: float) -> str:
     return "negative" if rating <= -1 else "positive" if rating >= 1 else "mixed"
 
 
-def main(train_rows: int = 1200, dev_rows: int = 300) -> None:
+def reviews(train_rows: int, dev_rows: int) -> dict[str, list[tuple[str, str]]]:
+    """(review, verdict) rows of the snippets' train and validation splits, shuffled, at most as many as asked."""
     rows = {"train": [], "validation": []}
     for line in fetch_snippets().read_text(encoding="utf-8").splitlines():
         snippet_id, rating, text = line.split("\t", 2)
@@ -24,12 +25,17 @@ def main(train_rows: int = 1200, dev_rows: int = 300) -> None:
             rows[split].append((text.strip(), verdict(float(rating))))
     for examples in rows.values():
         random.Random(0).shuffle(examples)  # the source file is ordered by rating
-    for split, name, limit in (("train", "reviews-train.csv", train_rows), ("validation", "reviews-dev.csv", dev_rows)):
+    return {"train": rows["train"][:train_rows], "validation": rows["validation"][:dev_rows]}
+
+
+def main(train_rows: int = 1200, dev_rows: int = 300) -> None:
+    rows = reviews(train_rows, dev_rows)
+    for split, name in (("train", "reviews-train.csv"), ("validation", "reviews-dev.csv")):
         with open(name, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["review", "verdict"])
-            writer.writerows(rows[split][:limit])
-        print(f"{name}: {min(limit, len(rows[split]))} rows")
+            writer.writerows(rows[split])
+        print(f"{name}: {len(rows[split])} rows")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ CASES = [
     ("negative", replaced("1.2M", "-1.2M"), "row 4, column 'Rank 8': '-1.2M' must be positive"),
     ("unknown method", replaced("BERT-base,LoRA", "BERT-base,QLoRA"),
      "row 3, column 'Method': unknown method 'QLoRA' (FFT, LoRA, KD-LoRA, Student-LoRA, DoRA, KD-DoRA, AdaLoRA, "
-     "KD-AdaLoRA)"),
+     "KD-AdaLoRA, PiSSA, KD-PiSSA, LoRA+, KD-LoRA+, VeRA, KD-VeRA)"),
     ("duplicate row", (PAPER_TEXT + LINES[2] + "\n").encode(),
      "row 11, column 'Method': a second LoRA row for BERT-base (the first is row 3)"),
     ("lora without fft", without("RoBERTa-base,FFT"), "row 5, column 'Model': LoRA row for RoBERTa-base, which has "

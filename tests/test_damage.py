@@ -26,15 +26,16 @@ torch.set_num_threads(1)
 
 DAMAGES = ("delete", "truncate", "empty", "garble")
 TOKENIZER = ["tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"]
-ADAPTER_RUN = ["metrics.json", "run.json", "adapter/README.md", "adapter/adapter_config.json",
+ADAPTER_RUN = ["metrics.json", "run.json", "README.md", "adapter/README.md", "adapter/adapter_config.json",
                "adapter/adapter_model.safetensors", "adapter/tokenizer.json", "adapter/tokenizer_config.json",
                "base/config.json", "base/model.safetensors", *TOKENIZER]
 FILES = {
-    "fft": ["metrics.json", "run.json", "model/config.json", "model/model.safetensors", *TOKENIZER],
+    "fft": ["metrics.json", "run.json", "README.md", "model/config.json", "model/model.safetensors", *TOKENIZER],
     "lora": ADAPTER_RUN,
     "kd-lora": ADAPTER_RUN,
-    "export": ["config.json", "export.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"],
-    "export-onnx": ["config.json", "export.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"],
+    "export": ["README.md", "config.json", "export.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json"],
+    "export-onnx": ["README.md", "config.json", "export.json", "model.onnx", "tokenizer.json", "tokenizer_config.json"],
 }
 """Every file each folder holds (a test checks these lists against what kdlora really writes)."""
 READERS = {"fft": ("predict", "export", "teacher"), "lora": ("predict", "export"), "kd-lora": ("predict", "export"),
@@ -70,7 +71,7 @@ def test_the_cases_cover_every_file_kdlora_writes(pristine):
                          if p.is_file())
         assert written == sorted(names), folder
     assert [p.name for p in (pristine / "cache").rglob("*") if p.is_file()] != []
-    assert len(RUN_CASES) == (6 * 3 + 11 * 2 + 11 * 2 + 5 * 1 + 5 * 1) * 4  # files x readers, four damages each
+    assert len(RUN_CASES) == (7 * 3 + 12 * 2 + 12 * 2 + 6 * 1 + 6 * 1) * 4  # files x readers, four damages each
 
 
 @pytest.mark.parametrize("folder, name, how, command", RUN_CASES,

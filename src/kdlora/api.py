@@ -16,16 +16,18 @@ from kdlora.methods import baseline
 
 
 def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str | None = None, family: str | None = None,
-              model: str | Path | None = None, train_file: str | Path | None = None,
-              validation_file: str | Path | None = None, text_columns: str | Sequence[str] | None = None,
-              label_column: str | None = None, progress: bool = False, overwrite: bool = False, **settings):
+              model: str | Path | None = None, dataset: str | Path | None = None,
+              train_file: str | Path | None = None, validation_file: str | Path | None = None,
+              text_columns: str | Sequence[str] | None = None, label_column: str | None = None,
+              progress: bool = False, overwrite: bool = False, **settings):
     """Train one run (FFT, LoRA or KD-LoRA) into `out_dir`; returns its `TrainResult` (the fields of
     `metrics.json`, readable as `result.score` or `result["score"]`).
 
-    Name a built-in `task` and `family`, or bring your own: `model` (hub name or folder) and a task from files
+    Name a built-in `task` and `family`, or bring your own: `model` (hub name or folder) and a task from a
+    `dataset` (`"imdb"`, `"nyu-mll/glue:sst2"`, a local folder; with `text_columns`, `label_column`) or from files
     (`train_file`, `validation_file`, `text_columns`, `label_column`). Any other `kdlora train` setting goes in
-    `settings`: `student="derive:3"`, `teacher="runs/fft"`, `epochs=2`, `test_file=...`. Writes `out_dir`; a
-    finished run there is a UserError unless `overwrite`.
+    `settings`: `student="derive:3"`, `teacher="runs/fft"`, `epochs=2`, `test_file=...`,
+    `validation_split="train[90%:]"`. Writes `out_dir`; a finished run there is a UserError unless `overwrite`.
     """
     from kdlora.config import TrainConfig
     from kdlora.rundir import fill_defaults
@@ -33,7 +35,7 @@ def train_run(out_dir: str | Path, method: str = baseline().name, *, task: str |
 
     if text_columns is not None and not isinstance(text_columns, str):
         text_columns = ",".join(text_columns)
-    given = dict(task=task, family=family, method=method, model=model, train_file=train_file,
+    given = dict(task=task, family=family, method=method, model=model, dataset=dataset, train_file=train_file,
                  validation_file=validation_file, text_columns=text_columns, label_column=label_column, **settings)
     values = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
     fill_defaults(values)

@@ -53,7 +53,7 @@ class RunSettings:
 
     task: str
     """GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or movie-snippets / movie-snippets-rating;
-    with --train-file, the name of your task (default `custom`)."""
+    with --train-file, the name of your task (default `custom`); with --dataset, its name (default the dataset's)."""
     family: str
     """Model family: bert, roberta, deberta, or minilm (offline real weights); with --model, a label for the
     model pair in reports (default: the model's name)."""
@@ -105,6 +105,18 @@ class RunSettings:
     lora_targets: str | None = None
     """Comma-separated module names LoRA adapts; default: PEFT's for the model type, else the attention's query
     and value projections."""
+    dataset: str | None = None
+    """A dataset by name, NAME[:CONFIG] (`imdb`, `nyu-mll/glue:sst2`; the hub where reachable), or a local folder
+    (written by save_to_disk, or of train/validation CSV, JSON or Parquet files), loaded with `datasets`; its
+    columns by --text-columns and --label-column (default `label`). The training split decides the labels."""
+    dataset_revision: str | None = None
+    """--dataset from the hub: the branch, tag or commit to load."""
+    train_split: str | None = None
+    """--dataset: the split to train on, or a slice of one (`train[:90%]`); default train."""
+    validation_split: str | None = None
+    """--dataset: the dev split scored after every epoch (or a slice: `train[90%:]`); default validation."""
+    test_split: str | None = None
+    """--dataset: a split scored once with the best checkpoint (e.g. test, when its rows have labels)."""
     train_file: str | None = None
     """Your task's training file (CSV, TSV, JSONL or Parquet); it decides the labels."""
     validation_file: str | None = None
@@ -211,7 +223,8 @@ class TrainConfig(RunSettings):
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
 
     def file_spec(self):
-        """The `FileTaskSpec` of a task from files (--train-file ...), else None; incomplete settings raise."""
+        """The spec of a task from data: a `FileTaskSpec` (--train-file ...) or a `DatasetSpec` (--dataset ...),
+        else None; incomplete settings raise."""
         from kdlora.data.file_tasks import spec_of
 
         return spec_of(self)
@@ -268,8 +281,8 @@ class TrainConfig(RunSettings):
     def identity(self) -> dict:
         """What tells this run apart in the store: `FIRST_KEYED` as always, plus every other setting the run
         reads at a value other than its default, with `RETIRED` put back; a task from files by its files'
-        content hash, not their paths (edited data is a new run; the same data elsewhere is not). What only
-        watches a run (`OBSERVERS`) is never in it."""
+        content hash, not their paths (edited data is a new run; the same data elsewhere is not), one from a
+        dataset by its splits' fingerprints, not its name. What only watches a run (`OBSERVERS`) is never in it."""
         values, reads = self.to_dict(), self.reads()
         defaults = {f.name: field_default(f) for f in dataclasses.fields(RunSettings)}
         defaults.update({name: field_default(f) for name, f in method_setting_fields().items()})
@@ -279,8 +292,8 @@ class TrainConfig(RunSettings):
         kept = {**RETIRED, **kept}
         spec = self.file_spec()
         if spec is not None:
-            kept = {k: v for k, v in kept.items() if not k.endswith("_file")}
-            kept["data_sha256"] = spec.fingerprint()
+            kept = {k: v for k, v in kept.items() if k not in spec.LOCATION}
+            kept[spec.FINGERPRINT] = spec.fingerprint()
         return kept
 
     def key(self, num_processes: int = 1) -> str:

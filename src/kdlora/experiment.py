@@ -38,6 +38,11 @@ train_file = "data/train.csv"   # relative to this file
 validation_file = "data/dev.csv"
 text_columns = "review"         # or "question,answer" for a pair task
 label_column = "verdict"
+
+[tasks.imdb]           # a task from a dataset (`kdlora train --dataset`): a hub name or a folder relative to this file
+dataset = "imdb"
+validation_split = "test"
+text_columns = "text"           # label_column defaults to "label"
 ```
 
 A setting whose value is a list is an axis of the grid: the runs of a method are the product of its axes
@@ -139,7 +144,8 @@ class Experiment:
     """`BenchSettings` fields; `families` splits it into one bench run per family."""
     resources: Resources = Resources()
     tasks: dict = field(default_factory=dict)
-    """Tasks from files by name: `TrainConfig` file settings (train_file, text_columns, ...), paths absolute."""
+    """Tasks from files or datasets by name: `TrainConfig` settings (train_file or dataset, text_columns, ...),
+    paths absolute."""
     source: str = ""
     """Where it was read from (for messages)."""
     search: tuple | None = None
@@ -242,8 +248,10 @@ def _teacher(train: dict, where: _Where) -> str:
 
 
 def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
-    """`[tasks.NAME]` tables: the `kdlora train --train-file ...` settings of a task from files, by name."""
-    from kdlora.data.file_tasks import FILE_SETTINGS
+    """`[tasks.NAME]` tables: the `kdlora train --train-file ...` (or `--dataset ...`) settings of a task from files
+    (or a dataset), by name."""
+    from kdlora.data.dataset_tasks import DATASET_SETTINGS
+    from kdlora.data.file_tasks import FILE_SETTINGS, SHARED_SETTINGS
     from kdlora.data.tasks import TASKS
 
     folder = Path(where.source.split(" ")[0]).resolve().parent
@@ -251,18 +259,23 @@ def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
     for name, values in tables.items():
         section = f"tasks.{name}"
         where.table({name: values}, name, "tasks")
-        where.check_keys(values, FILE_SETTINGS, section)
+        from_dataset = "dataset" in values
+        where.check_keys(values, ("dataset", *DATASET_SETTINGS, *SHARED_SETTINGS) if from_dataset else FILE_SETTINGS,
+                         section)
         if name.strip().lower() in TASKS:
             raise UserError(f"{where.source}: [{section}] {name!r} is a built-in task; give yours another name")
-        for required in ("train_file", "validation_file", "text_columns", "label_column"):
-            if required not in values:
-                raise UserError(f"{where.source}: [{section}] needs `{required}`")
+        required = ("text_columns",) if from_dataset else ("train_file", "validation_file", "text_columns",
+                                                          "label_column")
+        for key in required:
+            if key not in values:
+                raise UserError(f"{where.source}: [{section}] needs `{key}`")
         task = {}
         for key, value in values.items():
             if key == "text_columns" and isinstance(value, list):
                 value = ",".join(map(str, value))
             value = where.string(values | {key: value}, key, section)
-            task[key] = str(folder / value) if key.endswith("_file") else value
+            local = key.endswith("_file") or (key == "dataset" and (folder / value).exists())
+            task[key] = str(folder / value) if local else value
         tasks[name] = task
     return tasks
 

@@ -198,7 +198,8 @@ def merged(model):
 
 
 def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = False) -> Counts:
-    """Exact counts for one row, built on the meta device (no weights are allocated)."""
+    """Exact counts for one row, built on the meta device (no weights are allocated); the trainable count is checked
+    against PEFT's own (`get_nb_trainable_parameters`) for an adapter method."""
     import torch
 
     from kdlora.params import count_parameters
@@ -207,6 +208,10 @@ def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = Fa
     with torch.device("meta"):
         model = prepare(base, method, rank)
         trained = count_parameters(model, method)
+        if hasattr(model, "get_nb_trainable_parameters") and \
+                model.get_nb_trainable_parameters()[0] != trained.trainable:
+            raise RuntimeError(f"{method.name}: {trained.trainable:,} trainable parameters counted, PEFT counts "
+                               f"{model.get_nb_trainable_parameters()[0]:,}")
         inference = count_parameters(merged(model), method)
     return Counts(trained.adapter, trained.trainable, inference.total)
 

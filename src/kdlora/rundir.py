@@ -3,6 +3,7 @@ metrics, tokenizer and model — each reader checks the folder is whole first (`
 
 Layout written by `kdlora train`:
     metrics.json   status, task metrics, sizes, timings, the full config, the best evaluation's dev predictions
+    README.md      the model card (Hugging Face layout, `kdlora.card`), written from metrics.json and run.json
     run.json       how to rebuild the model: {"kind": "full" | "adapter" | "none", "base", "num_labels"}, and the
                    manifest of every other file (size, sha256; see `kdlora.files`)
     tokenizer/     the tokenizer the run encoded with
@@ -29,7 +30,9 @@ import re
 import warnings
 from pathlib import Path
 
+from kdlora.card import run_card, write_card
 from kdlora.config import TrainConfig
+from kdlora.data.dataset_tasks import task_name
 from kdlora.errors import UserError
 from kdlora.families import model_label
 from kdlora.files import (
@@ -69,10 +72,13 @@ def is_run_folder(ref: str | Path) -> bool:
 
 
 def fill_defaults(values: dict) -> None:
-    """A task from files is called `custom` unless named; an encoder given by --model labels its own family; with
-    --teacher RUN and neither --model nor --family, the model and its label are the teacher run's."""
+    """A task from files is called `custom` unless named, one from a dataset by the dataset's name; an encoder
+    given by --model labels its own family; with --teacher RUN and neither --model nor --family, the model and its
+    label are the teacher run's."""
     if values.get("train_file") and "task" not in values:
         values["task"] = "custom"
+    if values.get("dataset") and "task" not in values:
+        values["task"] = task_name(values["dataset"])
     # only when nothing names the model: reading a teacher run's config before it is verified (train does that
     # first) is kept to the case that needs it
     if values.get("teacher") and "model" not in values and "family" not in values:
@@ -218,4 +224,8 @@ def save_run(out_dir, metrics: dict, model, tokenizer, base: str | None, num_lab
         else:
             info = {"kind": "none"}
         write_json(stage / "metrics.json", metrics)
+        card = run_card(metrics, info, out_dir)
+        write_card(stage, card)
+        if (stage / "adapter").is_dir():
+            write_card(stage / "adapter", card)  # in place of PEFT's empty template: the adapter folder is shareable
         write_manifest(stage, MANIFEST, info)

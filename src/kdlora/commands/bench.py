@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     write_bench_outputs(result, args.out)
     table_name, table = output_table(result)
     print(tabulate(table, headers="keys", tablefmt="github", disable_numparse=True))
-    print("\nAdapter parameters (LoRA's A and B, DoRA's magnitudes, AdaLoRA's singular values) and the inference "
-          "model's total (adapters merged):")
+    print("\nAdapter parameters (LoRA's A and B, DoRA's magnitudes, AdaLoRA's singular values, VeRA's vectors) and "
+          "the inference model's total (adapters merged):")
     print(tabulate(adapter_rows(result), headers="keys", tablefmt="github", intfmt=",", disable_numparse=False))
     config, env = result["config"], result["environment"]
     print(f"\nwrote {args.out}/{table_name} and {args.out}/bench.json in {config['wall_seconds']:.0f} s "

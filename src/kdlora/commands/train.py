@@ -5,6 +5,8 @@
   kdlora train --task movie-snippets --family minilm --method lora --max-train-samples 2000 --out runs/ml
   kdlora train --train-file train.csv --validation-file dev.csv --text-columns review --label-column stars \
       --model bert-base-uncased --method kd-lora --student derive:6 --teacher runs/fft --out runs/kd
+  kdlora train --dataset imdb --validation-split test --text-columns text --model bert-base-uncased \
+      --method lora --out runs/imdb      # or --dataset ./my-folder (save_to_disk, or train/validation files)
 
 Every setting can also come from --config FILE (TOML, JSON or YAML, by suffix; the keys of an experiment's
 [train.params], plus task, family, method, rank, seed, teacher; flags win). Exit status 0 when the run is done,

@@ -1,12 +1,14 @@
-"""A task from the user's own files: CSV, TSV, JSONL or Parquet (read by `kdlora.data.tables`), with chosen text
-and label columns.
+"""A task from the user's own data, with chosen text and label columns: files (CSV, TSV, JSONL or Parquet, read by
+`kdlora.data.tables`; `FileTaskSpec`) or a `datasets` dataset (`kdlora.data.dataset_tasks.DatasetSpec`). Both specs
+hand this module each split as a `Table`; the labelling below is the one path for both.
 
-The training file decides the task: its label column's distinct values, sorted (numbers by value, text
+The training split decides the task: its label column's distinct values, sorted (numbers by value, text
 alphabetically: `class_names`, which examples/trainer_kd.py numbers classes by too), are the classes 0..K-1 and their
-names; a regression task's labels are numbers. A label column mixing numbers and words is refused. Every other
-split is checked against it. Each mistake is one UserError naming the file, the row (data rows count from 1)
-and the column: a file that does not parse, a missing column, an empty text or label, a label the training
-file never saw, a regression label that is not a number.
+names, unless the data declares its classes (a `datasets` ClassLabel column: its names, in its order); a regression
+task's labels are numbers. A label column mixing numbers and words is refused. Every other split is checked against
+it. Each mistake is one UserError naming the file (or dataset split), the row (data rows count from 1) and the
+column: a file that does not parse, a missing column, an empty text or label, a label the training split never saw,
+a regression label that is not a number.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from kdlora.data.examples import Examples
-from kdlora.data.tables import is_empty, read_table, texts_of
+from kdlora.data.tables import Table, is_empty, read_table, texts_of
 from kdlora.data.tasks import Task
 from kdlora.errors import UserError
 
@@ -43,15 +46,34 @@ class FileTaskSpec:
     positive_label: str | None = None
     """--metric f1: the class F1 counts as positive (default the second class in sorted order)."""
 
-    def files(self) -> dict[str, str]:
+    LOCATION: ClassVar = ("train_file", "validation_file", "test_file")
+    """The settings that say where the data lies: replaced by `FINGERPRINT` in a run's identity."""
+    FINGERPRINT: ClassVar = "data_sha256"
+
+    def splits(self) -> dict[str, str]:
         """Split name -> path, for the splits given."""
         found = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
         return {split: path for split, path in found.items() if path}
 
+    @property
+    def train_where(self) -> str:
+        return f"the training file {self.train_file}"
+
+    def table(self, split: str) -> Table:
+        """The `split` file's rows (a UserError when the task has no such file or it does not parse)."""
+        path = self.splits().get(split)
+        if path is None:
+            raise UserError(f"this task has no {split} file (pass --{split}-file)")
+        return Table(read_table(path), str(path))
+
+    def stamp(self) -> tuple:
+        """What changes when the data may have: each file's modification time."""
+        return tuple((p, Path(p).stat().st_mtime_ns if Path(p).is_file() else 0) for p in self.splits().values())
+
     def fingerprint(self) -> str:
         """sha256 over every file's bytes: a task's identity is its data, not its files' names."""
         digest = hashlib.sha256()
-        for split, path in self.files().items():
+        for split, path in self.splits().items():
             digest.update(f"{split}:{sha256_of(path)}\n".encode())
         return digest.hexdigest()
 
@@ -59,24 +81,43 @@ class FileTaskSpec:
 FILE_SETTINGS = ("train_file", "validation_file", "test_file", "text_columns", "label_column", "task_type", "metric",
                  "positive_label")
 """The settings (TrainConfig fields, `[tasks.NAME]` keys) that make a task from files."""
+SHARED_SETTINGS = ("text_columns", "label_column", "task_type", "metric", "positive_label")
+"""Of those, the ones a task from a dataset (`--dataset`) reads too."""
 
 
-def spec_of(settings) -> FileTaskSpec | None:
-    """The `FileTaskSpec` that `settings` (a TrainConfig) give, or None without --train-file; incomplete ones
-    are a UserError naming the missing flag."""
+def spec_of(settings):
+    """The spec of the task from data that `settings` (a TrainConfig) give: a `FileTaskSpec` (--train-file ...), a
+    `DatasetSpec` (--dataset ...), or None for a built-in task; incomplete ones are a UserError naming the missing
+    flag."""
+    from kdlora.data.dataset_tasks import DATASET_SETTINGS, dataset_spec_of
+
+    if settings.dataset is not None:
+        if not settings.text_columns:
+            raise UserError("--dataset needs --text-columns (and --label-column unless it is `label`)")
+        return dataset_spec_of(settings, text_columns_of(settings))
+    stray = [k for k in DATASET_SETTINGS if getattr(settings, k) is not None]
+    if stray:
+        raise UserError(f"--{stray[0].replace('_', '-')} needs --dataset")
     if settings.train_file is None:
         given = [k for k in FILE_SETTINGS if getattr(settings, k) is not None]
         if given:
-            raise UserError(f"--{given[0].replace('_', '-')} needs --train-file")
+            also = " (or --dataset)" if given[0] in SHARED_SETTINGS else ""
+            raise UserError(f"--{given[0].replace('_', '-')} needs --train-file{also}")
         return None
     for key in ("validation_file", "text_columns", "label_column"):
         if not getattr(settings, key):
             raise UserError(f"--train-file needs --{key.replace('_', '-')}")
-    columns = tuple(c.strip() for c in settings.text_columns.split(","))
-    if not 1 <= len(columns) <= 2 or not all(columns):
+    return FileTaskSpec(settings.train_file, settings.validation_file, text_columns_of(settings),
+                        settings.label_column, settings.test_file, settings.task_type, settings.metric,
+                        settings.positive_label)
+
+
+def text_columns_of(settings) -> tuple[str, ...]:
+    """--text-columns as a tuple of one or two names (a UserError otherwise)."""
+    columns = tuple(c.strip() for c in (settings.text_columns or "").split(","))
+    if not settings.text_columns or not 1 <= len(columns) <= 2 or not all(columns):
         raise UserError(f"--text-columns {settings.text_columns!r}: one column or two separated by a comma")
-    return FileTaskSpec(settings.train_file, settings.validation_file, columns, settings.label_column,
-                        settings.test_file, settings.task_type, settings.metric, settings.positive_label)
+    return columns
 
 
 def sha256_of(path: str | Path) -> str:
@@ -90,11 +131,11 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _columns(frame, path, spec: FileTaskSpec, labelled: bool) -> None:
-    wanted = [*spec.text_columns, spec.label_column] if labelled else list(spec.text_columns)
-    for column in wanted:
-        if column not in frame.columns:
-            raise UserError(f"{path}: header row, column {column!r}: no such column (has: {', '.join(frame.columns)})")
+def _columns(table: Table, spec) -> None:
+    for column in (*spec.text_columns, spec.label_column):
+        if column not in table.frame.columns:
+            raise UserError(f"{table.where}: {table.header}column {column!r}: no such column (has: "
+                            f"{', '.join(table.frame.columns)})")
 
 
 def _number(value, path, row: int, column: str) -> float:
@@ -115,11 +156,10 @@ def _class_key(value: str):
         return (1, 0.0, value)
 
 
-def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
-    """(task type, class names in id order) from the training file; regression has no class names."""
-    path = spec.train_file
-    frame = read_table(path)
-    _columns(frame, path, spec, labelled=True)
+def infer_labels(spec, table: Table) -> tuple[str, tuple[str, ...]]:
+    """(task type, class names in id order) from the training split's `table`; regression has no class names."""
+    frame, path = table.frame, table.where
+    _columns(table, spec)
     raw = frame[spec.label_column].tolist()
     for row, value in enumerate(raw, start=1):
         if is_empty(value):
@@ -128,6 +168,8 @@ def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
         raise UserError(f"{path}: no data rows")
     values = [label_text(v) for v in raw]
     kind = spec.task_type
+    if table.class_names is not None and kind != "regression":
+        kind = "classification"  # the data names its classes: they are the classes, in their order
     if kind is None:
         numbers = [_maybe_number(v) for v in values]
         continuous = all(n is not None for n in numbers) and (
@@ -137,7 +179,7 @@ def infer_labels(spec: FileTaskSpec) -> tuple[str, tuple[str, ...]]:
         for row, value in enumerate(values, start=1):
             _number(value, path, row, spec.label_column)
         return kind, ()
-    names = class_names(values, f"{path}: column {spec.label_column!r}")
+    names = table.class_names or class_names(values, f"{path}: column {spec.label_column!r}")
     if len(names) < 2:
         raise UserError(f"{path}: column {spec.label_column!r}: one class only ({names[0]!r}); a classifier needs "
                         "two or more")
@@ -173,13 +215,12 @@ def _maybe_number(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def load_file_split(spec: FileTaskSpec, split: str, label_names: tuple[str, ...], regression: bool) -> Examples:
-    """One split of a file task, labels as class ids (or values), every row checked."""
-    path = spec.files().get(split)
-    if path is None:
-        raise UserError(f"this task has no {split} file (pass --{split}-file)")
-    frame = read_table(path)
-    _columns(frame, path, spec, labelled=True)
+def load_file_split(spec, split: str, label_names: tuple[str, ...], regression: bool) -> Examples:
+    """One split of a task from data (`spec`: files or a dataset), labels as class ids (or values), every row
+    checked."""
+    table = spec.table(split)
+    frame, path = table.frame, table.where
+    _columns(table, spec)
     texts = texts_of(frame, path, spec.text_columns)
     index = {name: i for i, name in enumerate(label_names)}
     labels = []
@@ -191,47 +232,47 @@ def load_file_split(spec: FileTaskSpec, split: str, label_names: tuple[str, ...]
             continue
         text = label_text(value)
         if text not in index:
-            raise UserError(f"{path}: row {row}, column {spec.label_column!r}: label {text!r} does not occur in the "
-                            f"training file {spec.train_file} (its labels: {', '.join(label_names)})")
+            raise UserError(f"{path}: row {row}, column {spec.label_column!r}: label {text!r} does not occur in "
+                            f"{spec.train_where} (its labels: {', '.join(label_names)})")
         labels.append(float(index[text]))
-    return Examples(list(range(len(texts))), texts, labels, str(path))
+    return Examples([table.first_id + i for i in range(len(texts))], texts, labels, str(path))
 
 
 SMALL_DATA_ROWS = 20_000
 """A training file with fewer rows gets the small-data default learning rates (see TrainConfig)."""
 
 
-def file_task(name: str, spec: FileTaskSpec) -> Task:
-    """The Task a user's files define (reads the training file once per file version)."""
-    stamps = tuple((p, Path(p).stat().st_mtime_ns if Path(p).is_file() else 0) for p in spec.files().values())
-    return _file_task(name, spec, stamps)
+def file_task(name: str, spec) -> Task:
+    """The Task a user's data define (`spec`: files or a dataset; reads the training split once per version)."""
+    return _file_task(name, spec, spec.stamp())
 
 
 @functools.lru_cache(maxsize=32)
-def _file_task(name: str, spec: FileTaskSpec, stamps) -> Task:
+def _file_task(name: str, spec, stamp) -> Task:
     if spec.task_type is not None and spec.task_type not in TASK_TYPES:
         raise UserError(f"--task-type {spec.task_type!r}: choose {' or '.join(TASK_TYPES)}")
     if spec.metric is not None and spec.metric not in METRICS:
         raise UserError(f"--metric {spec.metric!r}: choose one of {', '.join(METRICS)}")
-    kind, names = infer_labels(spec)
+    table = spec.table("train")
+    kind, names = infer_labels(spec, table)
     regression = kind == "regression"
     metric = spec.metric or ("pearson_spearman" if regression else "accuracy")
     if regression != (metric == "pearson_spearman"):
         raise UserError(f"--metric {metric}: not a metric of a {kind} task")
     if metric == "f1" and len(names) != 2:
-        raise UserError(f"--metric f1 needs two classes; {spec.train_file} has {len(names)} (use macro_f1)")
-    rows = len(read_table(spec.train_file))
+        raise UserError(f"--metric f1 needs two classes; {table.where} has {len(names)} (use macro_f1)")
     return Task(name, spec.text_columns, 1 if regression else len(names), metric, names, source="files",
-                small_data=rows < SMALL_DATA_ROWS, files=spec, positive_class=_positive_class(spec, metric, names))
+                small_data=len(table.frame) < SMALL_DATA_ROWS, files=spec,
+                positive_class=_positive_class(spec, metric, names, table.where))
 
 
-def _positive_class(spec: FileTaskSpec, metric: str, names: tuple[str, ...]) -> int:
+def _positive_class(spec, metric: str, names: tuple[str, ...], where: str) -> int:
     """The class id binary F1 counts as positive: --positive-label's, else the second in sorted order."""
     if spec.positive_label is None:
         return 1
     if metric != "f1":
         raise UserError(f"--positive-label {spec.positive_label!r}: only --metric f1 has a positive class")
     if spec.positive_label not in names:
-        raise UserError(f"--positive-label {spec.positive_label!r}: not a label of {spec.train_file} (its labels: "
+        raise UserError(f"--positive-label {spec.positive_label!r}: not a label of {where} (its labels: "
                         f"{', '.join(names)})")
     return names.index(spec.positive_label)

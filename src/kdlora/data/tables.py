@@ -17,9 +17,24 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from kdlora.errors import UserError
+
+
+@dataclass(frozen=True)
+class Table:
+    """One split as read: its rows (a pandas DataFrame), where it came from (for messages), the class names the data
+    declares (a ClassLabel column's; None: found from the values) and the id of its first row."""
+
+    frame: object
+    where: str
+    class_names: tuple[str, ...] | None = None
+    first_id: int = 0
+    header: str = "header row, "
+    """Where a file names its columns, for messages (a dataset's features: none)."""
+
 
 FORMATS = {".csv": "CSV", ".tsv": "TSV", ".jsonl": "JSONL", ".json": "JSONL", ".parquet": "Parquet"}
 

@@ -6,7 +6,8 @@ Forms: `safetensors` (a plain transformers folder, fp32 or bf16 weights: `AutoMo
 from_pretrained` loads it without PEFT or kdlora) and `onnx` (fp32, or int8 by ONNX Runtime's dynamic quantisation;
 predicting with it needs neither torch nor transformers). Every form is written to a staging folder, scored there
 on the run's dev split beside the run's own PyTorch fp32 model, and moved into place only when all of it worked:
-`export.json` records the form and `accuracy`, `reference_accuracy` and `agreement`.
+`export.json` records the form and `accuracy`, `reference_accuracy` and `agreement`; README.md is the model card
+(`kdlora.card`), which the manifest covers like every other file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora.card import export_card, write_card
 from kdlora.errors import UserError
 from kdlora.files import staged_output, write_manifest
 from kdlora.predict import EXPORT_INFO
@@ -91,7 +93,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
     into export.json); nothing is written to `out_dir` unless writing and scoring both succeed.
     """
     from kdlora.export.scoring import score_export
-    from kdlora.rundir import load_config, load_model, load_tokenizer
+    from kdlora.rundir import load_config, load_metrics, load_model, load_tokenizer
 
     settings = settings or ExportSettings()
     info = check_run_weights(run_dir, verify)
@@ -113,7 +115,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
         _write_info(stage, info)
         if score:
             info.update(score_export(stage, model, tokenizer, config))
-            _write_info(stage, info)
+        write_card(stage, export_card(info, load_metrics(run_dir), out_dir))
+        _write_info(stage, info)
     return info
 
 

@@ -23,8 +23,12 @@ from kdlora.methods.base import DistillSettings, Method
 from kdlora.methods.dora import DORA, KD_DORA
 from kdlora.methods.fft import FFT
 from kdlora.methods.lora import KD_LORA, LORA, STUDENT_LORA, LoraSettings
+from kdlora.methods.lora_plus import KD_LORA_PLUS, LORA_PLUS, LoraPlusSettings
+from kdlora.methods.pissa import KD_PISSA, PISSA
+from kdlora.methods.vera import KD_VERA, VERA, VeraSettings
 
-REGISTERED = (FFT, LORA, KD_LORA, STUDENT_LORA, DORA, KD_DORA, ADALORA, KD_ADALORA)
+REGISTERED = (FFT, LORA, KD_LORA, STUDENT_LORA, DORA, KD_DORA, ADALORA, KD_ADALORA, PISSA, KD_PISSA, LORA_PLUS,
+              KD_LORA_PLUS, VERA, KD_VERA)
 
 METHODS: dict[str, Method] = {}
 
@@ -126,9 +130,9 @@ def settings_classes() -> tuple[type, ...]:
     return tuple(dict.fromkeys(cls for m in METHODS.values() for cls in m.settings))
 
 
-__all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraSettings", "Method", "baseline", "by_label",
-           "check_plugins", "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio",
-           "register", "settings_classes", "twin"]
+__all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraPlusSettings", "LoraSettings", "Method",
+           "VeraSettings", "baseline", "by_label", "check_plugins", "colour_of", "comparisons", "get_method", "labels",
+           "paper_methods", "paper_trio", "register", "settings_classes", "twin"]
 
 
 PLUGIN_ERROR: str | None = None

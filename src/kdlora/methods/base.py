@@ -2,8 +2,9 @@
 
 A `Method` says which model it starts from (`role`), what trains (`prepare`, which sees the run's settings and its
 total optimiser steps), its loss (`loss`: from the model's outputs, the batch and the teacher's logits, plus the
-method's own term), an optional hook after each optimiser step, its settings dataclasses (whose fields become
-`TrainConfig` fields, CLI flags and experiment keys), its label, colour and line in tables and plots, its default
+method's own term), its optimiser's parameter groups (`parameter_groups`), an optional hook after each optimiser
+step, the form its trained model is saved in (`saved`), its settings dataclasses (whose fields become `TrainConfig`
+fields, CLI flags and experiment keys), its label, colour and line in tables and plots, its default
 learning rates, which parameters count as adapter parameters, and what it records about itself in a run. The
 training loop, the sweep, the bench and the analysis ask it and never branch on its name.
 
@@ -40,6 +41,15 @@ class DistillSettings:
 
     def checks(self) -> dict[str, bool]:
         return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1}
+
+
+def decay_groups(model, settings) -> list[dict]:
+    """AdamW's usual groups: matrices with the run's weight decay, vectors (biases, norms) without."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _train_everything(model, adaptation, settings, total_steps):
@@ -88,6 +98,12 @@ class Method:
     """(model, step, settings) -> None, after every optimiser step (before gradients are zeroed)."""
     _record: Callable | None = field(repr=False, default=None)
     """(model, settings) -> a dict the run records about the method (AdaLoRA: its rank budget)."""
+    _parameter_groups: Callable = field(repr=False, default=decay_groups)
+    """(model, settings) -> the optimiser's parameter groups; a group may set its own `lr` (LoRA+: B's is higher)
+    and `weight_decay`; the run's learning rate is `settings.lr`."""
+    _saved: Callable | None = field(repr=False, default=None)
+    """(model) -> the model as a run folder keeps it, when not as trained (PiSSA, which changed its base weights:
+    plain LoRA on the original ones)."""
     _checkpointed: Callable | None = field(repr=False, default=None)
     """(model) -> an object with `state_dict`/`load_state_dict` that a checkpoint holds beyond the weights, the
     optimiser and the schedule, so a resumed run goes on as an uninterrupted one (AdaLoRA: its importance scores)."""
@@ -138,6 +154,14 @@ class Method:
     def record(self, model, settings=None) -> dict | None:
         """What a run stores about the method beyond its settings (None for most)."""
         return self._record(model, settings or self.default_settings()) if self._record else None
+
+    def parameter_groups(self, model, settings) -> list[dict]:
+        """The optimiser's parameter groups for `model` (`settings`: a TrainConfig, with `lr` and `weight_decay`)."""
+        return self._parameter_groups(model, settings)
+
+    def saved(self, model):
+        """The trained `model` in the form its run folder keeps (itself for most methods; None stays None)."""
+        return self._saved(model) if self._saved is not None and model is not None else model
 
     def checkpointed(self, model):
         """The method's own training state for checkpoints (None for most): see `_checkpointed`."""

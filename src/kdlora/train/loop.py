@@ -89,15 +89,12 @@ def evaluate(model, loaders: dict, task, accelerator) -> Evaluation:
     return Evaluation(metrics, task_score(task, metrics), [first_predictions, first_labels])
 
 
-def _optimizer(model, config):
+def optimizer_of(model, method, config):
+    """AdamW over the parameter groups the method gives (each group may set its own learning rate and weight
+    decay), at the run's peak learning rate."""
     import torch
 
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.AdamW(method.parameter_groups(model, config), lr=config.lr)
 
 
 class BestWeights:
@@ -172,7 +169,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
     from transformers import get_linear_schedule_with_warmup
 
     sampler = train_loader.sampler
-    optimizer = _optimizer(model, config)
+    optimizer = optimizer_of(model, method, config)
     model, optimizer, train_loader, *loaders = accelerator.prepare(model, optimizer, train_loader,
                                                                    *dev_loaders.values())
     dev_loaders = dict(zip(dev_loaders, loaders, strict=True))

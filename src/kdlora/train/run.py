@@ -171,8 +171,8 @@ def load_data(config, task) -> dict:
     data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
     for split in task.dev_splits:
         data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
-    if task.files is not None and task.files.test_file:
-        data["test"] = load_split(task, "test")  # read now: a bad test file fails before training, not after
+    if task.files is not None and "test" in task.files.splits():
+        data["test"] = load_split(task, "test")  # read now: a bad test split fails before training, not after
     return data
 
 
@@ -357,6 +357,6 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         environment={**environment(accelerator), "precision": config.precision,
                      "mixed_precision": accelerator.mixed_precision})
     if accelerator.is_main_process:
-        save_run(out_dir, result.to_dict(), outcome.get("model"), tokenizer, base, task.num_labels)
+        save_run(out_dir, result.to_dict(), method.saved(outcome.get("model")), tokenizer, base, task.num_labels)
     accelerator.wait_for_everyone()
     return result

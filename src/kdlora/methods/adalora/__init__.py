@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlora.methods.base import DistillSettings
-from kdlora.methods.lora import LORA_MARKERS, LoraSettings, lora_method, lora_options
+from kdlora.methods.lora import LORA_MARKERS, lora_method, lora_options
 
 ADALORA_MARKERS = (*LORA_MARKERS, ".lora_E.")
 """P (lora_A), Q (lora_B) and the singular values Λ (lora_E) of each adapted matrix."""
@@ -122,6 +121,6 @@ _options = dict(adapter="adalora", adapter_markers=ADALORA_MARKERS, _prepare=add
                 _extra_loss=orthogonal_regulariser, _after_step=update_and_allocate, _record=rank_budget,
                 _checkpointed=BudgetState)
 ADALORA = lora_method("adalora", "AdaLoRA", "teacher", "#da8bc3", {"linestyle": "-", "marker": "P"}, False,
-                      settings=(LoraSettings, AdaLoraSettings), **_options)
+                      own_settings=(AdaLoraSettings,), **_options)
 KD_ADALORA = lora_method("kd-adalora", "KD-AdaLoRA", "student", "#ccb974", {"linestyle": ":", "marker": "X"}, True,
-                         settings=(LoraSettings, AdaLoraSettings, DistillSettings), **_options)
+                         own_settings=(AdaLoraSettings,), **_options)

@@ -57,14 +57,16 @@ def add_lora(model, adaptation, settings, total_steps=None, use_dora: bool = Fal
     return get_peft_model(model, LoraConfig(r=settings.rank, use_dora=use_dora, **lora_options(adaptation, settings)))
 
 
-def lora_method(name: str, label: str, role: str, colour: str, line: dict, distills: bool, **options) -> Method:
-    """A method of the LoRA kind (its settings, adapters and learning rates); `options` override."""
+def lora_method(name: str, label: str, role: str, colour: str, line: dict, distills: bool, own_settings: tuple = (),
+                **options) -> Method:
+    """A method of the LoRA kind (LoRA's settings, then `own_settings`, then KD's if it distils; its adapters and
+    learning rates); `options` override."""
     adapter = label.removeprefix("KD-").removeprefix("Student-")
     summary = f"{adapter} on the {role}, " + ("distilled from the FFT teacher" if distills else "task loss only")
     values = dict(name=name, label=label, summary=summary, role=role, colour=colour, line=line, distills=distills,
                   adapter="lora",
                   learning_rates=STUDENT_RATES if role == "student" else TEACHER_RATES,
-                  settings=(LoraSettings, DistillSettings) if distills else (LoraSettings,),
+                  settings=(LoraSettings, *own_settings, *((DistillSettings,) if distills else ())),
                   adapter_markers=LORA_MARKERS, _prepare=add_lora)
     return Method(**{**values, **options})
 
