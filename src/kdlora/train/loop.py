@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,11 +105,22 @@ class BestWeights:
     what its saved adapter is cut to), kept off the memory a run measures: in CPU memory when it trains on an
     accelerator (a copy there would be one more model in its peak), in a temporary folder when it trains on the CPU
     (in CPU memory the copy would be inside its peak RSS: a whole model for FFT, a few KB for LoRA, inflating
-    KD-LoRA's saving)."""
+    KD-LoRA's saving).
+
+    The folder is named after the process (`kdlora-best-<pid>-...`): one left behind by a process that was killed
+    (a sweep's stopped child, a resume test) is removed by the next run that starts, once no process has that pid."""
 
     def __init__(self, on_cpu: bool):
-        self._folder = tempfile.TemporaryDirectory(prefix="kdlora-best-") if on_cpu else None
+        if on_cpu:
+            remove_orphaned_folders()
+        self._folder = tempfile.TemporaryDirectory(prefix=f"kdlora-best-{os.getpid()}-") if on_cpu else None
         self._state = self._method_state = None
+
+    def discard(self) -> None:
+        """Drop the kept state and its folder (a run that ends without a model: its loss went non-finite)."""
+        self._state = self._method_state = None
+        if self._folder is not None:
+            self._folder.cleanup()
 
     def keep(self, named, method_state: dict | None = None) -> None:
         """Replace the kept weights by copies of `named` ((name, tensor) pairs), and the kept method state by a copy
@@ -145,6 +159,31 @@ class BestWeights:
         self._state = self._method_state = None
         if self._folder is not None:
             self._folder.cleanup()
+
+
+_BEST_FOLDER = re.compile(r"kdlora-best-(\d+)-")
+
+
+def remove_orphaned_folders(root: str | None = None) -> list[str]:
+    """Remove the `BestWeights` folders under `root` (the temporary folder) whose process is gone; their names."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob("kdlora-best-*"):
+        match = _BEST_FOLDER.match(path.name)
+        if match is None or not path.is_dir() or _alive(int(match.group(1))):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _to_cpu(tree):
@@ -223,6 +262,8 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
 
     def outcome(reason: str | None, with_model: bool) -> dict:
         best = Evaluation(**at.best) if at.best else None
+        if not with_model:  # no model to restore the best state into
+            best_state.discard()
         return {"reason": reason, "best": best, "last": last, "best_epoch": at.best_epoch, "best_step": at.best_step,
                 "steps": at.step, "warmup_steps": warmup_steps, "history": at.history, "resumed_at_step": resumed_at,
                 "pruned_at_step": pruned_at,
