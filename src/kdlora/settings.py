@@ -25,10 +25,11 @@ def field_docs(*classes) -> dict[str, str]:
     docs = {}
     for cls in classes:
         for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+            names = {f.name for f in dataclasses.fields(klass)}  # not a ClassVar's
             body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
             for node, after in zip(body, body[1:], strict=False):
                 if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and \
-                        isinstance(after.value, ast.Constant):
+                        isinstance(after.value, ast.Constant) and node.target.id in names:
                     docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 
