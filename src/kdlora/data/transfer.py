@@ -8,7 +8,7 @@ One source per run (`kdlora.methods.base.TransferSettings`):
 - `transfer_file`: a CSV, TSV, JSONL or Parquet file read by the one reader (`kdlora.data.tables`) holding the
   task's text column(s). A label column is ignored, and said on stderr; any other column is refused, as is a file
   without the text columns (a file of another task's shape), an empty one or one without a data row: one line each.
-  Its rows get ids after the training split's last.
+  Its rows get ids after the training split's last; the teacher-logit cache digests them by id and text.
 
 In the training loader every feature of a run with transfer data carries `labelled` (False on a transfer row), and
 the collated batch a bool `labelled` column (`kdlora.data.encode.Collator`); a transfer row's `labels` hold
