@@ -67,6 +67,7 @@ def test_a_derived_students_base_model_is_the_teacher_it_was_cut_from(runs):
     card = ModelCard.load(runs / "kd" / "README.md")
     assert card.data.base_model == str(runs / "encoder")  # the student's layers are the encoder's, fine-tuned
     assert "knowledge-distillation" in card.data.tags and f"`{runs / 'fft'}`" in card.text
+    assert "- **transfer data**: none" in card.text  # the teacher's logits on the labelled examples only
     assert ModelCard.load(runs / "fft" / "README.md").data.library_name == "transformers"
 
 

@@ -155,8 +155,7 @@ def _training(metrics: dict) -> str:
     if method.distills:
         logits = (metrics.get("teacher_logits") or {}).get("source")
         rows += [("teacher", f"`{config.get('teacher')}` (its logits: {logits})"),
-                 ("transfer data", f"the {metrics['train_examples']:,} training examples (the teacher's logits on "
-                                   "them)")]
+                 ("transfer data", _transfer_line(metrics))]
     if metrics.get("lora_targets"):
         rows += [("adapters", f"on {', '.join(metrics['lora_targets'])}; also training "
                               f"{', '.join(metrics.get('trained_modules') or []) or 'nothing else'}")]
@@ -170,6 +169,17 @@ def _training(metrics: dict) -> str:
              ("learning rate", f"{metrics['learning_rate']:g}, effective batch {metrics['effective_batch_size']}"),
              ("precision", metrics["precision"]), ("seed", str(metrics["seed"])), ("run key", metrics["run_key"])]
     return "## Training\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in rows)
+
+
+def _transfer_line(metrics: dict) -> str:
+    """The unlabelled rows the teacher labelled for a distilling run, where from, and the student's loss on them;
+    `none` without (its logits were then on the labelled examples only)."""
+    count = metrics.get("transfer_examples") or 0
+    if not count:
+        return "none"
+    loss = "KD plus the teacher's hard label" if metrics["config"].get("transfer_hard_label") else "KD alone"
+    return (f"{count:,} unlabelled rows the teacher labelled, from {metrics['transfer_source']}; the student's loss "
+            f"there: {loss}")
 
 
 def _scores(metrics: dict) -> str:

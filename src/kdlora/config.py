@@ -4,7 +4,9 @@ A run's settings are its own (`RunSettings`: task, model, data, schedule, precis
 registered method (`kdlora.methods`: LoRA's rank, KD's temperature, AdaLoRA's budget, a plug-in's own), read as one
 flat namespace: `config.rank`, `config.temperature`. A method's settings stay in the method's own file; the
 registry is read when a config is made, so a method registered later (a plug-in) brings its settings, flags and
-experiment keys with it.
+experiment keys with it. A settings class may also have `canonical(values)` (writes its values one way when a config
+is made), `READ_BY` (who reads it: any other method given one of its settings is a UserError, not a silent no-op)
+and `CONTENT_KEYED` (its settings naming a file, keyed by the file's content): the transfer settings have all three.
 
 The key (`TrainConfig.key()`, `identity()`) holds what decides the run and nothing that only watches it. So that
 adding a setting or a method never changes the key of a run already stored, a setting enters it only when it was
@@ -170,6 +172,9 @@ class TrainConfig(RunSettings):
             raise UserError(f"config: unknown key {unknown[0]!r}")
         object.__setattr__(self, "method_settings",
                            {name: given.get(name, field_default(f)) for name, f in known.items()})
+        for cls in settings_classes():  # a settings class may write its values one way (0 samples: none)
+            if hasattr(cls, "canonical"):
+                cls.canonical(self.method_settings)
         super().__init__(**values)
         self._validate()
 
@@ -216,8 +221,14 @@ class TrainConfig(RunSettings):
             "eval_steps": self.eval_steps is None or self.eval_steps > 0,
             "report_to": all(name in TRACKERS for name in self.trackers),
         }
-        for settings in get_method(self.method).settings:  # the method checks the settings it reads
+        method = get_method(self.method)
+        for settings in method.settings:  # the method checks the settings it reads
             checks.update(settings.checks(self))
+        for settings in (cls for cls in settings_classes() if hasattr(cls, "READ_BY") and cls not in method.settings):
+            given = next((f.name for f in dataclasses.fields(settings)
+                          if self.method_settings[f.name] != field_default(f)), None)
+            if given is not None:  # a setting that changes what is trained must not be dropped without a word
+                raise UserError(f"--{given.replace('_', '-')} is for {settings.READ_BY}, not method {self.method}")
         for key, ok in checks.items():
             if not ok:
                 raise UserError(f"config: bad value for {key}: {getattr(self, key)!r}")
@@ -281,8 +292,9 @@ class TrainConfig(RunSettings):
     def identity(self) -> dict:
         """What tells this run apart in the store: `FIRST_KEYED` as always, plus every other setting the run
         reads at a value other than its default, with `RETIRED` put back; a task from files by its files'
-        content hash, not their paths (edited data is a new run; the same data elsewhere is not), one from a
-        dataset by its splits' fingerprints, not its name. What only watches a run (`OBSERVERS`) is never in it."""
+        content hash, not their paths (edited data is a new run; the same data elsewhere is not), and so a file a
+        method's setting names (its settings class's `CONTENT_KEYED`: the transfer file); one from a dataset by its
+        splits' fingerprints, not its name. What only watches a run (`OBSERVERS`) is never in it."""
         values, reads = self.to_dict(), self.reads()
         defaults = {f.name: field_default(f) for f in dataclasses.fields(RunSettings)}
         defaults.update({name: field_default(f) for name, f in method_setting_fields().items()})
@@ -290,6 +302,12 @@ class TrainConfig(RunSettings):
         kept.update({k: v for k, v in values.items() if k not in FIRST_KEYED and k not in OBSERVERS
                      and k in reads and v != defaults[k]})
         kept = {**RETIRED, **kept}
+        for settings in get_method(self.method).settings:
+            for name in getattr(settings, "CONTENT_KEYED", ()):
+                if kept.get(name) is not None:
+                    from kdlora.data.file_tasks import sha256_of
+
+                    kept[f"{name}_sha256"] = sha256_of(kept.pop(name))
         spec = self.file_spec()
         if spec is not None:
             kept = {k: v for k, v in kept.items() if k not in spec.LOCATION}

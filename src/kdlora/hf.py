@@ -13,7 +13,10 @@ the student's tokenizer). The loss of a training batch is exactly `kdlora train`
 gradient accumulation both weight each batch by its examples: a window's gradient is the mean over the examples in
 it (a short last window's too). A training batch without ids, where the teacher looks its logits up by id, is an
 error (a collator that drops the column would train on the task loss alone). `label_smoothing_factor` smooths the
-labels of the task term. Evaluation batches carry no teacher: their loss is the task loss. Any model the Trainer
+labels of the task term. Transfer data (text the teacher labels, without labels of its own) goes in the same
+dataset: a row whose label is -100 (classification; `IGNORE_LABEL`) or whose `labelled` column is False gets the KD
+term alone, as in `kdlora train` (its teacher logits come with the others': give `teacher_logits` every row).
+Evaluation batches carry no teacher: their loss is the task loss. Any model the Trainer
 takes works, a PEFT model included. The Trainer's `remove_unused_columns` must be off (the id is no argument of the
 model's forward): this Trainer turns it off, and its collator keeps only the tokenizer's inputs, the labels and the
 id.
@@ -29,13 +32,19 @@ from kdlora.errors import UserError
 
 ID_COLUMN = "idx"
 """The column holding each example's id (kdlora's own name for it)."""
+IGNORE_LABEL = -100
+"""A classification label that marks a row without one (PyTorch's and transformers' `ignore_index`)."""
+LABELLED_COLUMN = "labelled"
+"""The column (and batch key) saying which rows have a label: False on transfer data (`kdlora.data.transfer`)."""
 
 
 class DistillationCollator:
     """Pads a batch (the tokenizer's `pad`) and keeps each example's id as a `idx` tensor beside `labels`.
 
     Columns other than the tokenizer's inputs, the label and the id (the raw texts, say) are dropped, so a dataset
-    can keep them while `remove_unused_columns` is off.
+    can keep them while `remove_unused_columns` is off. A batch with rows without a label (label -100 for
+    classification, or a `labelled` column False) gets a bool `labelled` tensor, and those rows a placeholder label
+    of 0: the Trainer then counts every row of a window (`num_items_in_batch`), as the loss averages over them.
     """
 
     def __init__(self, tokenizer, id_column: str = ID_COLUMN, regression: bool = False):
@@ -54,7 +63,12 @@ class DistillationCollator:
         label = "labels" if "labels" in features[0] else "label" if "label" in features[0] else None
         if label is not None:
             dtype = torch.float32 if self.regression else torch.long
-            batch["labels"] = torch.tensor([f[label] for f in features], dtype=dtype)
+            labelled = [bool(f.get(LABELLED_COLUMN, True)) and (self.regression or f[label] != IGNORE_LABEL)
+                        for f in features]
+            batch["labels"] = torch.tensor([f[label] if ok else 0 for f, ok in zip(features, labelled, strict=True)],
+                                           dtype=dtype)
+            if not all(labelled):
+                batch[LABELLED_COLUMN] = torch.tensor(labelled, dtype=torch.bool)
         batch[ID_COLUMN] = torch.tensor([int(f[self.id_column]) for f in features], dtype=torch.long)
         return batch
 
@@ -101,6 +115,7 @@ class DistillationTrainer(Trainer):
 
         inputs = dict(inputs)
         ids, labels = inputs.pop(ID_COLUMN, None), inputs.pop("labels")
+        labelled = inputs.pop(LABELLED_COLUMN, None)
         if model.training and ids is None and hasattr(self.teacher, "lookup"):
             raise ValueError(f"a training batch has no {ID_COLUMN!r} column, so its teacher logits cannot be found: "
                              f"keep an {ID_COLUMN!r} column in the dataset and use DistillationCollator (the default "
@@ -111,7 +126,7 @@ class DistillationTrainer(Trainer):
             loss = task_loss(outputs.logits, labels, self.regression, label_smoothing=smoothing)
             return (loss, outputs) if return_outputs else loss
         loss = kd_loss(outputs.logits, self.teacher_logits_for(ids, inputs), labels, temperature=self.temperature,
-                       alpha=self.alpha, regression=self.regression, label_smoothing=smoothing)
+                       alpha=self.alpha, regression=self.regression, label_smoothing=smoothing, labelled=labelled)
         if num_items_in_batch is None:  # the examples were not counted: every batch weighs the same
             loss = loss / self.current_gradient_accumulation_steps
         else:
@@ -121,8 +136,8 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Evaluation without the teacher: the id goes, the loss is the task loss."""
-        inputs = {k: v for k, v in inputs.items() if k != ID_COLUMN}
+        """Evaluation without the teacher: the id and the labelled mask go, the loss is the task loss."""
+        inputs = {k: v for k, v in inputs.items() if k not in (ID_COLUMN, LABELLED_COLUMN)}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
 

@@ -25,10 +25,11 @@ def field_docs(*classes) -> dict[str, str]:
     docs = {}
     for cls in classes:
         for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+            names = {f.name for f in dataclasses.fields(klass)}  # not a ClassVar's
             body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
             for node, after in zip(body, body[1:], strict=False):
                 if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and \
-                        isinstance(after.value, ast.Constant):
+                        isinstance(after.value, ast.Constant) and node.target.id in names:
                     docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 
@@ -48,13 +49,23 @@ def field_default(f: dataclasses.Field):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
+def count_or_word(text: str) -> int | str:
+    """A field typed `int | str` read from text: a count as an int (`2000`), any other text as it is (`all`)."""
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
 def coerce(key: str, value, hint):
-    """`value` as the field's type (bool, int, float, str, or None where allowed), else a UserError."""
+    """`value` as the field's type (bool, int, float, str, `int | str`, or None where allowed), else a
+    UserError."""
     text = str(hint)
     if value is None:
         if "None" in text:
             return None
         raise UserError(f"config: {key} may not be empty")
+    if "int" in text and "str" in text:  # a count or a word: `transfer_samples = 2000` or `"all"`
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise UserError(f"config: {key} must be a whole number or a word, got {value!r}")
+        return value if isinstance(value, int) else count_or_word(value)
     for kind in (bool, int, float, str):
         if kind.__name__ in text.replace("None", ""):
             break
@@ -107,7 +118,8 @@ def add_settings_arguments(parser, *classes, keep_defaults: bool = True, hidden:
             action = argparse.BooleanOptionalAction if default is True else "store_true"
             parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
             continue
-        kind = int if "int" in hint else float if "float" in hint else str
+        kind = (count_or_word if "int" in hint and "str" in hint else int if "int" in hint else
+                float if "float" in hint else str)
         options = {"type": kind, **({"choices": choices[f.name]} if f.name in choices else {})}
         if "tuple" in hint:
             options = {"type": _comma_list(kind), "metavar": "A,B"}

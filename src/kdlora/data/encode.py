@@ -47,7 +47,9 @@ def encode(examples: Examples, tokenizer, max_length: int = 128) -> list[dict]:
 
 
 class Collator:
-    """Pad a list of encoded examples to the batch's longest; `labels` keep the task's dtype, `idx` the ids."""
+    """Pad a list of encoded examples to the batch's longest; `labels` keep the task's dtype, `idx` the ids, and
+    `labelled` (bool), where the features carry it, which rows have a label (a run with transfer data:
+    `kdlora.data.transfer`)."""
 
     def __init__(self, tokenizer, regression: bool):
         self.tokenizer = tokenizer
@@ -56,11 +58,13 @@ class Collator:
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        inputs = [{k: v for k, v in f.items() if k not in ("labels", "idx")} for f in features]
+        inputs = [{k: v for k, v in f.items() if k not in ("labels", "idx", "labelled")} for f in features]
         batch = dict(self.tokenizer.pad(inputs, padding=True, return_tensors="pt"))
         dtype = torch.float32 if self.regression else torch.long
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=dtype)
         batch["idx"] = torch.tensor([f["idx"] for f in features], dtype=torch.long)
+        if "labelled" in features[0]:
+            batch["labelled"] = torch.tensor([f["labelled"] for f in features], dtype=torch.bool)
         return batch
 
 

@@ -30,3 +30,8 @@ class Examples:
         rows = sorted(random.Random(seed).sample(range(len(self)), n))
         return Examples([self.ids[i] for i in rows], [self.texts[i] for i in rows],
                         [self.labels[i] for i in rows], self.source)
+
+    def plus(self, other: Examples) -> Examples:
+        """These examples, then `other`'s, under this split's `source` (ids must not repeat: the caller's to keep
+        apart)."""
+        return Examples(self.ids + other.ids, self.texts + other.texts, self.labels + other.labels, self.source)

@@ -19,7 +19,7 @@ from dataclasses import fields
 
 from kdlora.errors import UserError
 from kdlora.methods.adalora import ADALORA, KD_ADALORA, AdaLoraSettings
-from kdlora.methods.base import DistillSettings, Method
+from kdlora.methods.base import DistillSettings, Method, TransferSettings
 from kdlora.methods.dora import DORA, KD_DORA
 from kdlora.methods.fft import FFT
 from kdlora.methods.lora import KD_LORA, LORA, STUDENT_LORA, LoraSettings
@@ -131,8 +131,8 @@ def settings_classes() -> tuple[type, ...]:
 
 
 __all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraPlusSettings", "LoraSettings", "Method",
-           "VeraSettings", "baseline", "by_label", "check_plugins", "colour_of", "comparisons", "get_method", "labels",
-           "paper_methods", "paper_trio", "register", "settings_classes", "twin"]
+           "TransferSettings", "VeraSettings", "baseline", "by_label", "check_plugins", "colour_of", "comparisons",
+           "get_method", "labels", "paper_methods", "paper_trio", "register", "settings_classes", "twin"]
 
 
 PLUGIN_ERROR: str | None = None

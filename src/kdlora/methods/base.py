@@ -16,6 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from types import SimpleNamespace
+from typing import ClassVar
+
+from kdlora.errors import UserError
 
 
 def task_loss(logits, labels, regression: bool, label_smoothing: float = 0.0):
@@ -41,6 +44,58 @@ class DistillSettings:
 
     def checks(self) -> dict[str, bool]:
         return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1}
+
+
+ALL = "all"
+"""`transfer_samples = "all"`: every training example outside the labelled subset."""
+
+
+@dataclass
+class TransferSettings:
+    """Transfer data: unlabelled text the teacher labels, beside the labelled training examples
+    (`kdlora.data.transfer`). On a transfer example the student's loss is the KD term alone (no label), unless the
+    teacher's hard label stands in for the missing one."""
+
+    transfer_file: str | None = None
+    """Distilling methods: unlabelled text the teacher labels (CSV, TSV, JSONL or Parquet holding the task's text
+    column(s); a label column is ignored), trained on beside the labelled examples with the KD term alone."""
+    transfer_samples: int | str | None = None
+    """Distilling methods: N (or `all`) training-split examples outside the --max-train-samples subset, drawn by the
+    seed, their labels withheld, as transfer data (0: none)."""
+    transfer_hard_label: bool = False
+    """Distilling methods with transfer data: the teacher's predicted class (regression: its value) stands in for a
+    transfer example's missing label: its loss is then alpha * KD + (1 - alpha) * task loss against it."""
+
+    CONTENT_KEYED: ClassVar = ("transfer_file",)
+    """Settings naming a file: a run's key holds the file's content digest, not its path (`kdlora.config`)."""
+    READ_BY: ClassVar = "a distilling method (kd-lora, kd-dora, ...)"
+    """Who reads these settings: given to any other method they are a UserError, not ignored."""
+
+    @staticmethod
+    def canonical(values: dict) -> None:
+        """Write `transfer_samples` one way in `values` (a run's settings by name): a count as an int, `all` in
+        lower case, 0 as None (off, so a run without transfer data keeps the key it always had)."""
+        samples = values.get("transfer_samples")
+        if isinstance(samples, str) and samples.strip().isdigit():
+            samples = int(samples)
+        elif isinstance(samples, str):
+            samples = samples.strip().lower()
+        values["transfer_samples"] = None if samples == 0 else samples
+
+    def checks(self) -> dict[str, bool]:
+        samples = self.transfer_samples
+        if self.transfer_file is not None and samples is not None:
+            raise UserError("--transfer-file and --transfer-samples: pass one (the file, or examples of the "
+                            "training split)")
+        if self.transfer_hard_label and self.transfer_file is None and samples is None:
+            raise UserError("--transfer-hard-label needs transfer data: --transfer-file or --transfer-samples")
+        count = isinstance(samples, int) and not isinstance(samples, bool) and samples > 0
+        return {"transfer_samples": samples is None or samples == ALL or count,
+                "transfer_file": self.transfer_file is None or bool(self.transfer_file.strip())}
+
+
+DISTILLING = (DistillSettings, TransferSettings)
+"""The settings every distilling method reads: how KD mixes into the loss, and the transfer data it is taught on."""
 
 
 def decay_groups(model, settings) -> list[dict]:
@@ -130,18 +185,23 @@ class Method:
 
     def loss(self, model, outputs, batch: dict, teacher_logits=None, settings=None, regression: bool = False):
         """The training loss of one batch: task loss (or KD against `teacher_logits`) plus the method's own term.
-        `batch` holds the labels; `settings` the temperature and KD weight of a distilling method."""
+        `batch` holds the labels and, in a run with transfer data, `labelled` (False: a transfer example, whose loss
+        is the KD term alone, or with `transfer_hard_label` KD plus the task loss against the teacher's label);
+        `settings` the temperature and KD weight of a distilling method."""
         logits, labels = outputs.logits, batch["labels"]
         if not self.distills:
             loss = task_loss(logits, labels, regression)
         elif teacher_logits is None:
             raise ValueError(f"method {self.name} needs teacher logits")
         else:
-            from kdlora.distill import kd_loss
+            from kdlora.distill import kd_loss, teacher_labelled
 
             settings = settings or self.default_settings()
+            labelled = batch.get("labelled")
+            if labelled is not None and settings.transfer_hard_label:
+                labels, labelled = teacher_labelled(labels, labelled, teacher_logits, regression), None
             loss = kd_loss(logits, teacher_logits, labels, temperature=settings.temperature,
-                           alpha=settings.kd_alpha, regression=regression)
+                           alpha=settings.kd_alpha, regression=regression, labelled=labelled)
         if self._extra_loss is not None:
             loss = loss + self._extra_loss(model, settings or self.default_settings())
         return loss

@@ -51,14 +51,18 @@ def real_train_key(config: dict) -> str:
 
 
 def real_check_data(config: dict) -> None:
-    """The task and every split a run of `config` loads from local files (`--data-dir`, a task from files), read as
-    it will read them (`kdlora.train.load_data`). Hub and bundled datasets are left to the run (it fetches them)."""
+    """The task and every split a run of `config` loads from local files (`--data-dir`, a task from files, a
+    transfer file), read as it will read them (`kdlora.train.load_data`). Hub and bundled datasets are left to the
+    run (it fetches them)."""
     from kdlora.config import TrainConfig
+    from kdlora.data.transfer import from_file
     from kdlora.train import load_data
 
     settings = TrainConfig.from_dict(config)
     if settings.data_dir is not None or settings.train_file is not None:
         load_data(settings, settings.task_spec())
+    elif settings.transfer_file is not None:
+        from_file(settings.transfer_file, settings.task_spec(), first_id=0, say=False)
 
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:

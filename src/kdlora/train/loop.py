@@ -32,12 +32,14 @@ class Evaluation:
 
 
 def forward_loss(model, method, batch, teacher, config, regression: bool):
-    """One batch's training loss: the method's, from the outputs, the batch (labels kept in it) and the teacher's
-    logits (the test for collapse detection replaces this)."""
-    idx, labels = batch.pop("idx"), batch.pop("labels")
+    """One batch's training loss: the method's, from the outputs, the batch (labels kept in it, and which rows have
+    one: `labelled`, None without transfer data) and the teacher's logits (the test for collapse detection replaces
+    this)."""
+    idx, labels, labelled = batch.pop("idx"), batch.pop("labels"), batch.pop("labelled", None)
     outputs = model(**batch)  # no labels: the model's own loss would be computed and thrown away
     teacher_logits = teacher.lookup(idx) if method.distills else None
-    return method.loss(model, outputs, {**batch, "labels": labels}, teacher_logits, config, regression)
+    return method.loss(model, outputs, {**batch, "labels": labels, "labelled": labelled}, teacher_logits, config,
+                       regression)
 
 
 def optimiser_steps(batches: int, config) -> int:

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdlora.config import TrainConfig
+from kdlora.data.transfer import load_transfer, with_transfer
 from kdlora.errors import UserError
 from kdlora.metrics import kept_predictions
 from kdlora.train import checkpoint, tracking
@@ -76,6 +77,11 @@ class TrainResult:
     history: list = field(default_factory=list)
     learning_rate: float | None = None
     train_examples: int = 0
+    """The labelled training examples (transfer data not counted)."""
+    transfer_examples: int = 0
+    """Transfer data: the unlabelled examples the teacher labelled, trained on beside the labelled ones."""
+    transfer_source: str | None = None
+    """Where they came from: `file PATH (sha256 ...)` or `train split: N of M rows outside the labelled subset`."""
     precision: str = "fp32"
     dev_precision: str = "fp32"
     """What dev was scored in during training (`metrics`, `score`, `history` and so the choice of the best epoch):
@@ -136,12 +142,14 @@ def _loaders(config, task, tokenizer, data):
 
     collate = Collator(tokenizer, task.regression)
     features = encode(data["train"], tokenizer, config.max_length)
+    if "transfer" in data:  # shuffled in with the labelled examples: an epoch is a pass over both
+        features = with_transfer(features, encode(data["transfer"].examples, tokenizer, config.max_length))
     # the loader's own generator (its worker seed draws) keeps the global RNG, which dropout uses, untouched
     train = DataLoader(features, batch_size=config.batch_size, sampler=EpochShuffle(len(features), config.seed),
                        generator=torch.Generator().manual_seed(config.seed), collate_fn=collate)
     devs = {split: DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                               collate_fn=collate)
-            for split, examples in data.items() if split not in ("train", "test")}
+            for split, examples in data.items() if split in task.dev_splits}
     return train, devs
 
 
@@ -165,10 +173,15 @@ def score_in_fp32(model, dev_loaders: dict, task, accelerator):
 
 
 def load_data(config, task) -> dict:
-    """The training examples and every dev split, subsampled as the config says."""
+    """The training examples and every dev split, subsampled as the config says, and the test split and the
+    transfer data (`transfer`: a `kdlora.data.transfer.Transfer`) where the run has them."""
     from kdlora.data.loaders import load_split
 
-    data = {"train": load_split(task, "train", config.data_dir).subset(config.max_train_samples, config.seed)}
+    split = load_split(task, "train", config.data_dir)
+    data = {"train": split.subset(config.max_train_samples, config.seed)}
+    transfer = load_transfer(config, task, split, data["train"])
+    if transfer is not None:
+        data["transfer"] = transfer
     for split in task.dev_splits:
         data[split] = load_split(task, split, config.data_dir).subset(config.max_eval_samples, DEV_SUBSET_SEED)
     if task.files is not None and "test" in task.files.splits():
@@ -177,7 +190,8 @@ def load_data(config, task) -> dict:
 
 
 def make_teacher(config, task, train_examples, device, progress: bool):
-    """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
+    """The source of teacher logits for a distilling method: a cached table, or the model run per batch, over
+    `train_examples` (the transfer data's too: one cache per teacher, each row by its id and digest)."""
     from kdlora.train.start import check_teacher, teacher_identity
     from kdlora.train.teacher import OnlineTeacher, cached_teacher_logits
 
@@ -289,7 +303,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     teacher = None
     if method.distills:
         with accelerator.main_process_first():  # the others then read what the main process cached
-            teacher = make_teacher(config, task, data["train"], accelerator.device, progress)
+            taught = data["train"].plus(data["transfer"].examples) if "transfer" in data else data["train"]
+            teacher = make_teacher(config, task, taught, accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
     if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
         warm_up_runtime(family.architecture(method.role), str(accelerator.device))
@@ -339,7 +354,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         peak_memory_mb=round(memory.peak_mb, 1), memory_kind=memory.kind,
         best_epoch=outcome["best_epoch"], best_step=outcome["best_step"], steps=outcome["steps"],
         warmup_steps=outcome["warmup_steps"], history=outcome["history"], learning_rate=config.lr,
-        train_examples=len(data["train"]), precision=config.precision, dev_precision=config.precision,
+        train_examples=len(data["train"]), transfer_examples=len(data.get("transfer") or ()),
+        transfer_source=data["transfer"].source if "transfer" in data else None, precision=config.precision,
+        dev_precision=config.precision,
         fp32_metrics=fp32.metrics if fp32 else None, fp32_score=fp32.score if fp32 else None,
         effective_batch_size=config.batch_size * config.grad_accum * accelerator.num_processes,
         resumed_at_step=outcome["resumed_at_step"] if resume else None,
