@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from types import SimpleNamespace
 
+from kdlora.hidden import HiddenDistillSettings
+
 
 def task_loss(logits, labels, regression: bool, label_smoothing: float = 0.0):
     """Cross-entropy (against labels smoothed by `label_smoothing`), or MSE for a regression head; in float32
@@ -41,6 +43,11 @@ class DistillSettings:
 
     def checks(self) -> dict[str, bool]:
         return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1}
+
+
+DISTILLING_SETTINGS = (DistillSettings, HiddenDistillSettings)
+"""The settings every distilling method reads: the logit KD's, and the hidden-state and attention terms'
+(`kdlora.hidden`; off by default, so a run that leaves them keys as before)."""
 
 
 def decay_groups(model, settings) -> list[dict]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdlora.methods.base import DistillSettings, Method
+from kdlora.methods.base import DISTILLING_SETTINGS, Method
 
 LORA_MARKERS = (".lora_A.", ".lora_B.")
 """PEFT's names of the A and B matrices of a LoRA update B·A."""
@@ -59,14 +59,14 @@ def add_lora(model, adaptation, settings, total_steps=None, use_dora: bool = Fal
 
 def lora_method(name: str, label: str, role: str, colour: str, line: dict, distills: bool, own_settings: tuple = (),
                 **options) -> Method:
-    """A method of the LoRA kind (LoRA's settings, then `own_settings`, then KD's if it distils; its adapters and
-    learning rates); `options` override."""
+    """A method of the LoRA kind (LoRA's settings, then `own_settings`, then KD's and the hidden terms' if it
+    distils; its adapters and learning rates); `options` override."""
     adapter = label.removeprefix("KD-").removeprefix("Student-")
     summary = f"{adapter} on the {role}, " + ("distilled from the FFT teacher" if distills else "task loss only")
     values = dict(name=name, label=label, summary=summary, role=role, colour=colour, line=line, distills=distills,
                   adapter="lora",
                   learning_rates=STUDENT_RATES if role == "student" else TEACHER_RATES,
-                  settings=(LoraSettings, *own_settings, *((DistillSettings,) if distills else ())),
+                  settings=(LoraSettings, *own_settings, *(DISTILLING_SETTINGS if distills else ())),
                   adapter_markers=LORA_MARKERS, _prepare=add_lora)
     return Method(**{**values, **options})
 
