@@ -18,6 +18,7 @@ from kdlora.data.tasks import get_task
 from kdlora.errors import UserError
 from kdlora.families import FAMILIES
 from kdlora.hidden import HiddenDistillSettings, HiddenMatch, attention_loss, hidden_loss, layer_map
+from kdlora.methods import METHODS, get_method
 from kdlora.modeling import layers_to_keep
 from train_helpers import DATA, tiny_config
 
@@ -228,6 +229,32 @@ def test_a_kd_lora_run_with_hidden_states_trains_with_its_teacher_resident_and_m
     card = (tmp_path / "kd" / "README.md").read_text()
     assert "- **hidden-state distillation**: hidden states x 1 (cosine), student:teacher layers 1:1; the teacher ran " \
            "beside the student" in card and "the resident teacher included" in card
+
+
+@pytest.mark.parametrize("name", [m.name for m in METHODS.values() if m.distills])
+def test_every_distilling_method_takes_the_hidden_terms_on_one_batch(minilm_teacher, name):
+    """The loop's loss on one batch: each method's own loss plus the hidden and attention terms, whose gradients
+    reach the method's trained parameters and the projection."""
+    from kdlora.hidden import attach
+    from kdlora.modeling import adaptation
+    from kdlora.train.loop import forward_loss
+    from kdlora.train.teacher import OnlineTeacher
+
+    method = get_method(name)
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(4, seed=0)
+    config = tiny_config("sst2", "minilm", name, teacher=str(minilm_teacher), kd_hidden_weight=1.0,
+                         kd_attention_weight=1.0, rank=4)
+    student = _bert(width=16, layers=1, seed=1)
+    student = method.prepare(student, adaptation(student), config, total_steps=10)
+    teacher = OnlineTeacher(minilm_teacher, examples, 32)
+    teacher.match = HiddenMatch.between(config, teacher.model, student)
+    attach(student, teacher.match)
+    batch = Collator(tiny_tokenizer(), False)(encode(examples, tiny_tokenizer(), 32))
+    loss = forward_loss(student.train(), method, batch, teacher, config, regression=False)
+    loss.backward()
+    grads = {n: p.grad for n, p in student.named_parameters() if p.requires_grad}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if method.is_adapter_parameter(n))
+    assert all(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "kd_hidden_projections" in n)
 
 
 ROWS = [("a good film", "up"), ("very good", "up"), ("great great", "up"), ("a bad film", "down"),

@@ -62,7 +62,8 @@ def test_runs_stored_before_the_methods_became_plug_ins_keep_their_keys():
               if k not in ("target_rank", "adalora_tinit", "adalora_tfinal", "adalora_delta_t", "orth_reg_weight",
                            "save_checkpoints", "report_to", "track_energy", "positive_label", "dataset",
                            "dataset_revision", "train_split", "validation_split", "test_split", "loraplus_lr_ratio",
-                           "vera_d_initial", "vera_projection_seed")}
+                           "vera_d_initial", "vera_projection_seed", "kd_hidden_weight", "kd_layers", "kd_hidden_loss",
+                           "kd_attention_weight")}
     assert config.key() == run_key("train", {**before, "use_dora": False}, 1)
     assert TrainConfig(task="sst2", family="bert", method="adalora", target_rank=2).key() != \
         TrainConfig(task="sst2", family="bert", method="adalora").key()
