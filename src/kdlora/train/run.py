@@ -69,12 +69,6 @@ class TrainResult:
     peak_memory_mb: float | None = None
     """Peak memory of building and training the model, MB: no best-weights copy, no checkpoint writing, and no
     teacher unless it is resident (`teacher_resident`; see the module docstring)."""
-    teacher_resident: bool = False
-    """Whether the teacher ran beside the student on every batch and its memory is in `peak_memory_mb` (hidden-state
-    or attention-map distillation)."""
-    hidden_distillation: dict | None = None
-    """Hidden-state / attention-map distillation: `terms` (what is matched, weights, layer map), `layer_map`
-    (student:teacher) and `projection_params` (the trained projections', not in the saved model nor the counts)."""
     memory_kind: str | None = None
     """`cpu-peak-rss-delta` or `cuda-max-memory-allocated`, as a bench row's."""
     best_epoch: int | None = None
@@ -124,6 +118,12 @@ class TrainResult:
     """What the method records about itself beyond its settings (AdaLoRA: its rank budget, initial to final)."""
     teacher_logits: dict | None = None
     """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
+    teacher_resident: bool = False
+    """Whether the teacher ran beside the student on every batch and its memory is in `peak_memory_mb` (hidden-state
+    or attention-map distillation)."""
+    hidden_distillation: dict | None = None
+    """Hidden-state / attention-map distillation: `terms` (what is matched, weights, layer map), `layer_map`
+    (student:teacher) and `projection_params` (the trained projections', not in the saved model nor the counts)."""
     run_key: str = ""
     config: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
