@@ -18,6 +18,7 @@ from pathlib import Path
 from kdlora.data.dataset_tasks import name_and_config
 from kdlora.data.tasks import TASKS
 from kdlora.families import FAMILIES
+from kdlora.hidden import HiddenDistillSettings
 from kdlora.methods import get_method, twin
 
 README = "README.md"
@@ -159,9 +160,15 @@ def _training(metrics: dict) -> str:
     if metrics.get("lora_targets"):
         rows += [("adapters", f"on {', '.join(metrics['lora_targets'])}; also training "
                               f"{', '.join(metrics.get('trained_modules') or []) or 'nothing else'}")]
-    own = [f.name for cls in method.settings for f in fields(cls) if f.name in config]
+    own = [f.name for cls in method.settings if cls is not HiddenDistillSettings for f in fields(cls)
+           if f.name in config]
     if own:
         rows += [("method settings", ", ".join(f"{name} {config[name]}" for name in own))]
+    if metrics.get("hidden_distillation"):  # the teacher's layers taught too: the terms, weights and layer map
+        hidden = metrics["hidden_distillation"]
+        rows += [("hidden-state distillation", f"{hidden['terms']}; the teacher ran beside the student"
+                                               + (f"; {hidden['projection_params']:,} projection parameters trained "
+                                                  "and not kept" if hidden["projection_params"] else ""))]
     if metrics.get("method_details"):
         rows += [("method details", ", ".join(f"{k}: {v}" for k, v in metrics["method_details"].items()))]
     rows += [("epochs", f"{config['epochs']} ({metrics['steps']} optimiser steps; best epoch "
@@ -202,7 +209,8 @@ def _cost(metrics: dict) -> str:
     share = metrics["trainable_params"] / metrics["total_params"] if metrics.get("total_params") else 0
     rows = [f"- **trainable parameters**: {metrics['trainable_params']:,} of {metrics['total_params']:,} "
             f"({share:.2%}); adapter parameters {metrics.get('adapter_params') or 0:,}",
-            f"- **peak memory**: {metrics['peak_memory_mb']} MB ({metrics['memory_kind']})",
+            f"- **peak memory**: {metrics['peak_memory_mb']} MB ({metrics['memory_kind']}"
+            + ("; the resident teacher included" if metrics.get("teacher_resident") else "") + ")",
             f"- **training time**: {metrics['train_seconds']} s on {where} ({metrics['cost_covers']}); teacher "
             f"logits {metrics.get('teacher_logit_seconds') or 0} s"]
     if metrics.get("energy_kwh") is not None:

@@ -20,6 +20,14 @@ Evaluation batches carry no teacher: their loss is the task loss. Any model the 
 takes works, a PEFT model included. The Trainer's `remove_unused_columns` must be off (the id is no argument of the
 model's forward): this Trainer turns it off, and its collator keeps only the tokenizer's inputs, the labels and the
 id.
+
+Hidden-state distillation (`kdlora train --kd-hidden-weight`, `kdlora.hidden`): with a teacher model, `hidden_weight`
+W adds W x the distance (`hidden_loss`: mse or cosine) between the student's layers and the teacher's at the real
+tokens, `attention_weight` the attention-map KL (MiniLM), on the layer map `layers` ("1:2,2:4,3:6",
+student:teacher, 0 = embeddings; default uniform: student i <- teacher i*T/S; a student cut from its teacher
+passes the layers it kept, e.g. "1:1,2:3,3:5" for teacher layers 0, 2, 4). Where the widths differ, a linear
+projection per pair (`trainer.hidden.projections`) trains in the Trainer's optimiser (added to the one
+`create_optimizer` builds: with `optimizers=` of your own, add it yourself) and is never part of the saved model.
 """
 
 from __future__ import annotations
@@ -78,10 +86,13 @@ class DistillationTrainer(Trainer):
 
     teacher: a table with `lookup(ids) -> logits` (`teacher_logits`), or a teacher model run on each batch.
     temperature, alpha: the KD settings (`kdlora train --temperature --kd-alpha`). regression: MSE for both terms.
+    hidden_weight, hidden_loss, layers, attention_weight: the hidden-state and attention-map terms (`kdlora train
+    --kd-hidden-weight --kd-hidden-loss --kd-layers --kd-attention-weight`; 0: off); they need a teacher model.
     """
 
     def __init__(self, *args, teacher=None, temperature: float = 2.0, alpha: float = 0.5, regression: bool = False,
-                 **kwargs):
+                 hidden_weight: float = 0.0, hidden_loss: str = "mse", layers: str | None = None,
+                 attention_weight: float = 0.0, **kwargs):
         if teacher is None:
             raise ValueError("DistillationTrainer needs teacher= (teacher_logits(...) or a teacher model)")
         if kwargs.get("data_collator") is None and kwargs.get("processing_class") is not None:
@@ -95,6 +106,36 @@ class DistillationTrainer(Trainer):
         self.teacher, self.temperature, self.alpha, self.regression = teacher, temperature, alpha, regression
         if not hasattr(teacher, "lookup"):
             teacher.eval().requires_grad_(False)
+        self.hidden = self._hidden_match(hidden_weight, hidden_loss, layers, attention_weight)
+
+    def _hidden_match(self, weight: float, loss: str, layers: str | None, attention_weight: float):
+        """The `kdlora.hidden.HiddenMatch` between the student and the teacher model, or None when both terms are
+        off; its projections sit on the Trainer's device."""
+        from kdlora.hidden import HiddenDistillSettings, HiddenMatch, is_on
+
+        settings = HiddenDistillSettings(kd_hidden_weight=weight, kd_layers=layers, kd_hidden_loss=loss,
+                                         kd_attention_weight=attention_weight)
+        bad = next((name for name, ok in settings.checks().items() if not ok), None)
+        if bad is not None:
+            raise UserError(f"DistillationTrainer: bad value for {bad}: {getattr(settings, bad)!r}")
+        if not is_on(settings):
+            return None
+        if hasattr(self.teacher, "lookup"):
+            raise ValueError("hidden-state distillation needs the teacher model itself (teacher=model), not a table "
+                             "of its logits")
+        match = HiddenMatch.between(settings, self.teacher, self.model)
+        if match.projections is not None:
+            match.projections.to(self.args.device)
+        return match
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimiser, plus the hidden-state projections (no weight decay) when there are any."""
+        optimizer = super().create_optimizer(model)
+        projections = self.hidden.projections if self.hidden is not None else None
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if projections is not None and id(next(projections.parameters())) not in held:
+            optimizer.add_param_group({"params": list(projections.parameters()), "weight_decay": 0.0})
+        return optimizer
 
     def teacher_logits_for(self, ids, inputs):
         """The teacher's logits for the batch: looked up by id, or the teacher model run on the batch's inputs."""
@@ -106,6 +147,18 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             logits = self.teacher(**{k: v.to(device) for k, v in inputs.items()}).logits.float()
         return logits.to(inputs["input_ids"].device)
+
+    def teacher_outputs_for(self, inputs, options: dict):
+        """The teacher model's outputs on the batch's inputs (`options`: its hidden states, attention maps), on the
+        student's device."""
+        import torch
+
+        from kdlora.train.teacher import outputs_on
+
+        device = next(self.teacher.parameters()).device
+        with torch.no_grad():
+            outputs = self.teacher(**{k: v.to(device) for k, v in inputs.items()}, **options)
+        return outputs_on(outputs, inputs["input_ids"].device)
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         """KD-LoRA's loss for a training batch, as its share of its accumulation window; the task loss for an
@@ -120,13 +173,18 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"a training batch has no {ID_COLUMN!r} column, so its teacher logits cannot be found: "
                              f"keep an {ID_COLUMN!r} column in the dataset and use DistillationCollator (the default "
                              "when processing_class is given) or a collator that keeps it")
-        outputs = model(**inputs)
+        hidden = self.hidden if model.training else None
+        outputs = model(**inputs, **(hidden.model_options if hidden else {}))
         smoothing = self.args.label_smoothing_factor
         if not model.training:
             loss = task_loss(outputs.logits, labels, self.regression, label_smoothing=smoothing)
             return (loss, outputs) if return_outputs else loss
-        loss = kd_loss(outputs.logits, self.teacher_logits_for(ids, inputs), labels, temperature=self.temperature,
-                       alpha=self.alpha, regression=self.regression, label_smoothing=smoothing, labelled=labelled)
+        taught = self.teacher_outputs_for(inputs, hidden.model_options) if hidden else None
+        teacher_logits = taught.logits.float() if hidden else self.teacher_logits_for(ids, inputs)
+        loss = kd_loss(outputs.logits, teacher_logits, labels, temperature=self.temperature, alpha=self.alpha,
+                       regression=self.regression, label_smoothing=smoothing, labelled=labelled)
+        if hidden:
+            loss = loss + hidden.loss(outputs, taught, inputs["attention_mask"])
         if num_items_in_batch is None:  # the examples were not counted: every batch weighs the same
             loss = loss / self.current_gradient_accumulation_steps
         else:

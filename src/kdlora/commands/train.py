@@ -106,6 +106,9 @@ def run(args) -> int:
     if result["lora_targets"]:
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")
+    if result["teacher_resident"]:
+        print(f"teacher: ran beside the student on every batch for {result['hidden_distillation']['terms']}; its "
+              f"memory is in the peak figure ({result['peak_memory_mb']} MB)")
     if result["energy_kwh"] is not None:
         print(f"energy: {result['energy_kwh'] * 1000:.3f} Wh, {result['emissions_g_co2eq']:.3f} g CO2-eq "
               f"({result['energy_method']}, grid {result['energy_country']})")

@@ -19,7 +19,7 @@ from dataclasses import fields
 
 from kdlora.errors import UserError
 from kdlora.methods.adalora import ADALORA, KD_ADALORA, AdaLoraSettings
-from kdlora.methods.base import DistillSettings, Method, TransferSettings
+from kdlora.methods.base import DistillSettings, HiddenDistillSettings, Method, TransferSettings
 from kdlora.methods.dora import DORA, KD_DORA
 from kdlora.methods.fft import FFT
 from kdlora.methods.lora import KD_LORA, LORA, STUDENT_LORA, LoraSettings
@@ -130,9 +130,10 @@ def settings_classes() -> tuple[type, ...]:
     return tuple(dict.fromkeys(cls for m in METHODS.values() for cls in m.settings))
 
 
-__all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "LoraPlusSettings", "LoraSettings", "Method",
-           "TransferSettings", "VeraSettings", "baseline", "by_label", "check_plugins", "colour_of", "comparisons",
-           "get_method", "labels", "paper_methods", "paper_trio", "register", "settings_classes", "twin"]
+__all__ = ["METHODS", "AdaLoraSettings", "DistillSettings", "HiddenDistillSettings", "LoraPlusSettings",
+           "LoraSettings", "Method", "TransferSettings", "VeraSettings", "baseline", "by_label", "check_plugins",
+           "colour_of", "comparisons", "get_method", "labels", "paper_methods", "paper_trio", "register",
+           "settings_classes", "twin"]
 
 
 PLUGIN_ERROR: str | None = None

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import ClassVar
 
 from kdlora.errors import UserError
+from kdlora.hidden import HiddenDistillSettings
 
 
 def task_loss(logits, labels, regression: bool, label_smoothing: float = 0.0):
@@ -94,8 +95,9 @@ class TransferSettings:
                 "transfer_file": self.transfer_file is None or bool(self.transfer_file.strip())}
 
 
-DISTILLING = (DistillSettings, TransferSettings)
-"""The settings every distilling method reads: how KD mixes into the loss, and the transfer data it is taught on."""
+DISTILLING = (DistillSettings, TransferSettings, HiddenDistillSettings)
+"""The settings every distilling method reads: how KD mixes into the loss, the transfer data it is taught on, and
+the hidden-state and attention terms (`kdlora.hidden`; off by default, so a run that leaves them keys as before)."""
 
 
 def decay_groups(model, settings) -> list[dict]:

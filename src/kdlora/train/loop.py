@@ -33,13 +33,20 @@ class Evaluation:
 
 def forward_loss(model, method, batch, teacher, config, regression: bool):
     """One batch's training loss: the method's, from the outputs, the batch (labels kept in it, and which rows have
-    one: `labelled`, None without transfer data) and the teacher's logits (the test for collapse detection replaces
-    this)."""
+    one: `labelled`, None without transfer data) and the teacher's logits, plus the hidden-state term when the
+    teacher runs beside the student for it (`teacher.match`: see `kdlora.hidden`; on every row, labelled or not).
+    The test for collapse detection replaces this."""
     idx, labels, labelled = batch.pop("idx"), batch.pop("labels"), batch.pop("labelled", None)
-    outputs = model(**batch)  # no labels: the model's own loss would be computed and thrown away
-    teacher_logits = teacher.lookup(idx) if method.distills else None
-    return method.loss(model, outputs, {**batch, "labels": labels, "labelled": labelled}, teacher_logits, config,
-                       regression)
+    match = getattr(teacher, "match", None)
+    # no labels: the model's own loss would be computed and thrown away
+    outputs = model(**batch, **(match.model_options if match else {}))
+    kept = {**batch, "labels": labels, "labelled": labelled}
+    if match is None:
+        teacher_logits = teacher.lookup(idx) if method.distills else None
+        return method.loss(model, outputs, kept, teacher_logits, config, regression)
+    taught = teacher.outputs(idx, batch["input_ids"], **match.model_options)
+    loss = method.loss(model, outputs, kept, taught.logits.float(), config, regression)
+    return loss + match.loss(outputs, taught, batch["attention_mask"])
 
 
 def optimiser_steps(batches: int, config) -> int:

@@ -13,10 +13,12 @@ cache.
 
 Memory (`peak_memory_mb`, `memory_kind` as `kdlora bench` names them) is the peak over building the model and
 training it (weights, gradients, optimiser state, activations, dev scoring), less the process's memory before:
-taken after the teacher's logits exist, so no student's figure includes its teacher; measured the same way for
-every method, it leaves out the bookkeeping (`kdlora.train.loop.BestWeights`' copy of the best weights, kept off the
-measured memory, and the checkpoints `save_checkpoints` writes). A resumed run's covers only its segment after the
-resume (`cost_covers`).
+taken after the teacher's logits exist, so no student's figure includes its teacher, except where the teacher stays
+resident beside the student: hidden-state or attention-map distillation (`kdlora.hidden`) runs it on every batch,
+loaded after the student inside the measured block, so its weights and activations are in the figure
+(`teacher_resident`). Measured the same way for every method, the figure leaves out the bookkeeping
+(`kdlora.train.loop.BestWeights`' copy of the best weights, kept off the measured memory, and the checkpoints
+`save_checkpoints` writes). A resumed run's covers only its segment after the resume (`cost_covers`).
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ class TrainResult:
     train_seconds: float | None = None
     teacher_logit_seconds: float | None = None
     peak_memory_mb: float | None = None
-    """Peak memory of building and training the model, MB: no teacher, no best-weights copy, no checkpoint writing
-    (see the module docstring)."""
+    """Peak memory of building and training the model, MB: no best-weights copy, no checkpoint writing, and no
+    teacher unless it is resident (`teacher_resident`; see the module docstring)."""
     memory_kind: str | None = None
     """`cpu-peak-rss-delta` or `cuda-max-memory-allocated`, as a bench row's."""
     best_epoch: int | None = None
@@ -122,6 +124,12 @@ class TrainResult:
     """What the method records about itself beyond its settings (AdaLoRA: its rank budget, initial to final)."""
     teacher_logits: dict | None = None
     """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
+    teacher_resident: bool = False
+    """Whether the teacher ran beside the student on every batch and its memory is in `peak_memory_mb` (hidden-state
+    or attention-map distillation)."""
+    hidden_distillation: dict | None = None
+    """Hidden-state / attention-map distillation: `terms` (what is matched, weights, layer map), `layer_map`
+    (student:teacher) and `projection_params` (the trained projections', not in the saved model nor the counts)."""
     run_key: str = ""
     config: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
@@ -189,17 +197,38 @@ def load_data(config, task) -> dict:
     return data
 
 
-def make_teacher(config, task, train_examples, device, progress: bool):
+def taught_examples(data: dict):
+    """The examples the teacher labels: the labelled training examples, and the transfer data's beside them."""
+    return data["train"].plus(data["transfer"].examples) if "transfer" in data else data["train"]
+
+
+def make_teacher(config, task, train_examples, device, progress: bool, student=None, kept=None):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch, over
-    `train_examples` (the transfer data's too: one cache per teacher, each row by its id and digest)."""
+    `train_examples` (the transfer data's too: one cache per teacher, each row by its id and digest). Given the
+    `student` (hidden-state distillation), the model run per batch and matched to it (`teacher.match`, a
+    `kdlora.hidden.HiddenMatch`; `kept`: the teacher layers a derived student was cut from)."""
+    from kdlora.hidden import HiddenMatch
     from kdlora.train.start import check_teacher, teacher_identity
     from kdlora.train.teacher import OnlineTeacher, cached_teacher_logits
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
+    if student is not None:
+        teacher = OnlineTeacher(config.teacher, train_examples, config.max_length, device)
+        teacher.model.requires_grad_(False)
+        teacher.match = HiddenMatch.between(config, teacher.model, student, kept)
+        return teacher
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
                                  device=device, progress=progress)
+
+
+def _hidden_record(match) -> dict:
+    """What a run records of its hidden-state match (`TrainResult.hidden_distillation`)."""
+    from kdlora.hidden import format_map
+
+    projected = sum(p.numel() for p in match.projections.parameters()) if match.projections is not None else 0
+    return {"terms": match.describe(), "layer_map": format_map(match.pairs), "projection_params": projected}
 
 
 def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, verify: bool = True,
@@ -263,6 +292,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     from accelerate.utils import set_seed
 
     from kdlora.families import get_family
+    from kdlora.hidden import attach, detach, is_on
     from kdlora.meters import (
         left_out_of_peak,
         release_freed_memory,
@@ -299,12 +329,13 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
                               **tracking.accelerator_options(config.trackers, out_dir))
     set_seed(config.seed)
     data = load_data(config, task)
+    # hidden-state distillation: the teacher runs beside the student, loaded inside the measured block (below)
+    resident = method.distills and is_on(config)
     teacher_started = time.perf_counter()
     teacher = None
-    if method.distills:
+    if method.distills and not resident:
         with accelerator.main_process_first():  # the others then read what the main process cached
-            taught = data["train"].plus(data["transfer"].examples) if "transfer" in data else data["train"]
-            teacher = make_teacher(config, task, taught, accelerator.device, progress)
+            teacher = make_teacher(config, task, taught_examples(data), accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
     if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
         warm_up_runtime(family.architecture(method.role), str(accelerator.device))
@@ -325,6 +356,12 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         release_freed_memory()
         restart_peak(str(accelerator.device))
         counts = count_parameters(model, method)
+        if resident:
+            teacher_started = time.perf_counter()
+            teacher = make_teacher(config, task, taught_examples(data), accelerator.device, progress, model,
+                                   start.kept)
+            teacher_seconds += time.perf_counter() - teacher_started
+            attach(model, teacher.match)  # its projections train with the student, outside its counts
         started = time.perf_counter()
         try:
             with track_energy(config.track_energy) as energy:
@@ -334,6 +371,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         finally:
             accelerator.end_training()
         seconds = time.perf_counter() - started
+        detach(outcome.get("model"))
     best, last = outcome["best"], outcome["last"]
     fp32 = None
     if config.precision != "fp32" and outcome.get("model") is not None:  # then test scores in fp32 too
@@ -370,6 +408,7 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         trained_modules=list(where.head_modules) if where else None,
         method_details=method.record(outcome["model"], config) if outcome.get("model") is not None else None,
         teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
+        teacher_resident=resident, hidden_distillation=_hidden_record(teacher.match) if resident else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment={**environment(accelerator), "precision": config.precision,
                      "mixed_precision": accelerator.mixed_precision})

@@ -31,6 +31,8 @@ class Start:
     """Parameters the checkpoint did not provide: they train (see `modeling.new_modules`)."""
     description: str = ""
     """What was built, for the run's record: `bert-base-uncased`, `derived: layers 0,2,4 of runs/fft`."""
+    kept: tuple[int, ...] | None = None
+    """A student cut from a teacher: the teacher's encoder layers it kept (0-based), else None."""
 
 
 def adapter_base(source: str) -> str | None:
@@ -184,7 +186,7 @@ def _cut(teacher, tokenizer, keep, missing, origin: str) -> Start:
 
     kept = layers_to_keep(len(encoder_layers(teacher)), keep)
     student = derive_student(teacher, kept)
-    return Start(student, tokenizer, None, missing, f"layers {','.join(map(str, kept))} of {origin}")
+    return Start(student, tokenizer, None, missing, f"layers {','.join(map(str, kept))} of {origin}", tuple(kept))
 
 
 def _any_encoder(config, task, method) -> Start:

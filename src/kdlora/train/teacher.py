@@ -19,6 +19,7 @@ from pathlib import Path
 
 from kdlora.data.encode import Collator, encode, tokenizer_fingerprint
 from kdlora.data.snippets import cache_dir, sha256_file
+from kdlora.errors import UserError
 from kdlora.train.start import load_teacher, teacher_files
 
 
@@ -175,7 +176,11 @@ def _read_cache(path: Path, fingerprint: str, progress: bool) -> LogitTable | No
 
 
 class OnlineTeacher:
-    """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example."""
+    """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example.
+    With hidden-state distillation it is resident beside the student for the whole run (`match`, set by the run:
+    a `kdlora.hidden.HiddenMatch`), and `outputs` gives its hidden states and attention maps too."""
+
+    match = None
 
     def __init__(self, run_dir, examples, max_length: int, device=None):
         self.model, self.tokenizer = load_teacher(run_dir)
@@ -189,10 +194,30 @@ class OnlineTeacher:
             f"{examples_fingerprint(examples)}".encode()).hexdigest()
 
     def lookup(self, idx):
+        return self.outputs(idx).logits.float().to(idx.device)
+
+    def outputs(self, idx, student_input_ids=None, **options):
+        """The teacher's outputs for the batch's ids (eval mode, no gradients; `options`: `output_hidden_states`,
+        `output_attentions`), on the device of `idx`. With `student_input_ids`, states are compared position by
+        position: a UserError when the teacher's encoding of the batch is not the student's."""
         import torch
 
         batch = self.collate([self.features[int(i)] for i in idx])
+        if student_input_ids is not None and not torch.equal(batch["input_ids"], student_input_ids.cpu()):
+            raise UserError("hidden-state distillation matches the teacher's and the student's states token by "
+                            f"token, but the two tokenise the batch of example {int(idx[0])} differently: they need "
+                            "one tokenizer")
         device = next(self.model.parameters()).device
+        self.model.eval()
         with torch.no_grad():
             inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "idx")}
-            return self.model(**inputs).logits.float().to(idx.device)
+            outputs = self.model(**inputs, **options)
+        return outputs_on(outputs, idx.device)
+
+
+def outputs_on(outputs, device):
+    """A model's `outputs` with their tensors (and tuples of them: hidden states, attention maps) on `device`."""
+    for key, value in outputs.items():
+        moved = tuple(t.to(device) for t in value) if isinstance(value, tuple) else value.to(device)
+        outputs[key] = moved
+    return outputs

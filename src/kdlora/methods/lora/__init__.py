@@ -59,8 +59,8 @@ def add_lora(model, adaptation, settings, total_steps=None, use_dora: bool = Fal
 
 def lora_method(name: str, label: str, role: str, colour: str, line: dict, distills: bool, own_settings: tuple = (),
                 **options) -> Method:
-    """A method of the LoRA kind (LoRA's settings, then `own_settings`, then `DISTILLING`'s if it distils; its
-    adapters and learning rates); `options` override."""
+    """A method of the LoRA kind (LoRA's settings, then `own_settings`, then `DISTILLING`'s if it distils: KD's,
+    the transfer data's and the hidden terms'; its adapters and learning rates); `options` override."""
     adapter = label.removeprefix("KD-").removeprefix("Student-")
     summary = f"{adapter} on the {role}, " + ("distilled from the FFT teacher" if distills else "task loss only")
     values = dict(name=name, label=label, summary=summary, role=role, colour=colour, line=line, distills=distills,
