@@ -21,12 +21,12 @@ to every other layer (what kdlora does for minilm) and the teacher is kdlora's F
 all three; the Trainer runs it through `kdlora.hf.DistillationTrainer` with kdlora's teacher-logit cache. Every run
 gets an empty cache, so each computes its teacher's logits itself, inside its wall time.
 
-One process per run (this script again, with --one), one after the other, (c) first (the teacher): wall = process
-start to exit, timed by the parent; train examples/s = examples x epochs over the training loop's seconds
-(`Trainer.train()`; kdlora's `train_seconds`: both include the per-epoch dev scoring); peak memory = the process's
-peak RSS (VmHWM, polled by the parent every 50 ms, since kdlora restarts its own process's count to measure a
-run); dev = accuracy. Ratios per method: kdlora over (a) and over (b) (speed-up = their wall / kdlora's). The
-machine (CPU, cores) and its load average before and after are printed with the figures. --tiny: tiny random
+One process per run (`peer_runs.py`: what each configuration does), one after the other, (c) first (the
+teacher): wall = process start to exit, timed by the parent; train examples/s = examples x epochs over the training
+loop's seconds (`Trainer.train()`; kdlora's `train_seconds`: both include the per-epoch dev scoring); peak memory =
+the process's peak RSS (VmHWM, polled by the parent every 50 ms, since kdlora restarts its own process's count to
+measure a run); dev = accuracy. Ratios per method: kdlora over (a) and over (b) (speed-up = their wall / kdlora's).
+The machine (CPU, cores) and its load average before and after are printed with the figures. --tiny: tiny random
 models on a few rows of tests/data (a smoke test; its figures mean nothing).
 """
 
@@ -40,11 +40,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from kdlora.bench.environment import describe_environment, load_average
-from kdlora.methods import get_method
+sys.path.insert(0, str(Path(__file__).parent))
+
+from peer_runs import Spec  # noqa: E402  (benchmarks/ is not a package)
+
+from kdlora.bench.environment import describe_environment, load_average  # noqa: E402
+from kdlora.methods import get_method  # noqa: E402
 
 CONFIGS = ("kdlora", "trainer-defaults", "trainer-best")
 """Run order within a (method, seed): kdlora first, so its FFT run is there to teach."""
@@ -52,130 +56,11 @@ CONFIGS = ("kdlora", "trainer-defaults", "trainer-best")
 GOALS = {"trainer-defaults": 1.5, "trainer-best": 1.0}
 """Issue 27: kdlora's wall-time speed-up over each Trainer configuration."""
 
-RUN_GLUE_MAX_SEQ_LENGTH = 128
-RUN_GLUE_EVAL_BATCH = 8
-"""run_glue.py's defaults: `max_seq_length` (every example padded to it) and `per_device_eval_batch_size`."""
-
 TINY_DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "train" / "sst2"
+"""--tiny's task data (sst2-like, 24 training rows)."""
 
-
-@dataclass
-class Spec:
-    """One run: what a child process trains and how."""
-
-    config: str
-    method: str
-    seed: int
-    out: str
-    task: str
-    family: str
-    epochs: int
-    batch_size: int
-    max_length: int
-    precision: str
-    max_train_samples: int | None
-    data_dir: str | None = None
-    tiny: bool = False
-    teacher: str | None = None
-
-
-def learning_rate(method: str, task) -> float:
-    """kdlora's default peak learning rate of `method` on `task` (small data or GLUE-sized)."""
-    return get_method(method).learning_rates["small" if task.small_data else "glue"]
-
-
-def _trainer_model(spec: Spec, task):
-    """(model, tokenizer) as a Trainer script builds it: the pretrained teacher (or a tiny build), or the student cut
-    from the FFT teacher run; PEFT LoRA with kdlora's settings on the attention's query and value."""
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    from kdlora.data.encode import tiny_tokenizer
-    from kdlora.families import get_family
-    from kdlora.methods.lora import LoraSettings
-    from kdlora.modeling import adaptation, default_source, derive_student, load_pretrained
-    from kdlora.train.start import load_teacher
-
-    method, family = get_method(spec.method), get_family(spec.family)
-    missing = ()
-    if method.role == "student":
-        teacher, tokenizer = load_teacher(spec.teacher, task)
-        model = derive_student(teacher)
-    elif spec.tiny:
-        model, tokenizer = family.teacher.build(task.num_labels, tiny=True), tiny_tokenizer()
-    else:
-        model, tokenizer, missing = load_pretrained(default_source(family.teacher), task.num_labels, family.teacher)
-    if method.uses_lora:
-        lora, where = LoraSettings(), adaptation(model, missing)
-        model = get_peft_model(model, LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=lora.rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-            target_modules=list(where.lora_targets), modules_to_save=list(where.head_modules)))
-    return model.train(), tokenizer
-
-
-def trainer_run(spec: Spec) -> dict:
-    """Train `spec` with the HF Trainer (configurations a and b)."""
-    import numpy as np
-    from datasets import Dataset
-    from transformers import Trainer, TrainingArguments, default_data_collator, set_seed
-
-    from kdlora.data.loaders import load_split
-    from kdlora.data.tasks import get_task
-    from kdlora.hf import DistillationTrainer, teacher_logits
-
-    defaults = spec.config == "trainer-defaults"
-    task = get_task(spec.task)
-    examples = {"train": load_split(task, "train", spec.data_dir).subset(spec.max_train_samples, spec.seed),
-                "dev": load_split(task, task.dev_splits[0], spec.data_dir)}
-    raw = {name: Dataset.from_dict({"idx": ex.ids, "sentence": [t[0] for t in ex.texts],
-                                    "label": [int(v) for v in ex.labels]}) for name, ex in examples.items()}
-    set_seed(spec.seed)
-    model, tokenizer = _trainer_model(spec, task)
-    length = RUN_GLUE_MAX_SEQ_LENGTH if defaults else spec.max_length
-    padding = "max_length" if defaults else False
-    data = {name: d.map(lambda rows: tokenizer(rows["sentence"], truncation=True, max_length=length,
-                                               padding=padding), batched=True) for name, d in raw.items()}
-    args = TrainingArguments(
-        output_dir=spec.out, per_device_train_batch_size=spec.batch_size, num_train_epochs=spec.epochs,
-        per_device_eval_batch_size=RUN_GLUE_EVAL_BATCH if defaults else max(64, spec.batch_size),
-        learning_rate=learning_rate(spec.method, task), weight_decay=0.01, warmup_steps=0.1, seed=spec.seed,
-        bf16=spec.precision == "bf16", use_cpu=True, eval_strategy="epoch", save_strategy="no",
-        logging_strategy="no", report_to="none", disable_tqdm=True,
-        train_sampling_strategy="random" if defaults else "group_by_length")
-
-    def accuracy(prediction):
-        return {"accuracy": float(np.mean(np.argmax(prediction.predictions, -1) == prediction.label_ids))}
-
-    common = dict(model=model, args=args, train_dataset=data["train"], eval_dataset=data["dev"],
-                  processing_class=tokenizer, compute_metrics=accuracy)
-    teacher_seconds = None
-    if get_method(spec.method).distills:
-        started = time.perf_counter()
-        table = teacher_logits(spec.teacher, raw["train"], ("sentence",), task=task.name, max_length=length)
-        teacher_seconds = time.perf_counter() - started
-        trainer = DistillationTrainer(**common, teacher=table)
-    else:
-        trainer = Trainer(**common, **({"data_collator": default_data_collator} if defaults else {}))
-    started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
-    trainer.save_model(spec.out)
-    scores = [e["eval_accuracy"] for e in trainer.state.log_history if "eval_accuracy" in e]
-    return {"train_seconds": seconds, "train_examples": len(examples["train"]), "dev": max(scores),
-            "dev_last": scores[-1], "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "teacher_logit_seconds": teacher_seconds}
-
-
-def kdlora_run(spec: Spec) -> dict:
-    """Train `spec` with kdlora's Python API (configuration c)."""
-    from kdlora.api import train_run
-
-    given = dict(task=spec.task, family=spec.family, seed=spec.seed, epochs=spec.epochs, batch_size=spec.batch_size,
-                 max_length=spec.max_length, max_train_samples=spec.max_train_samples, precision=spec.precision,
-                 data_dir=spec.data_dir, tiny=spec.tiny, teacher=spec.teacher, device="cpu")
-    result = train_run(spec.out, spec.method, **{k: v for k, v in given.items() if v is not None})
-    return {"train_seconds": result.train_seconds, "train_examples": result.train_examples, "dev": result.score,
-            "dev_last": result.last_score, "trainable_params": result.trainable_params,
-            "teacher_logit_seconds": result.teacher_logit_seconds if result.teacher_logits else None}
+CHILD = Path(__file__).resolve().parent / "peer_runs.py"
+"""What each run's process executes."""
 
 
 def peak_kb(status: str) -> int:
@@ -193,8 +78,8 @@ def run_child(spec: Spec, cache: Path) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as output:  # a file, not a pipe: a full pipe would stall the run
         started = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, __file__, "--one", json.dumps(asdict(spec)), "--result",
-                                 str(result_file)], env=env, stdout=output, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, str(CHILD), json.dumps(asdict(spec)), str(result_file)], env=env,
+                                stdout=output, stderr=subprocess.STDOUT)
         peak = 0
         while True:
             try:
@@ -283,14 +168,6 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def one(spec_json: str, result: str) -> int:
-    """The child: train one spec, write its figures to `result`."""
-    spec = Spec(**json.loads(spec_json))
-    figures = kdlora_run(spec) if spec.config == "kdlora" else trainer_run(spec)
-    Path(result).write_text(json.dumps(figures), encoding="utf-8")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default="lora,fft,kd-lora", help="comma-separated: lora, fft, kd-lora")
@@ -304,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", help="folder for the run folders (default: a temporary one, removed)")
     parser.add_argument("--out", default="peers.json", help="every figure as JSON (default peers.json)")
     parser.add_argument("--tiny", action="store_true", help="tiny random models on tests/data (a smoke test)")
-    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: one run's spec
-    parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:
-        return one(args.one, args.result)
     from kdlora.precision import check_precision, resolve_precision
 
     precision = check_precision(resolve_precision(args.precision, "cpu"), "cpu")
@@ -322,12 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             for method in (["fft"] if "kd-lora" in methods and "fft" not in methods else []) + methods:
                 for config in CONFIGS if method in methods else ("kdlora",):  # an FFT teacher only: kdlora's
                     name = f"{config}-{method}-seed{seed}"
-                    spec = Spec(config, method, seed, str(root / name), "sst2" if args.tiny else "movie-snippets",
-                                "minilm", args.epochs, args.batch_size, 64,
-                                "fp32" if config == "trainer-defaults" and not args.defaults_bf16 else precision,
-                                None if args.tiny else args.max_train_samples,
-                                str(TINY_DATA) if args.tiny else None, args.tiny,
-                                str(root / f"kdlora-fft-seed{seed}") if get_method(method).distills else None)
+                    spec = Spec(config=config, method=method, seed=seed, out=str(root / name),
+                                task="sst2" if args.tiny else "movie-snippets", family="minilm",
+                                epochs=args.epochs, batch_size=args.batch_size, max_length=64,
+                                precision="fp32" if config == "trainer-defaults" and not args.defaults_bf16
+                                else precision,
+                                max_train_samples=None if args.tiny else args.max_train_samples,
+                                data_dir=str(TINY_DATA) if args.tiny else None, tiny=args.tiny,
+                                teacher=str(root / f"kdlora-fft-seed{seed}") if get_method(method).distills else None)
                     run = {**asdict(spec), **run_child(spec, fresh_cache(root, name, args.tiny))}
                     runs.append(run)
                     shown = run.get("error") or f"{run['wall_seconds']:.1f} s, dev {run['dev']:.4f}"
