@@ -16,6 +16,8 @@ def test_tiny_bench_end_to_end(tmp_path):
                            "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "| DistilBERT-base | KD-LoRA  | 0.002146M | 0.003170M |" in proc.stdout
+    assert "eval MFU (merged, matrix FLOP over real tokens / the CPU's peak in the row's precision): bert/fft " \
+        in proc.stdout
     result = json.loads((out / "bench.json").read_text())
     rows = {(r["method"], r["rank"]): r for r in result["rows"]}
     assert set(rows) == {("fft", None), ("lora", 8), ("lora", 16), ("kd-lora", 8), ("kd-lora", 16)}
@@ -26,6 +28,7 @@ def test_tiny_bench_end_to_end(tmp_path):
         assert row["eval_seconds"] > 0 and row["latency_ms_p90"] >= row["latency_ms_p50"] > 0
         assert row["throughput_per_s"] == pytest.approx(64 / row["eval_seconds"], rel=0.02)
         assert (row["eval_seconds_unmerged"] is None) == (key[0] == "fft")
+        assert row["eval_flops"] > 0 and row["eval_peak"].startswith("fp32 peak")
     assert rows["lora", 16]["peak_memory_mb"] is None  # one rank measured by default
     assert result["config"]["eval_size"] == 64 and result["environment"]["torch"]
     with open(out / "table-ii.csv", newline="") as f:
@@ -39,3 +42,17 @@ def test_tiny_bench_end_to_end(tmp_path):
     report = write_report(out / "table-ii.csv", tmp_path / "report")
     assert (tmp_path / "report" / "report.md").exists()
     assert set(report["speedup"]["KD-LoRA"]) == {"BERT-base"}
+
+
+def test_the_mfu_line_names_each_timed_row_and_the_peaks():
+    from kdlora.commands.bench import mfu_line
+
+    rows = [{"family": "bert", "method": "fft", "precision": "fp32", "eval_seconds": 2.0, "eval_mfu": 0.0312,
+             "eval_peak": "fp32 peak 0.27 TFLOP/s"},
+            {"family": "bert", "method": "kd-lora", "precision": "bf16", "eval_seconds": 0.5, "eval_mfu": None,
+             "eval_peak": None},
+            {"family": "bert", "method": "lora", "precision": "fp32", "eval_seconds": None}]  # counted, not timed
+    assert mfu_line({"rows": rows}) == ("eval MFU (merged, matrix FLOP over real tokens / the CPU's peak in the "
+                                        "row's precision): bert/fft 3.1%, bert/kd-lora/bf16 n/a; "
+                                        "fp32 peak 0.27 TFLOP/s")
+    assert mfu_line({"rows": rows[2:]}) is None

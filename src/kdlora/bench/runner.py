@@ -60,6 +60,13 @@ class BenchRow:
     eval_g_co2eq_per_1000: float | None = None
     energy_method: str | None = None
     """`measured (...)` or `estimated (...)`: how codecarbon got the power."""
+    eval_flops: int | None = None
+    """Matrix FLOP of the merged evaluation over the real tokens, padding excluded (`kdlora.bench.flops`)."""
+    eval_mfu: float | None = None
+    """eval_flops / eval_seconds over the CPU's peak in the row's precision (a fraction; None on a GPU, for a
+    quantised form, or where the CPU has no unit for the precision)."""
+    eval_peak: str | None = None
+    """The peak `eval_mfu` is measured against: cores x clock x FLOP per cycle, and where each came from."""
     error: str | None = None
     """Why the measurement failed, or None."""
 
@@ -69,7 +76,7 @@ class BenchRow:
 
 MEASURED = ("peak_memory_mb", "memory_kind", "train_step_seconds", "eval_seconds", "eval_seconds_unmerged",
             "latency_ms_p50", "latency_ms_p90", "throughput_per_s", "size_mb", "eval_energy_kwh", "eval_g_co2eq",
-            "eval_wh_per_1000", "eval_g_co2eq_per_1000", "energy_method")
+            "eval_wh_per_1000", "eval_g_co2eq_per_1000", "energy_method", "eval_flops", "eval_mfu", "eval_peak")
 """The fields of a BenchRow a worker fills in."""
 
 

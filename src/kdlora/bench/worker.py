@@ -5,7 +5,8 @@ model, runs the method's real training step (AdamW; KD-LoRA's KD loss against ca
 not resident) while tracking peak memory, then times the evaluation set unmerged (LoRA methods, PyTorch runtime)
 and merged, in the job's inference form (`kdlora.bench.forms`: runtime, precision, quantisation; a bf16 job also
 trains under bf16 autocast; with `track_energy` codecarbon measures the merged evaluation's energy, also per 1,000
-predictions). It prints one JSON line: the measurements, or `{"error": ...}` when the
+predictions; its matrix FLOP over the real tokens give its MFU against the CPU's peak in its precision,
+`kdlora.bench.flops`). It prints one JSON line: the measurements, or `{"error": ...}` when the
 configuration failed.
 """
 
@@ -17,6 +18,7 @@ import time
 
 from kdlora import modeling
 from kdlora.bench import evalset
+from kdlora.bench.flops import cpu_peak, forward_flops, matrix_shapes, mfu
 from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.families import get_family, model_pair
 from kdlora.meters import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
@@ -88,6 +90,18 @@ def time_calls(call, inputs: list, device: str, warmup: int = 1) -> LatencyResul
     return timer.result
 
 
+def eval_utilisation(flops: int, seconds: float, device: str, form: tuple[str, str, str]) -> dict:
+    """`eval_mfu` and `eval_peak`: the evaluation's FLOP/s over this CPU's peak in the form's precision, on the
+    threads torch uses; None on a GPU or for a quantised form (no peak of its own here)."""
+    import torch
+
+    if device != "cpu" or form[2] != "none":
+        return {"eval_mfu": None, "eval_peak": None}
+    peak = cpu_peak(form[1], torch.get_num_threads())
+    value = mfu(flops, seconds, peak.flops)
+    return {"eval_mfu": None if value is None else round(value, 5), "eval_peak": peak.describe()}
+
+
 def measure(job: dict) -> dict:
     """Every measurement of one (family, method, rank) configuration."""
     import torch
@@ -128,6 +142,7 @@ def measure(job: dict) -> dict:
     if method.uses_lora:
         model = modeling.merged(model)
     model.eval()
+    eval_flops = forward_flops(matrix_shapes(model), lengths)
     run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
     inputs = [prepare({k: v.to(device) for k, v in b.items()}) for b in batches]
     with track_energy(bool(job.get("track_energy"))) as energy:
@@ -136,6 +151,7 @@ def measure(job: dict) -> dict:
         per_1000 = 1000 / len(lengths)
         result.update(eval_energy_kwh=energy.kwh, eval_g_co2eq=energy.g_co2eq, energy_method=energy.method,
                       eval_wh_per_1000=energy.kwh * 1000 * per_1000, eval_g_co2eq_per_1000=energy.g_co2eq * per_1000)
+    result.update(eval_flops=eval_flops, **eval_utilisation(eval_flops, latency.total_seconds, device, form))
     result.update(size_mb=round(size / 1e6, 2), eval_seconds=round(latency.total_seconds, 4),
                   latency_ms_p50=round(latency.p50_ms, 2),
                   latency_ms_p90=round(latency.p90_ms, 2), throughput_per_s=round(latency.throughput_per_s, 2))

@@ -3,7 +3,8 @@
 For each family x method x rank: exact parameter counts (adapters, trainable, total with adapters merged), the
 peak memory of the method's real training step (each configuration in its own process: CUDA max_memory_allocated,
 or on CPU the process's peak RSS less its RSS before the model was built), and the time of a fixed evaluation set
-(1,043 sequences, realistic lengths, batch 32, dynamic padding) with LoRA adapters merged and unmerged.
+(1,043 sequences, realistic lengths, batch 32, dynamic padding) with LoRA adapters merged and unmerged, and the
+merged evaluation's MFU: its matrix FLOP over the real tokens per second over this CPU's peak in its precision.
 
 Writes DIR/table-ii.csv (the paper's layout: `kdlora analyze DIR/table-ii.csv` reads it) and DIR/bench.json;
 --params-only writes DIR/params.csv (the counts alone) instead of the table.
@@ -57,6 +58,19 @@ def adapter_rows(result: dict) -> list[dict]:
             for line in lines.values()]
 
 
+def mfu_line(result: dict) -> str | None:
+    """One line: each measured row's evaluation MFU (merged model, real tokens) and the peaks it is measured
+    against; None when no row was timed."""
+    timed = [r for r in result["rows"] if r.get("eval_seconds") is not None]
+    if not timed:
+        return None
+    shown = [f"{r['family']}/{r['method']}" + (f"/{r['precision']}" if r["precision"] != "fp32" else "") + " " +
+             ("n/a" if r.get("eval_mfu") is None else f"{100 * r['eval_mfu']:.1f}%") for r in timed]
+    peaks = sorted({r["eval_peak"] for r in timed if r.get("eval_peak")})
+    return (f"eval MFU (merged, matrix FLOP over real tokens / the CPU's peak in the row's precision): "
+            f"{', '.join(shown)}" + (f"; {'; '.join(peaks)}" if peaks else ""))
+
+
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -77,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
           f"{env['load_average_start']} -> {env['load_average_end']})")
     stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in config["stage_seconds"].items())
     print(f"time per stage: {stages}")
+    line = mfu_line(result)
+    if line:
+        print(line)
     failed = [r for r in result["rows"] if r["error"]]
     for row in failed:
         print(f"failed: {row['family']}/{row['method']}" + (f"/r{row['rank']}" if row["rank"] else "") +
