@@ -108,7 +108,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
-    keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
+    keys = ("device", "num_labels", "load_weights", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student", "track_energy")
     runtime, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
@@ -195,7 +195,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = BenchRow(job.family, family.architecture(method.role).hub_name, job.method, job.rank,
-                           *job.form, **asdict(counts))
+                           *job.form, adapter_params=counts.adapter, trainable_params=counts.trainable,
+                           total_params=counts.total)
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)

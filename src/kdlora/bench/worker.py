@@ -103,7 +103,7 @@ def measure(job: dict) -> dict:
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
-        arch, base = modeling.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
+        arch, base = modeling.build_base(family, method, job["num_labels"], job["load_weights"], job["tiny"])
         model = modeling.prepare(base, method, job["rank"]).to(device)
         model.train()
         vocab = model.config.vocab_size

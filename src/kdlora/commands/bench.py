@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
                              "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_settings_arguments(parser, BenchSettings, hidden=("tiny",), aliases={"runtime": ["--backend"]})
+    add_settings_arguments(parser, BenchSettings, hidden=("tiny",), aliases={"load_weights": ["--pretrained"]},
+                           retired={"--backend": "--runtime"})
 
 
 def settings_from_args(args: argparse.Namespace):

@@ -88,9 +88,10 @@ def _bench_settings_class():
 
 
 def real_bench_settings(values: dict) -> dict:
+    from kdlora.bench.settings import FORMER_NAMES
+
     settings_class = _bench_settings_class()
-    if "backend" in values and "runtime" not in values:  # the inference runtime's name before it was `runtime`
-        values = {("runtime" if k == "backend" else k): v for k, v in values.items()}
+    values = {FORMER_NAMES.get(k, k) if FORMER_NAMES.get(k) not in values else k: v for k, v in values.items()}
     known = {f.name for f in dataclasses.fields(settings_class)}
     unknown = sorted(set(values) - known)
     if unknown:
