@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from dataclasses import dataclass
 
 from kdlora.errors import UserError
@@ -295,6 +296,4 @@ def name_labels(model, names) -> None:
 
 def quiet_peft_deprecation() -> None:
     """PEFT calls a transformers alias that 5.x deprecates: noise, not news, for a user."""
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -8,13 +8,18 @@ measures every rank.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdlora import modeling
+from kdlora.bench import evalset, worker
+from kdlora.bench.environment import describe_environment, load_average
 from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.bench.settings import BenchSettings
 from kdlora.errors import UserError
@@ -125,9 +130,6 @@ def run_worker(job: dict) -> dict:
     """Measure one configuration in a fresh process of its own, forked from a server that has the libraries
     imported (multiprocessing's forkserver, PRELOADED): one process per configuration still makes its peak RSS
     (Linux VmHWM, reset when its tracker starts) and any crash its own."""
-    import multiprocessing
-    import tempfile
-
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOADED))  # read when the server starts: the first call
     receiver, sender = context.Pipe(duplex=False)
@@ -154,10 +156,6 @@ def run_worker(job: dict) -> dict:
 def _worker_main(job: dict, sender, log: str) -> None:
     """In the forked worker: its output into `log` (the terminal stays quiet, a crash's last line is kept), then
     `measure` (whose failures come back as `{"error": ...}`, like the command-line worker's)."""
-    import os
-
-    from kdlora.bench import worker
-
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -178,9 +176,6 @@ def _cost(settings: BenchSettings, job: Job, eval_tokens: int) -> float:
 def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher = run_worker) -> dict:
     """Count and measure every row of `settings`; returns the bench.json dict (failed cells None, with `error`)."""
     from tqdm import tqdm
-
-    from kdlora.bench import evalset
-    from kdlora.bench.environment import describe_environment, load_average
 
     if settings.device == "cuda":
         import torch

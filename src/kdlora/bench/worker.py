@@ -21,6 +21,7 @@ from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.families import get_family, model_pair
 from kdlora.meters import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.methods import get_method
+from kdlora.precision import torch_dtype
 
 
 def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int, seed: int, device) -> dict:
@@ -40,8 +41,6 @@ def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int,
 def autocast(device: str, precision: str):
     """bf16/fp16 mixed precision for `precision` (the weights and optimiser stay fp32); a no-op for fp32."""
     import torch
-
-    from kdlora.precision import torch_dtype
 
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch_dtype(precision),
                           enabled=precision != "fp32")

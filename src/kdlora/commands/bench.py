@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdlora import settings
+from kdlora.bench.runner import run_bench
+from kdlora.bench.settings import BenchSettings
+from kdlora.bench.table import empty_cells, output_table, write_bench_outputs
 from kdlora.errors import UserError
+from kdlora.settings import add_settings_arguments
 
 HELP = "measure Table II (exact parameters, peak training memory, merged/unmerged inference) on this machine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kdlora.bench.settings import BenchSettings
-    from kdlora.settings import add_settings_arguments
-
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
                              "(default: %(default)s)")
@@ -40,9 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from kdlora import settings
-    from kdlora.bench.settings import BenchSettings
-
     return BenchSettings(**settings.settings_from_args(BenchSettings, args))
 
 
@@ -60,9 +59,6 @@ def adapter_rows(result: dict) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
-
-    from kdlora.bench.runner import run_bench
-    from kdlora.bench.table import empty_cells, output_table, write_bench_outputs
 
     settings = settings_from_args(args)
     result = run_bench(settings, progress=not args.no_progress)

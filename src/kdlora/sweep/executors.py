@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.sweep.backends import Backends
+from kdlora.sweep.backends import Backends, get_backends
 from kdlora.sweep.schedule import schedule
 from kdlora.trial import TRIAL_ENV
 
@@ -230,8 +230,6 @@ def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> d
 
 
 def _child_main(job_path: str) -> int:
-    from kdlora.sweep.backends import get_backends
-
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     result = execute(job["kind"], job["config"], job["out_dir"], get_backends(), job["progress"])
     Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
