@@ -67,8 +67,8 @@ def plan_forms(runtimes, precisions, quantizations, device: str) -> list[tuple[s
 
 
 def inference_runner(model, form: tuple[str, str, str], sample: dict, threads: int | None = None):
-    """(run, prepare, size_bytes): `run(prepare(batch))` is one forward pass of the merged `model` in `form`;
-    `prepare` moves a batch into the form's inputs outside the timed call; `size_bytes` is the form on disk."""
+    """(run, to_inputs, size_bytes): `run(to_inputs(batch))` is one forward pass of the merged `model` in `form`;
+    `to_inputs` moves a batch into the form's inputs outside the timed call; `size_bytes` is the form on disk."""
     import torch
 
     runtime, precision, quantize = form

@@ -127,8 +127,8 @@ def measure(job: dict) -> dict:
     if method.uses_lora:
         model = modeling.merged(model)
     model.eval()
-    run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
-    inputs = [prepare({k: v.to(device) for k, v in b.items()}) for b in batches]
+    run, to_inputs, size = inference_runner(model.to(device), form, batches[0], job["threads"])
+    inputs = [to_inputs({k: v.to(device) for k, v in b.items()}) for b in batches]
     with track_energy(bool(job.get("track_energy"))) as energy:
         latency = time_calls(run, inputs, device)
     if energy.kwh is not None:
