@@ -59,7 +59,7 @@ def _batch(vocab_size: int, batch: int, tokens: int, seed: int) -> dict:
 
 
 def _onnx_runner(path: Path, threads: int):
-    """(run, prepare, size_bytes) of the ONNX model at `path` in an ONNX Runtime CPU session (`path` may go once
+    """(run, to_inputs, size_bytes) of the ONNX model at `path` in an ONNX Runtime CPU session (`path` may go once
     this returns: the session holds the model)."""
     import onnxruntime
 
@@ -72,7 +72,7 @@ def _onnx_runner(path: Path, threads: int):
 
 
 def fused_runner(model, quantize: str, sample: dict, threads: int):
-    """(run, prepare, size_bytes) of `model` traced to ONNX, fused by ONNX Runtime's transformer optimiser and,
+    """(run, to_inputs, size_bytes) of `model` traced to ONNX, fused by ONNX Runtime's transformer optimiser and,
     for int8, quantised like `kdlora export` does (dynamic, per channel)."""
     import tempfile
 
@@ -98,7 +98,7 @@ def fused_runner(model, quantize: str, sample: dict, threads: int):
 
 
 def static_runner(model, sample: dict, threads: int):
-    """(run, prepare, size_bytes) of `model` traced to ONNX and quantised statically: int8 weights (per channel)
+    """(run, to_inputs, size_bytes) of `model` traced to ONNX and quantised statically: int8 weights (per channel)
     and int8 activations whose scales were calibrated on batches like `sample` (QDQ format, unsigned activations
     and signed weights: the pair x86's VNNI and AMX int8 instructions take)."""
     import tempfile
@@ -126,16 +126,16 @@ def static_runner(model, sample: dict, threads: int):
 
 
 def compiled_runner(model, precision: str, sample: dict):
-    """(run, prepare, size_bytes) of `model` in PyTorch `precision` (`inference_runner`'s form and size) through
+    """(run, to_inputs, size_bytes) of `model` in PyTorch `precision` (`inference_runner`'s form and size) through
     torch.compile (inductor with frozen weights: constant-folded and pre-packed by oneDNN, the path to AMX on a
     Xeon); compiled on the first call."""
     import torch
     import torch._inductor.config as inductor
 
-    _, prepare, size = inference_runner(model, ("pytorch", precision, "none"), sample)  # casts `model` in place
+    _, to_inputs, size = inference_runner(model, ("pytorch", precision, "none"), sample)  # casts `model` in place
     inductor.freezing = True
     compiled = torch.compile(model)
-    return (lambda batch: compiled(**batch).logits), prepare, size
+    return (lambda batch: compiled(**batch).logits), to_inputs, size
 
 
 def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, fused: bool = False,
@@ -156,14 +156,14 @@ def speed(family_name: str, rounds: int, batch: int, tokens: int, threads: int, 
         model = architecture.build(2).eval()
         sample = _batch(model.config.vocab_size, batch, tokens, seed=1)
         if form[0] == "onnxruntime-fused":
-            run, prepare, size = fused_runner(model, form[2], sample, threads)
+            run, to_inputs, size = fused_runner(model, form[2], sample, threads)
         elif form[0] == "onnxruntime-static":
-            run, prepare, size = static_runner(model, sample, threads)
+            run, to_inputs, size = static_runner(model, sample, threads)
         elif form[0] == "pytorch-compiled":
-            run, prepare, size = compiled_runner(model, form[1], sample)
+            run, to_inputs, size = compiled_runner(model, form[1], sample)
         else:
-            run, prepare, size = inference_runner(model, form, sample, threads)
-        runners[role, form] = (run, prepare(sample), size, architecture.display_name)
+            run, to_inputs, size = inference_runner(model, form, sample, threads)
+        runners[role, form] = (run, to_inputs(sample), size, architecture.display_name)
     keys = list(runners)
     wall, cpu = {key: [] for key in keys}, {key: [] for key in keys}
     warm_up = {}

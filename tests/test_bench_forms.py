@@ -42,7 +42,6 @@ def test_each_measured_rank_gets_a_row_per_form_and_counts_one():
     (["--runtime", "pytorch", "--quantize", "int8"], form_problem("pytorch", "fp32", "int8")),
     (["--runtime", "onnxruntime", "--precision", "bf16"], form_problem("onnxruntime", "bf16", "none")),
     (["--runtime", "tensorrt"], "runtime: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),
-    (["--backend", "tensorrt"], "runtime: unknown 'tensorrt' (choose from pytorch, onnxruntime)"),  # the old flag
     (["--precision", "bf16"], "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support; use fp32"),
 ])
 def test_unsupported_forms_are_one_line_and_exit_2(flags, message, monkeypatch, capsys, tmp_path):
@@ -52,16 +51,42 @@ def test_unsupported_forms_are_one_line_and_exit_2(flags, message, monkeypatch, 
     assert not (tmp_path / "out").exists()
 
 
+def test_the_retired_backend_flag_is_one_line_naming_runtime_and_exit_2(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "--params-only", "--tiny", "--out", str(tmp_path / "out"), "--backend", "onnxruntime"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "kdlora bench: error: --backend was retired: use --runtime\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_int8_names_the_runtime_it_needs():
     assert form_problem("pytorch", "fp32", "int8") == ("int8 runs in ONNX Runtime only (runtime onnxruntime: its "
                                                        "dynamic quantisation; PyTorch int8 is not supported)")
 
 
-def test_an_experiment_written_with_the_old_backend_key_still_reads():
+def test_an_experiment_written_with_the_old_backend_and_pretrained_keys_still_reads():
     from kdlora.sweep.backends import real_bench_settings
 
-    settings = real_bench_settings({"families": ["minilm"], "backend": ["onnxruntime"], "tiny": True})
-    assert settings["runtime"] == ["onnxruntime"] and "backend" not in settings
+    settings = real_bench_settings({"families": ["minilm"], "backend": ["onnxruntime"], "pretrained": True,
+                                    "tiny": True})
+    assert settings["runtime"] == ["onnxruntime"] and settings["load_weights"] is True
+    assert "backend" not in settings and "pretrained" not in settings
+
+
+def test_load_weights_keeps_a_hidden_pretrained_flag_and_its_stored_key():
+    """`pretrained` was a bool here and a weights path in `kdlora train`: the bench's is `load_weights` now. The
+    old flag still works (not in --help), and a bench run's key names it as stored runs' keys did."""
+    from kdlora.cli import build_parser
+    from kdlora.commands.bench import settings_from_args
+    from kdlora.keys import run_key
+
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args(["bench", "--pretrained"])).load_weights is True
+    assert settings_from_args(parser.parse_args(["bench", "--load-weights"])).load_weights is True
+    assert settings_from_args(parser.parse_args(["bench"])).load_weights is False
+    help_text = parser._subparsers._group_actions[0].choices["bench"].format_help()
+    assert "--load-weights" in help_text and "--pretrained" not in help_text and "--backend" not in help_text
+    assert run_key("bench", {"load_weights": True, "seed": 0}) == run_key("bench", {"pretrained": True, "seed": 0})
 
 
 def test_rows_written_before_the_rename_keep_their_form():

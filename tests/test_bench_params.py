@@ -4,7 +4,8 @@ import pytest
 
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS
-from kdlora.modeling import Counts, count, forward_flops_per_token
+from kdlora.modeling import count, forward_flops_per_token
+from kdlora.params import ParamCounts
 
 # (family, method) -> (adapters r8, adapters r64, trainable r8, trainable r64, total with adapters merged)
 EXPECTED = {
@@ -20,8 +21,8 @@ EXPECTED = {
 @pytest.mark.parametrize("family,method", list(EXPECTED))
 def test_lora_counts_are_exact_at_ranks_8_and_64(family, method):
     adapters8, adapters64, trainable8, trainable64, total = EXPECTED[family, method]
-    assert count(FAMILIES[family], METHODS[method], 8) == Counts(adapters8, trainable8, total)
-    assert count(FAMILIES[family], METHODS[method], 64) == Counts(adapters64, trainable64, total)
+    assert count(FAMILIES[family], METHODS[method], 8) == ParamCounts(adapters8, trainable8, total)
+    assert count(FAMILIES[family], METHODS[method], 64) == ParamCounts(adapters64, trainable64, total)
     # the head trains at every rank; only the adapters scale, exactly 8x from rank 8 to 64
     assert trainable8 - adapters8 == trainable64 - adapters64
     assert adapters64 == 8 * adapters8
@@ -30,8 +31,8 @@ def test_lora_counts_are_exact_at_ranks_8_and_64(family, method):
 @pytest.mark.parametrize("family,total", [("bert", 109_483_778), ("roberta", 124_647_170),
                                           ("deberta", 184_423_682)])
 def test_fft_trains_everything_and_ignores_rank(family, total):
-    assert count(FAMILIES[family], METHODS["fft"], 8) == Counts(0, total, total)
-    assert count(FAMILIES[family], METHODS["fft"], 64) == Counts(0, total, total)
+    assert count(FAMILIES[family], METHODS["fft"], 8) == ParamCounts(0, total, total)
+    assert count(FAMILIES[family], METHODS["fft"], 64) == ParamCounts(0, total, total)
 
 
 def test_query_value_lora_is_two_rank_r_matrix_pairs_per_layer():
@@ -42,8 +43,8 @@ def test_query_value_lora_is_two_rank_r_matrix_pairs_per_layer():
 def test_minilm_student_is_derived_with_half_the_layers():
     teacher = count(FAMILIES["minilm"], METHODS["lora"], 8)
     student = count(FAMILIES["minilm"], METHODS["kd-lora"], 8)
-    assert teacher.adapter_params == 6 * 2 * 2 * 384 * 8
-    assert student.adapter_params == 3 * 2 * 2 * 384 * 8
+    assert teacher.adapter == 6 * 2 * 2 * 384 * 8
+    assert student.adapter == 3 * 2 * 2 * 384 * 8
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

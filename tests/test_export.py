@@ -134,7 +134,7 @@ def test_a_failure_while_scoring_leaves_nothing_half_written(run_dir, tmp_path, 
     def fail(*args):
         raise UserError("dev split unreadable")
 
-    monkeypatch.setattr("kdlora.export.scoring.score_export", fail)
+    monkeypatch.setattr("kdlora.export.score_export", fail)
     out = tmp_path / "out"
     with pytest.raises(UserError, match="dev split unreadable"):
         export_run(run_dir, out, ExportSettings(format="onnx"))

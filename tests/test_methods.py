@@ -14,7 +14,8 @@ from kdlora.config import TrainConfig
 from kdlora.errors import UserError
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS, get_method
-from kdlora.modeling import Counts, count
+from kdlora.modeling import count
+from kdlora.params import ParamCounts
 from kdlora.rundir import load_model, load_tokenizer
 from kdlora.train import run_training
 from train_helpers import DATA, tiny_config
@@ -39,7 +40,7 @@ TOTAL = {"teacher": 109_483_778, "student": 66_955_010}  # adapters merged: the 
 def test_new_methods_have_exact_counts_with_their_own_adapter_parameters(name):
     method = METHODS[name]
     head = DISTIL_HEAD if method.role == "student" else BERT_HEAD
-    assert count(FAMILIES["bert"], method, 8) == Counts(EXACT[name], EXACT[name] + head, TOTAL[method.role])
+    assert count(FAMILIES["bert"], method, 8) == ParamCounts(EXACT[name], EXACT[name] + head, TOTAL[method.role])
     assert EXACT["dora"] == 313_344 and EXACT["adalora"] == 295_104 and EXACT["student-lora"] == 147_456
 
 

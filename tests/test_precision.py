@@ -42,7 +42,7 @@ def test_bf16_on_a_cpu_with_bf16_units(monkeypatch, avx512_bf16, amx):
     _cpu(monkeypatch, avx512_bf16, amx)
     assert precision.bf16_supported("cpu")
     assert precision.check_precision("bf16", None) == "bf16"
-    assert precision.default_precision() == "bf16"
+    assert precision.resolve_precision("auto", None, announce=False) == "bf16"
 
 
 def test_bf16_on_a_cpu_without_bf16_units(monkeypatch):
@@ -50,7 +50,7 @@ def test_bf16_on_a_cpu_without_bf16_units(monkeypatch):
     assert not precision.bf16_supported()
     with pytest.raises(UserError, match=r"this CPU \(no AVX512-BF16 or AMX\) has no bf16 support"):
         precision.check_precision("bf16", "cpu")
-    assert precision.default_precision("cpu") == "fp32"
+    assert precision.resolve_precision("auto", "cpu", announce=False) == "fp32"
 
 
 def test_bf16_on_a_gpu_without_it(monkeypatch):

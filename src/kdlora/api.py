@@ -4,7 +4,8 @@
 
 Each function takes the same settings as its command (`kdlora train`, `bench`, `analyze`, `predict`) as keyword
 arguments, validates them once and raises `kdlora.errors.UserError` with the command's one-line message on a
-mistake. Heavy libraries load on the first call, not on `import kdlora`.
+mistake. Heavy libraries load on the first call, not on `import kdlora`; so do the package's own modules, since
+`kdlora/__init__` imports this one and every `import kdlora.<module>` runs it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from kdlora.data.file_tasks import file_task, spec_of
+from kdlora.data.tasks import TASKS, get_task
 from kdlora.errors import UserError
+from kdlora.families import get_family
 from kdlora.keys import run_key
 from kdlora.methods import METHODS, get_method, settings_classes
 from kdlora.precision import AUTO, PRECISIONS, resolve_precision
@@ -192,9 +195,6 @@ class TrainConfig(RunSettings):
 
     def _validate(self) -> None:
         """Validate once, when made: a UserError naming the first bad key and value."""
-        from kdlora.data.tasks import TASKS, get_task
-        from kdlora.families import get_family
-
         if self.file_spec() is None:
             self.task = get_task(self.task).name
         elif self.task.strip().lower() in TASKS:
@@ -236,15 +236,10 @@ class TrainConfig(RunSettings):
     def file_spec(self):
         """The spec of a task from data: a `FileTaskSpec` (--train-file ...) or a `DatasetSpec` (--dataset ...),
         else None; incomplete settings raise."""
-        from kdlora.data.file_tasks import spec_of
-
         return spec_of(self)
 
     def task_spec(self):
         """The `Task` this run trains on: a built-in one by name, or the one its files define (read here)."""
-        from kdlora.data.file_tasks import file_task
-        from kdlora.data.tasks import get_task
-
         spec = self.file_spec()
         return get_task(self.task) if spec is None else file_task(self.task, spec)
 

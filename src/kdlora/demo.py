@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 from statistics import fmean
 
-from kdlora.files import staged_output
+from kdlora.config import TrainConfig
+from kdlora.families import get_family
+from kdlora.files import check_writable, staged_output
 from kdlora.methods import paper_trio
+from kdlora.train import run_training
 
 METHOD_ORDER = tuple(m.name for m in paper_trio())
 """FFT, LoRA, KD-LoRA (the registry's names)."""
@@ -29,11 +32,6 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
     accuracy and seconds averaged over seeds. `tiny` swaps in random tiny models (tests). `precision` is every
     run's (`kdlora.precision`; fp32 here, `auto` in `kdlora demo`: bf16 stays within 0.1 point of fp32's accuracy,
     3 seeds on an AMX Xeon, see BENCHMARKS.md)."""
-    from kdlora.config import TrainConfig
-    from kdlora.families import get_family
-    from kdlora.files import check_writable
-    from kdlora.train import run_training
-
     check_writable(out_dir)  # checks before work: the output folder, then the weights package
     if not tiny:
         get_family("minilm").teacher.weights_path()

@@ -64,10 +64,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from kdlora.data.dataset_tasks import DATASET_SETTINGS
+from kdlora.data.file_tasks import FILE_SETTINGS, SHARED_SETTINGS
+from kdlora.data.tasks import TASKS
 from kdlora.errors import UserError
 from kdlora.families import get_family
 from kdlora.methods import get_method, paper_methods
-from kdlora.precision import PRECISIONS
+from kdlora.precision import PRECISIONS, resolve_precision
 from kdlora.search_space import parse_space
 
 # Train settings the grid itself sets: they may not appear under [train.params].
@@ -121,8 +124,6 @@ class TrainGrid:
         """`params`, then what `by_precision` says for the precision these runs resolve to, then `per_method`."""
         values = {**self.params, **self.per_method.get(method, {})}
         if self.by_precision and isinstance(values.get("precision", "fp32"), str):
-            from kdlora.precision import resolve_precision
-
             precision = resolve_precision(values.get("precision", "fp32"), values.get("device"))
             values = {**self.params, **self.by_precision.get(precision, {}), **self.per_method.get(method, {})}
         return values
@@ -250,10 +251,6 @@ def _teacher(train: dict, where: _Where) -> str:
 def _file_tasks(tables: dict, where: _Where) -> dict[str, dict]:
     """`[tasks.NAME]` tables: the `kdlora train --train-file ...` (or `--dataset ...`) settings of a task from files
     (or a dataset), by name."""
-    from kdlora.data.dataset_tasks import DATASET_SETTINGS
-    from kdlora.data.file_tasks import FILE_SETTINGS, SHARED_SETTINGS
-    from kdlora.data.tasks import TASKS
-
     folder = Path(where.source.split(" ")[0]).resolve().parent
     tasks = {}
     for name, values in tables.items():

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.modeling import build_config
+from kdlora.modeling import build_config, layers_to_keep, parse_student
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,6 @@ def config_path(source: str, flag: str = "--model") -> str:
 def model_pair(model: str, student: str | None = None) -> Family:
     """A family made of any encoder (`--model`: hub name, folder or config.json) and its student (`--student`:
     the same kinds, or `derive:N` / `derive:I,J,K`; default every other layer); registered for `get_family`."""
-    from kdlora.modeling import layers_to_keep, parse_student
-
     label = model_label(model)
     teacher = Architecture(model, label, config_path(model))
     how = parse_student(student)

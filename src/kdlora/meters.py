@@ -18,6 +18,9 @@ RAPL (CPU) and NVML (GPU) read whole devices, other processes included. `method`
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
+import importlib.util
 import logging
 import os
 import resource
@@ -26,6 +29,8 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from kdlora.errors import UserError
 
 MB = 1024 * 1024
 
@@ -99,9 +104,6 @@ def restart_peak(device: str = "cpu") -> None:
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap memory back to the OS (glibc's malloc_trim), so a baseline taken next
     is not inflated by memory that a later allocation would reuse unseen."""
-    import ctypes
-    import gc
-
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -257,10 +259,6 @@ class EnergyResult:
 
 def require_energy() -> None:
     """UserError (one line) unless codecarbon, the `energy` extra, is installed."""
-    import importlib.util
-
-    from kdlora.errors import UserError
-
     if importlib.util.find_spec("codecarbon") is None:
         raise UserError("--track-energy needs the `energy` extra: pip install 'kdlora[energy]'")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from statistics import fmean
 
+from kdlora.data.tasks import get_task
+
 
 def compute_metrics(task, predictions, labels) -> dict:
     """The task's metrics on one dev split; `predictions` are class ids (or values for regression).
@@ -17,8 +19,6 @@ def compute_metrics(task, predictions, labels) -> dict:
     import numpy as np
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-    from kdlora.data.tasks import get_task
 
     task = get_task(task) if isinstance(task, str) else task
     predictions, labels = np.asarray(predictions), np.asarray(labels)
@@ -42,8 +42,6 @@ def compute_metrics(task, predictions, labels) -> dict:
 
 def task_score(task, metrics: dict) -> float:
     """The task's one headline score (0..1): pairs averaged first (MNLI: matched and mismatched accuracy)."""
-    from kdlora.data.tasks import get_task
-
     task = get_task(task) if isinstance(task, str) else task
     if "matched_accuracy" in metrics and "mismatched_accuracy" in metrics:
         return (metrics["matched_accuracy"] + metrics["mismatched_accuracy"]) / 2

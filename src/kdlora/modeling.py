@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from dataclasses import dataclass
 
 from kdlora.errors import UserError
+from kdlora.params import ParamCounts, count_parameters
 
 # Small sizes per model type for tests and smoke runs: same code paths, seconds instead of minutes.
 TINY_SIZES = {
@@ -148,40 +150,29 @@ def derive_student(model, keep=None):
     return student
 
 
-@dataclass(frozen=True)
-class Counts:
-    """Exact parameter counts of one (family, method, rank)."""
-
-    adapter_params: int
-    """The method's adapter parameters only (LoRA's A and B, DoRA's magnitudes, AdaLoRA's singular values)."""
-    trainable_params: int
-    """Adapters + head under the adapter methods; every weight under FFT."""
-    total_params: int
-    """The model as it runs inference: adapters merged, no duplicate head copies."""
-
-
-def build_base(family, method, num_labels: int = 2, pretrained: bool = False, tiny: bool = False,
+def build_base(family, method, num_labels: int = 2, load_weights: bool = False, tiny: bool = False,
                on_meta: bool = False):
-    """The architecture `method` fine-tunes and an untouched model of it (random init unless `pretrained`)."""
+    """The architecture `method` fine-tunes and an untouched model of it (random init unless `load_weights`: its real
+    weights, from the family's offline package or the hub)."""
     import torch
 
     arch = family.architecture(method.role)
     device = torch.device("meta") if on_meta else contextlib.nullcontext()
     with device:
-        if pretrained and arch.derived:
-            teacher = _build(family.teacher, num_labels, pretrained=True)
+        if load_weights and arch.derived:
+            teacher = _build(family.teacher, num_labels, load_weights=True)
             return arch, derive_student(teacher, arch.keep)
-        return arch, _build(arch, num_labels, pretrained, tiny)
+        return arch, _build(arch, num_labels, load_weights, tiny)
 
 
-def _build(arch, num_labels: int, pretrained: bool, tiny: bool = False):
-    if not pretrained:
+def _build(arch, num_labels: int, load_weights: bool, tiny: bool = False):
+    if not load_weights:
         return arch.build(num_labels, tiny=tiny)
     source = arch.weights_path() if arch.weights_package else arch.hub_name
     try:
         return arch.build(num_labels, pretrained=source)
     except OSError as exc:
-        raise UserError(f"cannot load {source!r} weights ({exc}); run without --pretrained to build from the "
+        raise UserError(f"cannot load {source!r} weights ({exc}); run without --load-weights to build from the "
                         "bundled config") from None
 
 
@@ -197,12 +188,11 @@ def merged(model):
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = False) -> Counts:
-    """Exact counts for one row, built on the meta device (no weights are allocated); the trainable count is checked
-    against PEFT's own (`get_nb_trainable_parameters`) for an adapter method."""
+def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = False) -> ParamCounts:
+    """Exact counts for one row, built on the meta device (no weights are allocated): adapters and trainable as the
+    method trains, total as the model runs inference (adapters merged). The trainable count is checked against PEFT's
+    own (`get_nb_trainable_parameters`) for an adapter method."""
     import torch
-
-    from kdlora.params import count_parameters
 
     arch, base = build_base(family, method, num_labels, tiny=tiny, on_meta=True)
     with torch.device("meta"):
@@ -213,7 +203,7 @@ def count(family, method, rank: int | None, num_labels: int = 2, tiny: bool = Fa
             raise RuntimeError(f"{method.name}: {trained.trainable:,} trainable parameters counted, PEFT counts "
                                f"{model.get_nb_trainable_parameters()[0]:,}")
         inference = count_parameters(merged(model), method)
-    return Counts(trained.adapter, trained.trainable, inference.total)
+    return ParamCounts(adapter=trained.adapter, trainable=trained.trainable, total=inference.total)
 
 
 def forward_flops_per_token(arch, seq_len: int, tiny: bool = False) -> float:
@@ -306,6 +296,4 @@ def name_labels(model, names) -> None:
 
 def quiet_peft_deprecation() -> None:
     """PEFT calls a transformers alias that 5.x deprecates: noise, not news, for a user."""
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

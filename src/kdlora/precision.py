@@ -69,11 +69,6 @@ def check_precision(precision: str, device: str | None = None) -> str:
     return precision
 
 
-def default_precision(device: str | None = None) -> str:
-    """bf16 where the hardware computes in it natively, else fp32 (what `auto` resolves to)."""
-    return resolve_precision(AUTO, device, announce=False)
-
-
 def cpu_flags() -> frozenset[str]:
     """The bf16 flags of this CPU as torch's kernels see them (torch.cpu's cpuinfo checks), named as Linux's
     /proc/cpuinfo names them: what oneDNN will use, not what a hypervisor may list but hide."""

@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from kdlora import files
-from kdlora.data.tasks import Task, get_task
+from kdlora.data.encode import Collator, encode
+from kdlora.data.examples import Examples
+from kdlora.data.tasks import TASKS, Task, get_task
 from kdlora.errors import UserError
+from kdlora.rundir import MANIFEST, check_run, load_config, load_model, load_tokenizer
+from kdlora.train.start import label_names
 
 EXPORT_INFO = "export.json"
 """What `kdlora export` writes beside the model: task, form, tokenizer settings, scores, and the manifest of the
@@ -32,9 +36,6 @@ class TorchPredictor:
 
     def logits(self, parts: list[tuple[str, ...]]) -> np.ndarray:
         import torch
-
-        from kdlora.data.encode import Collator, encode
-        from kdlora.data.examples import Examples
 
         features = encode(Examples(list(range(len(parts))), parts, [0.0] * len(parts)), self.tokenizer,
                           self.max_length)
@@ -117,7 +118,6 @@ def load_predictor(folder: str | Path, batch_size: int = 32, verify: bool = True
             model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype="auto").eval()
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         return TorchPredictor(task, model, tokenizer, info["max_length"], batch_size)
-    from kdlora.rundir import MANIFEST, check_run, load_config, load_model, load_tokenizer
 
     if not (folder / MANIFEST).is_file():
         raise UserError(f"{folder}: neither a kdlora run folder nor an exported model (no {MANIFEST} or "
@@ -132,8 +132,6 @@ def load_predictor(folder: str | Path, batch_size: int = 32, verify: bool = True
 def run_task(config, model_config) -> Task:
     """The task a run predicts for: a built-in one by name, or a task from files rebuilt from what the run saved
     (text columns in its config, class names in its model's id2label), so the training files need not exist."""
-    from kdlora.train.start import label_names
-
     spec = config.file_spec()
     if spec is None:
         return get_task(config.task)
@@ -144,8 +142,6 @@ def run_task(config, model_config) -> Task:
 
 def export_task(info: dict) -> Task:
     """The task of an exported folder: built in by name, else from the text fields and labels export.json keeps."""
-    from kdlora.data.tasks import TASKS
-
     if info["task"] in TASKS:
         return get_task(info["task"])
     try:

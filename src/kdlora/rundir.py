@@ -30,11 +30,12 @@ import re
 import warnings
 from pathlib import Path
 
+from kdlora.bench.environment import describe_environment
 from kdlora.card import run_card, write_card
 from kdlora.config import TrainConfig
 from kdlora.data.dataset_tasks import task_name
 from kdlora.errors import UserError
-from kdlora.families import model_label
+from kdlora.families import model_label, weights_folders
 from kdlora.files import (
     inside,
     read_json,
@@ -156,8 +157,6 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 def base_source(run_dir: str | Path, info: dict) -> str:
     """What an adapter run's base weights load from: its own `base/`, a hub name, or a weights package's folder
     (see the module docstring); a UserError for any other path run.json names."""
-    from kdlora.families import weights_folders
-
     run_dir, base = Path(run_dir), info.get("base")
     if base == "base":
         return str(inside(run_dir, "base", f"{run_dir} holds"))
@@ -193,8 +192,6 @@ def environment(accelerator=None) -> dict:
     """Where the run trained: the bench's machine description plus the training processes and threads."""
     import accelerate
     import torch
-
-    from kdlora.bench.environment import describe_environment
 
     device = str(accelerator.device) if accelerator else "cpu"
     return {**describe_environment(device), "accelerate": accelerate.__version__, "device": device,

@@ -96,27 +96,33 @@ def _comma_list(kind):
 
 
 def add_settings_arguments(parser, *classes, keep_defaults: bool = True, hidden: tuple[str, ...] = (),
-                           aliases: dict[str, list[str]] | None = None, choices: dict[str, tuple] | None = None,
-                           helps: dict[str, str] | None = None) -> None:
+                           aliases: dict[str, list[str]] | None = None, retired: dict[str, str] | None = None,
+                           choices: dict[str, tuple] | None = None, helps: dict[str, str] | None = None) -> None:
     """Add one `--flag` per field of the settings dataclasses `classes`; each field's docstring is its help.
 
     keep_defaults: the parser's defaults are the dataclass's; when False every flag defaults to None, so settings
     from a file can fill what the command line left out (`kdlora train --config`). Booleans are `--flag` (and
-    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line; `choices`
-    limits a scalar field to the values given; `helps` replaces a field's docstring (help made from a registry).
+    `--no-flag` when the default is true); tuples are comma lists; `hidden` fields take no help line; `aliases`
+    gives a field more flag names that work but take no help line (the name a field had before); `retired` maps a
+    flag that no longer works to its successor (exit 2 naming it); `choices` limits a scalar field to the values
+    given; `helps` replaces a field's docstring (help made from a registry).
     """
     docs, hints = field_docs(*classes), field_hints(*classes)
     docs.update(helps or {})
     aliases, choices = aliases or {}, choices or {}
+    for flag, successor in (retired or {}).items():
+        parser.add_argument(flag, action=_Retired, successor=successor)
     for f in (f for cls in classes for f in dataclasses.fields(cls) if f.init):
         default = field_default(f)
-        names = ["--" + f.name.replace("_", "-"), *aliases.get(f.name, [])]
         hint = str(hints[f.name])
         help_text = argparse.SUPPRESS if f.name in hidden else docs.get(f.name, "")
         parser_default = default if keep_defaults else None
+        flag = "--" + f.name.replace("_", "-")
         if "bool" in hint:
             action = argparse.BooleanOptionalAction if default is True else "store_true"
-            parser.add_argument(*names, dest=f.name, action=action, default=parser_default, help=help_text)
+            parser.add_argument(flag, dest=f.name, action=action, default=parser_default, help=help_text)
+            for alias in aliases.get(f.name, []):
+                parser.add_argument(alias, dest=f.name, action=action, default=parser_default, help=argparse.SUPPRESS)
             continue
         kind = (count_or_word if "int" in hint and "str" in hint else int if "int" in hint else
                 float if "float" in hint else str)
@@ -128,7 +134,20 @@ def add_settings_arguments(parser, *classes, keep_defaults: bool = True, hidden:
             shown = "" if default is None else f" (default: {default})"
         if help_text is not argparse.SUPPRESS:
             help_text = (help_text + shown).replace("%", "%%")
-        parser.add_argument(*names, dest=f.name, default=parser_default, help=help_text, **options)
+        parser.add_argument(flag, dest=f.name, default=parser_default, help=help_text, **options)
+        for alias in aliases.get(f.name, []):
+            parser.add_argument(alias, dest=f.name, default=parser_default, help=argparse.SUPPRESS, **options)
+
+
+class _Retired(argparse.Action):
+    """A flag that no longer works: one line naming its successor, exit 2 (argparse's error)."""
+
+    def __init__(self, option_strings, dest, successor: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS)
+        self.successor = successor
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was retired: use {self.successor}")
 
 
 def settings_from_args(names, args: argparse.Namespace, values: dict | None = None) -> dict:

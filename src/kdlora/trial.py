@@ -8,6 +8,7 @@ Imports nothing from the sweep, so imports point one way: sweep -> trial <- the 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from contextlib import contextmanager
@@ -37,8 +38,6 @@ def pruner(prune: bool):
     """Optuna's median rule run by run (`RUN_STEPS`), or no pruning: a run is pruned when it, or an earlier run of
     its trial at that run's last evaluation, has a best score below the median of earlier trials' same run at the
     same step (once one run of a trial is pruned, the trial is: its later runs stop at their first evaluation)."""
-    import copy
-
     optuna = optuna_module()
     if not prune:
         return optuna.pruners.NopPruner()

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from kdlora.data.tasks import TASKS
 from kdlora.families import FAMILIES
 from kdlora.methods import METHODS, labels
+from kdlora.metrics import glue_score
 
 # The paper's Table I rows: (row, metric label, task, metric key in a run's metrics). Tasks outside GLUE get one
 # row named after the task, valued by the run's headline score.
@@ -273,8 +274,8 @@ class TableI:
 
 def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
     """Figures in %, one aggregate per (task, family, method) cell (`kdlora.analysis.select` makes them); with
-    `rank`, a per-rank view: LoRA methods' aggregates at that rank only. Score = mean of each column's rows (the
-    paper averages its ten rows, MNLI-m and MNLI-mm apart)."""
+    `rank`, a per-rank view: LoRA methods' aggregates at that rank only. Score = `kdlora.metrics.glue_score` of each
+    column's rows (the paper averages its ten rows, MNLI-m and MNLI-mm apart)."""
     shown = [a for a in aggregates if a.n and (rank is None or not _adapts(a.method) or a.rank == rank)]
     cells = [(a.task, a.family, a.method) for a in shown]
     if len(cells) != len(set(cells)):
@@ -302,9 +303,9 @@ def table_i(aggregates: list[Aggregate], rank: int | None = None) -> TableI:
                     notes[(row, column_name(agg.family, agg.method))] = agg.flag_note()
     score = {}
     for column in columns:
-        values = [cells[column] for _, _, cells in rows if column in cells]
+        values = {name: cells[column] for name, _, cells in rows if column in cells}
         if len(values) == len(rows):  # a column missing a task has no comparable average
-            score[column] = statistics.fmean(values)
+            score[column] = glue_score(values)
     if rows:
         rows.append((SCORE_ROW, "Average", score))
     ranks = {}

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from kdlora.analysis import ablation, deployment, quality, signals, tradeoff
 from kdlora.analysis.paper import load_reference_table_i, paper_table
+from kdlora.analysis.report import write_report
 from kdlora.analysis.select import Selection, select
+from kdlora.bench.table import output_table, write_bench_outputs
 from kdlora.errors import UserError
 from kdlora.files import staged_output
 from kdlora.methods import baseline, labels
@@ -165,9 +167,6 @@ def _pareto_plots(aggregates, bench_rows, folder: Path) -> dict[str, str | None]
 
 def _efficiency(bench: dict, stage: Path) -> dict:
     """Table II from the bench runs, and the `kdlora analyze` report of it beside the paper's Table II."""
-    from kdlora.analysis.report import write_report
-    from kdlora.bench.table import output_table, write_bench_outputs
-
     name, _ = output_table(bench)
     write_bench_outputs(bench, stage / "bench")
     with open(stage / "bench" / name, encoding="utf-8", newline="") as f:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from kdlora.analysis.plots import new_figure, save
 from kdlora.analysis.quality import Aggregate, column_name, table_rank
 from kdlora.bench.forms import DEFAULT_FORM, row_form
 from kdlora.methods import METHODS, baseline, colour_of, comparisons, labels
@@ -222,8 +223,6 @@ def pareto_plot(points: list[dict], axis: str, path: str | Path, xlabel: str | N
                 higher_is_better: bool = False) -> Path:
     """Scatter of score against cost, the Pareto front joined by a line; `xlabel` for an axis not in
     PARETO_AXES."""
-    from kdlora.analysis.plots import new_figure, save
-
     figure = new_figure(7, 4.5)
     ax = figure.add_subplot()
     for method, label in labels().items():

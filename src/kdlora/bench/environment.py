@@ -6,6 +6,8 @@ import os
 import platform
 from importlib import metadata
 
+from kdlora.precision import auto_reason
+
 
 def cpu_model() -> str:
     """The CPU's marketing name (from /proc/cpuinfo on Linux)."""
@@ -37,8 +39,6 @@ def _version(package: str) -> str | None:
 def describe_environment(device: str = "cpu") -> dict:
     """The bench.json `environment` block."""
     import torch
-
-    from kdlora.precision import auto_reason
 
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else None
     auto, why = auto_reason("cuda" if device.startswith("cuda") else "cpu")

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from kdlora.errors import UserError
+from kdlora.precision import check_precision, torch_dtype
 
 RUNTIMES = ("pytorch", "onnxruntime")
 QUANTIZATIONS = ("none", "int8")
@@ -48,8 +49,6 @@ def form_problem(runtime: str, precision: str, quantize: str) -> str | None:
 def plan_forms(runtimes, precisions, quantizations, device: str) -> list[tuple[str, str, str]]:
     """Every supported (runtime, precision, quantize) of the axes, in axis order; a UserError when a value given
     is in no supported form (the reason of its first combination) or the device cannot run it."""
-    from kdlora.precision import check_precision
-
     for name, values, allowed in (("runtime", runtimes, RUNTIMES), ("quantize", quantizations, QUANTIZATIONS)):
         for value in values:
             if value not in allowed:
@@ -68,11 +67,9 @@ def plan_forms(runtimes, precisions, quantizations, device: str) -> list[tuple[s
 
 
 def inference_runner(model, form: tuple[str, str, str], sample: dict, threads: int | None = None):
-    """(run, prepare, size_bytes): `run(prepare(batch))` is one forward pass of the merged `model` in `form`;
-    `prepare` moves a batch into the form's inputs outside the timed call; `size_bytes` is the form on disk."""
+    """(run, to_inputs, size_bytes): `run(to_inputs(batch))` is one forward pass of the merged `model` in `form`;
+    `to_inputs` moves a batch into the form's inputs outside the timed call; `size_bytes` is the form on disk."""
     import torch
-
-    from kdlora.precision import torch_dtype
 
     runtime, precision, quantize = form
     with tempfile.TemporaryDirectory(prefix="kdlora-form-") as folder:

@@ -8,13 +8,18 @@ measures every rank.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdlora import modeling
+from kdlora.bench import evalset, worker
+from kdlora.bench.environment import describe_environment, load_average
 from kdlora.bench.forms import DEFAULT_FORM
 from kdlora.bench.settings import BenchSettings
 from kdlora.errors import UserError
@@ -115,7 +120,7 @@ def plan(settings: BenchSettings) -> list[Job]:
 
 def worker_job(settings: BenchSettings, job: Job) -> dict:
     """The JSON a worker receives."""
-    keys = ("device", "num_labels", "pretrained", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
+    keys = ("device", "num_labels", "load_weights", "tiny", "batch_size", "train_seq_len", "train_steps", "eval_size",
             "eval_batch_size", "pad_to", "group_by_length", "seed", "threads", "model", "student", "track_energy")
     runtime, precision, quantize = job.form
     return {"family": job.family, "method": job.method, "rank": job.rank, **{k: getattr(settings, k) for k in keys},
@@ -132,9 +137,6 @@ def run_worker(job: dict) -> dict:
     """Measure one configuration in a fresh process of its own, forked from a server that has the libraries
     imported (multiprocessing's forkserver, PRELOADED): one process per configuration still makes its peak RSS
     (Linux VmHWM, reset when its tracker starts) and any crash its own."""
-    import multiprocessing
-    import tempfile
-
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOADED))  # read when the server starts: the first call
     receiver, sender = context.Pipe(duplex=False)
@@ -161,10 +163,6 @@ def run_worker(job: dict) -> dict:
 def _worker_main(job: dict, sender, log: str) -> None:
     """In the forked worker: its output into `log` (the terminal stays quiet, a crash's last line is kept), then
     `measure` (whose failures come back as `{"error": ...}`, like the command-line worker's)."""
-    import os
-
-    from kdlora.bench import worker
-
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -186,9 +184,6 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
     """Count and measure every row of `settings`; returns the bench.json dict (failed cells None, with `error`)."""
     from tqdm import tqdm
 
-    from kdlora.bench import evalset
-    from kdlora.bench.environment import describe_environment, load_average
-
     if settings.device == "cuda":
         import torch
 
@@ -202,7 +197,8 @@ def run_bench(settings: BenchSettings, progress: bool = True, launch: Launcher =
         family, method = get_family(job.family), get_method(job.method)
         counts = modeling.count(family, method, job.rank, settings.num_labels, settings.tiny)
         job.row = BenchRow(job.family, family.architecture(method.role).hub_name, job.method, job.rank,
-                           *job.form, **asdict(counts))
+                           *job.form, adapter_params=counts.adapter, trainable_params=counts.trainable,
+                           total_params=counts.total)
     stage_seconds = {"params": round(time.perf_counter() - started, 2)}
 
     lengths = evalset.eval_lengths(settings.eval_size, settings.seed)

@@ -12,6 +12,9 @@ from kdlora.meters import require_energy
 from kdlora.methods import get_method, paper_methods
 from kdlora.precision import resolve_precision
 
+FORMER_NAMES = {"backend": "runtime", "pretrained": "load_weights"}
+"""Bench settings an experiment's `[bench]` may still name by an earlier name: that name -> today's."""
+
 
 @dataclass
 class BenchSettings:
@@ -32,7 +35,7 @@ class BenchSettings:
     """Only the exact parameter counts (seconds): no training or timing."""
     all_ranks: bool = False
     """Measure memory and latency at every rank, not only the first."""
-    pretrained: bool = False
+    load_weights: bool = False
     """Load real weights (hub names, or the family's offline package) instead of building from the bundled configs."""
     batch_size: int = 32
     """Training batch size of the memory measurement."""
@@ -53,7 +56,7 @@ class BenchSettings:
     threads: int | None = None
     """CPU threads per worker (default: PyTorch's, one per core)."""
     runtime: tuple[str, ...] = ("pytorch",)
-    """Inference runtimes (alias --backend): pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
+    """Inference runtimes: pytorch (eager) and onnxruntime (the merged model traced to ONNX, CPU)."""
     precision: tuple[str, ...] = ("fp32",)
     """Precisions: fp32, bf16 (bf16 weights at inference, bf16 autocast in the training step; pytorch runtime, on a
     CPU with AVX512-BF16 or AMX or a CUDA GPU), auto (bf16 where the device computes it natively, else fp32)."""

@@ -23,6 +23,7 @@ from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.families import get_family, model_pair
 from kdlora.meters import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.methods import get_method
+from kdlora.precision import torch_dtype
 
 
 def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int, seed: int, device) -> dict:
@@ -42,8 +43,6 @@ def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int,
 def autocast(device: str, precision: str):
     """bf16/fp16 mixed precision for `precision` (the weights and optimiser stay fp32); a no-op for fp32."""
     import torch
-
-    from kdlora.precision import torch_dtype
 
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch_dtype(precision),
                           enabled=precision != "fp32")
@@ -117,7 +116,7 @@ def measure(job: dict) -> dict:
     family = get_family(job["family"])
     warm_up_runtime(family.architecture(method.role), device)
     with track_memory(device) as memory:
-        arch, base = modeling.build_base(family, method, job["num_labels"], job["pretrained"], job["tiny"])
+        arch, base = modeling.build_base(family, method, job["num_labels"], job["load_weights"], job["tiny"])
         model = modeling.prepare(base, method, job["rank"]).to(device)
         model.train()
         vocab = model.config.vocab_size
@@ -143,8 +142,8 @@ def measure(job: dict) -> dict:
         model = modeling.merged(model)
     model.eval()
     eval_flops = forward_flops(matrix_shapes(model), lengths)
-    run, prepare, size = inference_runner(model.to(device), form, batches[0], job["threads"])
-    inputs = [prepare({k: v.to(device) for k, v in b.items()}) for b in batches]
+    run, to_inputs, size = inference_runner(model.to(device), form, batches[0], job["threads"])
+    inputs = [to_inputs({k: v.to(device) for k, v in b.items()}) for b in batches]
     with track_energy(bool(job.get("track_energy"))) as energy:
         latency = time_calls(run, inputs, device)
     if energy.kwh is not None:

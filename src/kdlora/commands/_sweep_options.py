@@ -5,11 +5,15 @@ Not a command itself (the leading underscore keeps it out of the CLI's list).
 
 from __future__ import annotations
 
+from kdlora.store import writable_store
+from kdlora.sweep.backends import get_backends
+from kdlora.sweep.driver import check_data, run_sweep
+from kdlora.sweep.executors import EXECUTORS, local_jobs, make_executor
+from kdlora.trial import trial_env
+
 
 def add_sweep_arguments(parser, with_out: bool = False, jobs: str = "1") -> None:
     """The options `kdlora sweep` and `kdlora reproduce` share (`jobs`: the default of --jobs)."""
-    from kdlora.sweep.executors import EXECUTORS
-
     add_db_argument(parser)
     parser.add_argument("--runs-dir", metavar="DIR",
                         help="where run folders (models, metrics.json) go (default: <db name>-runs/ beside the db)")
@@ -34,12 +38,6 @@ def add_db_argument(parser) -> None:
 def sweep_from_args(args, experiment):
     """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments) into `args.db`,
     after checking them and the experiment's data (a refused sweep leaves no store behind)."""
-    from kdlora.store import writable_store
-    from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.driver import check_data, run_sweep
-    from kdlora.sweep.executors import local_jobs, make_executor
-    from kdlora.trial import trial_env
-
     backends = get_backends()
     executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
     trial_env()  # a garbled search trial in the environment would fail every run

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 from importlib import resources
 
+from kdlora.analysis.paper import paper_table
+from kdlora.analysis.report import write_report
 from kdlora.errors import UserError
 
 HELP = "efficiency report (markdown, JSON, plots) from a Table II CSV"
@@ -31,9 +33,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from kdlora.analysis.paper import paper_table
-    from kdlora.analysis.report import write_report
-
     if (args.table is None) == (not args.paper):
         raise UserError("give either TABLE.csv or --paper")
     if args.reference and args.paper_reference:

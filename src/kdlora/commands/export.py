@@ -9,13 +9,14 @@ the run's PyTorch fp32 model (the figures go into OUT/export.json):
 
 from __future__ import annotations
 
+from kdlora.files import add_no_verify_argument
+from kdlora.settings import add_settings_arguments
+
 HELP = "merge a run's adapters and save a deployable model (safetensors or ONNX, fp32/bf16/int8), scored on dev"
 
 
 def add_arguments(parser) -> None:
     from kdlora.export import EXPORT_PRECISIONS, FORMATS, QUANTIZATIONS, ExportSettings
-    from kdlora.files import add_no_verify_argument
-    from kdlora.settings import add_settings_arguments
 
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `kdlora train`")
     add_no_verify_argument(parser)

@@ -6,12 +6,17 @@ separated by a tab. An ONNX export predicts without importing torch.
   kdlora predict onnx-int8/ --file sentences.txt
 """
 
+import os
+import sys
+from pathlib import Path
+
+from kdlora.errors import UserError
+from kdlora.files import add_no_verify_argument
+
 HELP = "label new text with a trained run or an exported model"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.files import add_no_verify_argument
-
     parser.add_argument("run_dir", metavar="FOLDER",
                         help="a run folder (`kdlora train`) or an export (`kdlora export`)")
     add_no_verify_argument(parser)
@@ -20,11 +25,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import os
-    import sys
-    from pathlib import Path
-
-    from kdlora.errors import UserError
     from kdlora.predict import predict
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one line per result, no loading bars

@@ -7,12 +7,18 @@ what share of LoRA's and FFT's score KD-LoRA keeps at what memory and speed — 
   kdlora report --select top-k-median --k 6   # the paper's protocol over a grid of configurations
 """
 
+from kdlora.analysis.select import Selection
+from kdlora.commands._sweep_options import add_db_argument
+from kdlora.experiment import load_experiment
+from kdlora.settings import add_settings_arguments, settings_from_args
+from kdlora.store import Store
+from kdlora.sweep.backends import get_backends
+from kdlora.sweep.expand import expand
+
 HELP = "write the quality / efficiency / trade-off report of the results store"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.commands._sweep_options import add_db_argument
-
     add_db_argument(parser)
     parser.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports/)")
     parser.add_argument("--experiment", metavar="EXP",
@@ -22,30 +28,19 @@ def add_arguments(parser) -> None:
 
 def add_selection_arguments(parser) -> None:
     """--select, --k, --select-epoch, --exclude-flagged: the `Selection` fields, their docstrings the help."""
-    from kdlora.analysis.select import Selection
-    from kdlora.settings import add_settings_arguments
-
     add_settings_arguments(parser, Selection)
 
 
 def selection_from_args(args):
-    from kdlora.analysis.select import Selection
-    from kdlora.settings import settings_from_args
-
     return Selection(**settings_from_args(Selection, args))
 
 
 def run(args) -> int:
     from kdlora.analysis.store_report import write_study_report
-    from kdlora.store import Store
 
     keys, title = None, "KD-LoRA results"
     with Store(args.db, readonly=True) as store:
         if args.experiment:
-            from kdlora.experiment import load_experiment
-            from kdlora.sweep.backends import get_backends
-            from kdlora.sweep.expand import expand
-
             experiment = load_experiment(args.experiment)
             keys = [s.key for s in expand(experiment, get_backends())]
             title = f"KD-LoRA results: experiment {experiment.name}"

@@ -13,13 +13,15 @@ Runs already done in the store are skipped, so an interrupted reproduce resumes 
   kdlora reproduce paper --executor ray --address auto --out reports/paper
 """
 
+from kdlora.commands._sweep_options import add_sweep_arguments, sweep_from_args
+from kdlora.commands.report import add_selection_arguments, selection_from_args
+from kdlora.experiment import load_experiment
+from kdlora.store import Store
+
 HELP = "run an experiment (default: the bundled offline one) and write its report"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.commands._sweep_options import add_sweep_arguments
-    from kdlora.commands.report import add_selection_arguments
-
     parser.add_argument("experiment", metavar="EXP", nargs="?", default="default",
                         help="experiment TOML file or bundled name (default, paper); default: default")
     parser.add_argument("--out", default="reports", metavar="DIR", help="report folder (default: reports/)")
@@ -29,10 +31,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from kdlora.analysis.store_report import write_study_report
-    from kdlora.commands._sweep_options import sweep_from_args
-    from kdlora.commands.report import selection_from_args
-    from kdlora.experiment import load_experiment
-    from kdlora.store import Store
 
     experiment = load_experiment(args.experiment)
     selection = selection_from_args(args)

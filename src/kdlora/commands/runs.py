@@ -5,15 +5,20 @@
   kdlora runs --kind train --method kd-lora --format csv > kd.csv
 """
 
+import csv
+import json
+import sys
+
+from kdlora.commands._sweep_options import add_db_argument
+from kdlora.methods import get_method
+from kdlora.store import KINDS, READ_STATUSES, Store
+
 HELP = "list the runs in the results store (table, json or csv)"
 
 FORMATS = ("table", "json", "csv")
 
 
 def add_arguments(parser) -> None:
-    from kdlora.commands._sweep_options import add_db_argument
-    from kdlora.store import KINDS, READ_STATUSES
-
     add_db_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     parser.add_argument("--kind", choices=KINDS, help="only train or only bench runs")
@@ -26,16 +31,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import csv
-    import json
-    import sys
-
-    from kdlora.store import Store
-
     method = None
     if args.method:
-        from kdlora.methods import get_method
-
         method = get_method(args.method).name
     with Store(args.db, readonly=True) as store:
         runs = store.runs(kind=args.kind, status=args.status, task=args.task, family=args.family, method=method,

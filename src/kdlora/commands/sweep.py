@@ -13,12 +13,23 @@ With --search, each trial's runs are stored like grid runs; the study is kept in
 results store, so a killed search resumes when run again (see kdlora.sweep.search).
 """
 
+from pathlib import Path
+
+from kdlora.commands._sweep_options import add_sweep_arguments, sweep_from_args
+from kdlora.errors import UserError
+from kdlora.experiment import load_experiment
+from kdlora.store import Store, default_db_path, writable_store
+from kdlora.sweep.backends import get_backends
+from kdlora.sweep.driver import check_data
+from kdlora.sweep.executors import local_jobs, make_executor
+from kdlora.sweep.expand import expand
+from kdlora.sweep.search import check_space, run_search
+from kdlora.trial import optuna_module
+
 HELP = "run an experiment grid (train and bench runs) into the results store, resumably"
 
 
 def add_arguments(parser) -> None:
-    from kdlora.commands._sweep_options import add_sweep_arguments
-
     parser.add_argument("experiment", metavar="EXP", help="experiment TOML file, or a bundled name: default, paper")
     add_sweep_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their stored status; run nothing")
@@ -32,15 +43,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from kdlora.commands._sweep_options import sweep_from_args
-    from kdlora.experiment import load_experiment
-
     experiment = load_experiment(args.experiment)
     if args.search:
         return 0 if _search(args, experiment).ok else 1
     if args.trials is not None:
-        from kdlora.errors import UserError
-
         raise UserError("--trials applies to --search optuna")
     if args.dry_run:
         return _dry_run(experiment, args.db)
@@ -51,14 +57,6 @@ def _search(args, experiment):
     """`--search optuna`: the search with the executor and options of `args`, into `args.db`, after checking them,
     the search space and the experiment's data (a refused search leaves no store or study behind); returns its
     summary."""
-    from kdlora.errors import UserError
-    from kdlora.store import writable_store
-    from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.driver import check_data
-    from kdlora.sweep.executors import local_jobs, make_executor
-    from kdlora.sweep.search import check_space, run_search
-    from kdlora.trial import optuna_module
-
     if args.trials is None or args.trials < 1:
         raise UserError("--search optuna needs --trials N (N >= 1)")
     if experiment.train is None or experiment.search is None:
@@ -76,12 +74,6 @@ def _search(args, experiment):
 
 
 def _dry_run(experiment, db) -> int:
-    from pathlib import Path
-
-    from kdlora.store import Store, default_db_path
-    from kdlora.sweep.backends import get_backends
-    from kdlora.sweep.expand import expand
-
     specs = expand(experiment, get_backends())
     statuses = {}
     if Path(db or default_db_path()).exists():

@@ -19,16 +19,22 @@ Like people train: `--precision bf16` (mixed precision), `--grad-accum 4`, `--ev
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+from kdlora.config import RunSettings, TrainConfig, method_help
+from kdlora.errors import UserError
+from kdlora.files import add_no_verify_argument
+from kdlora.methods import METHODS, settings_classes
+from kdlora.rundir import fill_defaults
+from kdlora.settings import add_settings_arguments, settings_from_args
+from kdlora.train import run_training
+
 HELP = "fine-tune one run (FFT, LoRA or KD-LoRA) and record its metrics"
 _FIXED = ("task", "family", "method")
 
 
 def add_arguments(parser) -> None:
-    from kdlora.config import RunSettings, method_help
-    from kdlora.files import add_no_verify_argument
-    from kdlora.methods import METHODS, settings_classes
-    from kdlora.settings import add_settings_arguments
-
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for metrics.json and the model")
     parser.add_argument("--config", metavar="FILE",
                         help="TOML (.toml), JSON or YAML file with any of the settings below, by their names "
@@ -49,12 +55,6 @@ def add_arguments(parser) -> None:
 def _read_config_file(path: str) -> dict:
     """The settings in a TOML (by suffix), JSON or YAML file; a bad file or an unknown key is a UserError naming
     the file."""
-    import tomllib
-    from pathlib import Path
-
-    from kdlora.config import TrainConfig
-    from kdlora.errors import UserError
-
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -83,12 +83,6 @@ def _read_config_file(path: str) -> dict:
 
 
 def run(args) -> int:
-    from kdlora.config import TrainConfig
-    from kdlora.errors import UserError
-    from kdlora.rundir import fill_defaults
-    from kdlora.settings import settings_from_args
-    from kdlora.train import run_training
-
     values = settings_from_args(set(TrainConfig.setting_names()), args,
                                 _read_config_file(args.config) if args.config else {})
     fill_defaults(values)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from kdlora.data.dataset_tasks import DATASET_SETTINGS, dataset_spec_of
 from kdlora.data.examples import Examples
 from kdlora.data.tables import Table, is_empty, read_table, texts_of
 from kdlora.data.tasks import Task
@@ -89,8 +90,6 @@ def spec_of(settings):
     """The spec of the task from data that `settings` (a TrainConfig) give: a `FileTaskSpec` (--train-file ...), a
     `DatasetSpec` (--dataset ...), or None for a built-in task; incomplete ones are a UserError naming the missing
     flag."""
-    from kdlora.data.dataset_tasks import DATASET_SETTINGS, dataset_spec_of
-
     if settings.dataset is not None:
         if not settings.text_columns:
             raise UserError("--dataset needs --text-columns (and --label-column unless it is `label`)")

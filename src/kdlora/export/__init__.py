@@ -12,6 +12,7 @@ on the run's dev split beside the run's own PyTorch fp32 model, and moved into p
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 from dataclasses import dataclass
@@ -19,8 +20,12 @@ from pathlib import Path
 
 from kdlora.card import export_card, write_card
 from kdlora.errors import UserError
+from kdlora.export.onnx_model import quantize_int8, write_onnx
+from kdlora.export.scoring import score_export
 from kdlora.files import staged_output, write_manifest
+from kdlora.precision import AUTO, check_precision, resolve_precision, torch_dtype
 from kdlora.predict import EXPORT_INFO
+from kdlora.rundir import check_run, load_config, load_metrics, load_model, load_tokenizer
 
 FORMATS = ("safetensors", "onnx")
 EXPORT_PRECISIONS = ("fp32", "bf16", "auto")
@@ -41,8 +46,6 @@ class ExportSettings:
 
     def __post_init__(self):
         """Validated once, when made: one UserError for a form kdlora cannot write or this machine cannot score."""
-        from kdlora.precision import AUTO, check_precision, resolve_precision
-
         if self.precision == AUTO:
             self.precision = "fp32" if self.format == "onnx" else resolve_precision(AUTO, "cpu")
         for name, allowed in (("format", FORMATS), ("precision", EXPORT_PRECISIONS), ("quantize", QUANTIZATIONS)):
@@ -64,8 +67,6 @@ class ExportSettings:
 def check_run_weights(run_dir: str | Path, verify: bool = True) -> dict:
     """The run's run.json, once its files are whole (checked against it unless not `verify`) and its config and
     weights are known to be there; else a UserError naming what is missing or damaged."""
-    from kdlora.rundir import check_run, load_config
-
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file() and (run_dir / "metrics.json").is_file():
         raise UserError(f"{run_dir}: the run has no saved model (no run.json: did it collapse?)")
@@ -92,9 +93,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
     `score` runs the exported model and the run's PyTorch fp32 model over the run's dev split (the figures go
     into export.json); nothing is written to `out_dir` unless writing and scoring both succeed.
     """
-    from kdlora.export.scoring import score_export
-    from kdlora.rundir import load_config, load_metrics, load_model, load_tokenizer
-
     settings = settings or ExportSettings()
     info = check_run_weights(run_dir, verify)
     config = load_config(run_dir)
@@ -123,13 +121,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, settings: ExportSetting
 def _write_model(model, tokenizer, stage: Path, settings: ExportSettings) -> str:
     """Write the model's weights in the asked form into `stage`; returns the weights' file name."""
     if settings.format == "safetensors":
-        import copy
-
-        from kdlora.precision import torch_dtype
-
         copy.deepcopy(model).to(torch_dtype(settings.precision)).save_pretrained(stage)
         return "model.safetensors"
-    from kdlora.export.onnx_model import quantize_int8, write_onnx
 
     model.config.save_pretrained(stage)  # label names and sizes, for a reader of the folder
     if settings.quantize == "int8":

@@ -12,6 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from kdlora.data.loaders import load_split
+from kdlora.metrics import compute_metrics, task_score
+from kdlora.predict import TorchPredictor, load_predictor
+from kdlora.train import DEV_SUBSET_SEED
+
 REGRESSION_AGREEMENT = 0.01
 """Two regression predictions agree when they differ by at most this share of the task's label range."""
 
@@ -32,11 +37,6 @@ def predictions(task, logits: np.ndarray) -> list[float]:
 
 def score_export(folder: Path, reference_model, tokenizer, config) -> dict:
     """The export.json scores of the exported model in `folder` against `reference_model` (fp32, merged)."""
-    from kdlora.data.loaders import load_split
-    from kdlora.metrics import compute_metrics, task_score
-    from kdlora.predict import TorchPredictor, load_predictor
-    from kdlora.train import DEV_SUBSET_SEED
-
     task = config.task_spec()
     split = task.dev_splits[0]
     # the dev subset training scored (its seed, not the run's): reference_accuracy is then the run's own score

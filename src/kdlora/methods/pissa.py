@@ -16,6 +16,8 @@ keeps, and what predict, export and PEFT's AutoPeftModel load onto the original 
 
 from __future__ import annotations
 
+import copy
+
 from kdlora.methods.lora import lora_method, lora_options
 
 INITIAL = "_kdlora_pissa_initial"
@@ -38,8 +40,6 @@ def add_pissa(model, adaptation, settings, total_steps=None):
 def as_lora(model):
     """A copy of a PiSSA model (trained or not) as plain PEFT LoRA of rank 2r on the original weights: the same
     function of its inputs, its task head included (see the module docstring)."""
-    import copy
-
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from peft.tuners.lora import LoraLayer

@@ -2,7 +2,8 @@
 
     expand.py     the experiment as `RunSpec`s, teachers first, each keyed by its canonical config
     driver.py     skip what the store holds, run the rest, record each result (`run_sweep`)
-    executors.py  where a run executes: here (one after another, or in a child process) or as Ray tasks
+    schedule.py   the one scheduler: claim what can start, start it through a launcher, hand back each result
+    executors.py  where a run executes (the launchers): in this process, in child processes, or as Ray tasks
     backends.py   the `Backends` seam: what a run of each kind calls (train, bench); tests inject fakes
     search.py     Optuna hyper-parameter search, each trial a small sweep
 

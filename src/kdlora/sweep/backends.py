@@ -1,8 +1,8 @@
 """What a sweep runs: thin adapters from run configs (plain dicts) to `kdlora.train` and `kdlora.bench`.
 
 The sweep only knows a `Backends` object, so tests inject fakes (`KDLORA_BACKENDS=module:attribute` selects one
-for a whole process, which is how the kill-and-resume test drives a real `kdlora sweep` subprocess). The real
-training and bench code is imported only when a run needs it.
+for a whole process, which is how the kill-and-resume test drives a real `kdlora sweep` subprocess). torch and
+transformers are imported only when a run needs them (inside `kdlora.train` and `kdlora.bench`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora.bench.runner import run_bench
+from kdlora.bench.settings import FORMER_NAMES, BenchSettings
+from kdlora.bench.table import write_bench_outputs
+from kdlora.config import TrainConfig
+from kdlora.data.transfer import from_file
 from kdlora.errors import UserError
+from kdlora.train import load_data, run_training
+from kdlora.train.checkpoint import checkpoint_dir, has_checkpoint, resume_source
+from kdlora.trial import pruning_check
 
 BACKENDS_ENV = "KDLORA_BACKENDS"
 
@@ -39,14 +47,10 @@ class Backends:
 
 
 def real_train_config(values: dict) -> dict:
-    from kdlora.config import TrainConfig
-
     return TrainConfig.from_dict(values).to_dict()
 
 
 def real_train_key(config: dict) -> str:
-    from kdlora.config import TrainConfig
-
     return TrainConfig.from_dict(config).key()
 
 
@@ -54,10 +58,6 @@ def real_check_data(config: dict) -> None:
     """The task and every split a run of `config` loads from local files (`--data-dir`, a task from files, a
     transfer file), read as it will read them (`kdlora.train.load_data`). Hub and bundled datasets are left to the
     run (it fetches them)."""
-    from kdlora.config import TrainConfig
-    from kdlora.data.transfer import from_file
-    from kdlora.train import load_data
-
     settings = TrainConfig.from_dict(config)
     if settings.data_dir is not None or settings.train_file is not None:
         load_data(settings, settings.task_spec())
@@ -67,11 +67,6 @@ def real_check_data(config: dict) -> None:
 
 def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
     """Train; an interrupted attempt that left a checkpoint of this very config resumes from it."""
-    from kdlora.config import TrainConfig
-    from kdlora.train import run_training
-    from kdlora.train.checkpoint import checkpoint_dir, has_checkpoint, resume_source
-    from kdlora.trial import pruning_check
-
     settings = TrainConfig.from_dict(config)
     resume = has_checkpoint(out_dir)
     if resume:
@@ -85,32 +80,21 @@ def real_train(config: dict, out_dir: Path, progress: bool) -> dict:
                         should_stop=pruning_check(out_dir)).to_dict()
 
 
-def _bench_settings_class():
-    from kdlora.bench.settings import BenchSettings
-
-    return BenchSettings
-
-
 def real_bench_settings(values: dict) -> dict:
-    settings_class = _bench_settings_class()
-    if "backend" in values and "runtime" not in values:  # the inference runtime's name before it was `runtime`
-        values = {("runtime" if k == "backend" else k): v for k, v in values.items()}
-    known = {f.name for f in dataclasses.fields(settings_class)}
+    values = {FORMER_NAMES.get(k, k) if FORMER_NAMES.get(k) not in values else k: v for k, v in values.items()}
+    known = {f.name for f in dataclasses.fields(BenchSettings)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise UserError(f"unknown bench setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
     try:
-        settings = settings_class(**_tuples(values))
+        settings = BenchSettings(**_tuples(values))
     except (TypeError, ValueError) as exc:
         raise UserError(f"bad bench setting: {exc}") from None
     return _plain(dataclasses.asdict(settings))
 
 
 def real_bench(settings: dict, out_dir: Path, progress: bool) -> dict:
-    from kdlora.bench.runner import run_bench
-    from kdlora.bench.table import write_bench_outputs
-
-    result = run_bench(_bench_settings_class()(**_tuples(settings)), progress=progress)
+    result = run_bench(BenchSettings(**_tuples(settings)), progress=progress)
     write_bench_outputs(result, out_dir)
     return result
 

@@ -108,7 +108,7 @@ class Driver:
         self.held: set[str] = set()
         """Keys another live sweep held at the last look."""
         self.teachers: dict[str, dict] = {}
-        """The teacher each prepared distilling run got (selection, key, score, candidates), by its key."""
+        """The teacher each claimed distilling run got (selection, key, score, candidates), by its key."""
         self.claimant = Claimant.this_process()
         looks = store.looks()
         self.seen = {key: looks.get(key) for key in self.by_key}
@@ -153,7 +153,7 @@ class Driver:
                 self._finished_elsewhere(spec)
                 continue
             assert state == CLAIMED
-            config, failure = self._prepare(spec)
+            config, failure = self._run_config(spec)
             if failure is not None:
                 self.finish(spec, failure)
                 continue
@@ -173,7 +173,7 @@ class Driver:
         if self.bar is not None:
             self.bar.update(1)
 
-    def _prepare(self, spec: RunSpec) -> tuple[dict | None, dict | None]:
+    def _run_config(self, spec: RunSpec) -> tuple[dict | None, dict | None]:
         """(config to run with, None) — or (None, a failed result) when its teacher is not done."""
         if self.bar is not None:
             self.bar.set_postfix_str(spec.label, refresh=True)

@@ -1,8 +1,9 @@
 """Where runs execute: here, one after another (default) or `--jobs N` train runs at once, or as Ray tasks spread
 over a cluster.
 
-Either way the executor takes runs from the sweep driver (`Driver.claim_next`: each run claimed in the store, so
-sweeps sharing it split the work) and hands each result back to it; the driver alone writes the store, and a Ray
+Either way one scheduler (`kdlora.sweep.schedule`) takes runs from the sweep driver (`Driver.claim_next`: each run
+claimed in the store, so sweeps sharing it split the work) and hands each result back to it; an executor only picks
+the launcher that starts them (`InProcess`, `Children`, `RayTasks`). The driver alone writes the store, and a Ray
 worker never touches the database. Run folders must be reachable from every worker (shared storage on a real cluster):
 a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 """
@@ -21,7 +22,8 @@ import traceback
 from pathlib import Path
 
 from kdlora.errors import UserError
-from kdlora.sweep.backends import Backends
+from kdlora.sweep.backends import Backends, get_backends
+from kdlora.sweep.schedule import schedule
 from kdlora.trial import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
@@ -67,63 +69,74 @@ class LocalExecutor:
         self.isolate, self.jobs = isolate, jobs
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
-        if self.jobs > 1:
-            self._run_parallel(specs, driver)
-            return
-        waiting = list(specs)
-        while waiting:
-            taken = driver.claim_next(waiting)
-            if taken is None:
-                if waiting:  # (a run recorded failed before it started may have been the last)
-                    driver.wait()
-                continue
-            spec, config = taken
-            out_dir = str(driver.out_dir(spec))
-            if self.isolate:
-                result = execute_in_child(spec.kind, config, out_dir, progress)
-            else:
-                result = execute(spec.kind, config, out_dir, backends, progress)
-            driver.finish(spec, result)
+        launcher = Children(self.jobs, progress) if self.isolate else InProcess(backends, progress)
+        schedule(specs, driver, launcher)
 
-    def _run_parallel(self, specs, driver) -> None:
-        cores = available_cores()
-        waiting, running = list(specs), {}  # running: spec key -> (spec, Child)
-        together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
-        threads_of: dict[str, int] = {}
 
-        def may_start(spec) -> bool:
-            """Up to `jobs` at once, in order; a bench run waits for the machine to itself, and nothing passes it."""
-            alone = spec.kind == "bench" or any(s.kind == "bench" for s, _ in running.values())
-            return len(running) < self.jobs and not (alone and running)
+class InProcess:
+    """The launcher of runs in this process, one at a time, with the `backends` given (tests inject fakes)."""
 
-        try:
-            while waiting or running:
-                while (taken := driver.claim_next(waiting, may_start)) is not None:
-                    spec, config = taken
-                    # the cores shared by the train runs that can run now: this one, those running, those ready
-                    ready = sum(s.kind == "train" and driver.ready(s) for s in waiting)
-                    threads = max(1, cores // min(self.jobs, len(running) + 1 + ready))
-                    env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": str(threads)}
-                    running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env)
-                    threads_of[spec.key] = threads
-                    for key in running:
-                        together[key] = max(together.get(key, 1), len(running))
-                if not running:
-                    if waiting:
-                        driver.wait()
-                    continue
-                for key, (spec, child) in list(running.items()):
-                    if child.poll():
-                        del running[key]
-                        result = child.result()
-                        most, threads = together.pop(key), threads_of.pop(key)
-                        if spec.kind == "train":
-                            result.update(parallel_runs=most, threads=threads)
-                        driver.finish(spec, result)
-                time.sleep(0.2)
-        finally:
-            for _, child in running.values():
-                child.kill()
+    jobs = 1
+
+    def __init__(self, backends: Backends, progress: bool):
+        self.backends, self.progress = backends, progress
+        self.ended: list[tuple[str, dict]] = []
+
+    def start(self, spec, config: dict, out_dir: str, ready: int) -> None:
+        self.ended.append((spec.key, execute(spec.kind, config, out_dir, self.backends, self.progress)))
+
+    def finished(self, timeout: float | None) -> list[tuple[str, dict]]:
+        ended, self.ended = self.ended, []
+        return ended
+
+    def stop(self) -> None:
+        self.ended = []
+
+
+class Children:
+    """The launcher of runs in child processes (`Child`, real backends), up to `jobs` at once.
+
+    With `jobs` > 1 a train run gets the available cores shared among the train runs that can run when it starts
+    (`OMP_NUM_THREADS`), and its result says `threads` and `parallel_runs` (the most runs at once while it ran)."""
+
+    POLL_S = 0.2
+    """How often the children are looked at while none has ended."""
+
+    def __init__(self, jobs: int, progress: bool):
+        self.jobs, self.progress = jobs, progress and jobs == 1  # progress bars of runs at once would interleave
+        self.cores = available_cores()
+        self.running: dict[str, tuple[Child, int | None]] = {}  # key -> (child, threads when shared)
+        self.together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
+
+    def start(self, spec, config: dict, out_dir: str, ready: int) -> None:
+        threads = None
+        if self.jobs > 1 and spec.kind == "train":  # the cores shared by this run, those running, those ready
+            threads = max(1, self.cores // min(self.jobs, len(self.running) + 1 + ready))
+        env = {"OMP_NUM_THREADS": str(threads)} if threads else None
+        self.running[spec.key] = Child(spec.kind, config, out_dir, self.progress, env), threads
+        for key in self.running:
+            self.together[key] = max(self.together.get(key, 1), len(self.running))
+
+    def finished(self, timeout: float | None) -> list[tuple[str, dict]]:
+        waited = 0.0
+        while not (ended := [key for key, (child, _) in self.running.items() if child.poll()]):
+            if timeout is not None and waited >= timeout:
+                return []
+            time.sleep(self.POLL_S)
+            waited += self.POLL_S
+        results = []
+        for key in ended:
+            (child, threads), most = self.running.pop(key), self.together.pop(key)
+            result = child.result()
+            if threads is not None:
+                result.update(parallel_runs=most, threads=threads)
+            results.append((key, result))
+        return results
+
+    def stop(self) -> None:
+        for child, _ in self.running.values():
+            child.kill()
+        self.running.clear()
 
 
 def available_cores(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -217,8 +230,6 @@ def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> d
 
 
 def _child_main(job_path: str) -> int:
-    from kdlora.sweep.backends import get_backends
-
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     result = execute(job["kind"], job["config"], job["out_dir"], get_backends(), job["progress"])
     Path(job["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
@@ -258,39 +269,45 @@ class RayExecutor:
         return {k: os.environ[k] for k in names if k in os.environ}
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
-        if not specs:
-            return
-        ray = self._ray()
+        if specs:
+            schedule(specs, driver, RayTasks(self, backends, resources))
+
+
+class RayTasks:
+    """The launcher of runs as Ray tasks, each asking for the experiment's `num_cpus` / `num_gpus`: all that are ready
+    at once, Ray placing them."""
+
+    jobs = None
+
+    def __init__(self, executor: RayExecutor, backends: Backends, resources):
+        self.ray, self.env_of, self.backends = executor._ray(), executor._env, backends
         # max_calls=1: a fresh worker process per run, so each run's peak memory is its own
-        remote = ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0,
-                            max_calls=1)(execute)
-        waiting, in_flight = list(specs), {}
-        try:
-            while waiting or in_flight:
-                while (taken := driver.claim_next(waiting)) is not None:
-                    spec, config = taken
-                    # per task: a search's trial changes between sweeps of one Ray session
-                    searching = TRIAL_ENV in os.environ
-                    task = remote.options(runtime_env={"env_vars": self._env()}) if searching else remote
-                    ref = task.remote(spec.kind, config, str(driver.out_dir(spec)), backends, False)
-                    in_flight[ref] = spec
-                if not in_flight:
-                    if waiting:
-                        driver.wait()
-                    continue
-                # a timeout: runs other sweeps hold may end, and what waits on them may start
-                done, _ = ray.wait(list(in_flight), num_returns=1, timeout=driver.POLL_S if waiting else None)
-                for ref in done:
-                    spec = in_flight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost)
-                        result = {"status": "failed", "reason": f"Ray task failed: {str(exc).splitlines()[0]}"}
-                    driver.finish(spec, result)
-        except BaseException:
-            for ref in in_flight:
-                ray.cancel(ref, force=True)
-            raise
+        self.remote = self.ray.remote(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, max_retries=0,
+                                      max_calls=1)(execute)
+        self.in_flight: dict = {}  # object ref -> key
+
+    def start(self, spec, config: dict, out_dir: str, ready: int) -> None:
+        # per task: a search's trial changes between sweeps of one Ray session
+        searching = TRIAL_ENV in os.environ
+        task = self.remote.options(runtime_env={"env_vars": self.env_of()}) if searching else self.remote
+        self.in_flight[task.remote(spec.kind, config, out_dir, self.backends, False)] = spec.key
+
+    def finished(self, timeout: float | None) -> list[tuple[str, dict]]:
+        done, _ = self.ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
+        results = []
+        for ref in done:
+            key = self.in_flight.pop(ref)
+            try:
+                result = self.ray.get(ref)
+            except self.ray.exceptions.RayError as exc:  # the worker died (out of memory, node lost)
+                result = {"status": "failed", "reason": f"Ray task failed: {str(exc).splitlines()[0]}"}
+            results.append((key, result))
+        return results
+
+    def stop(self) -> None:
+        for ref in self.in_flight:
+            self.ray.cancel(ref, force=True)
+        self.in_flight.clear()
 
 
 def make_executor(name: str, address: str | None = None, jobs: int = 1):

@@ -11,10 +11,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora.data.encode import tiny_tokenizer
+from kdlora.data.tasks import get_task
 from kdlora.errors import UserError
-from kdlora.files import inside, read_json
-from kdlora.modeling import default_source, derive_student, load_pretrained, parse_student
-from kdlora.rundir import base_source, is_run_folder, load_model, load_tokenizer
+from kdlora.families import weights_folders
+from kdlora.files import inside, read_json, unreadable_is_damage
+from kdlora.modeling import (
+    default_source,
+    derive_student,
+    encoder_layers,
+    layers_to_keep,
+    load_pretrained,
+    parse_student,
+)
+from kdlora.rundir import base_source, check_run, is_run_folder, load_model, load_tokenizer
 
 
 @dataclass
@@ -38,8 +48,6 @@ class Start:
 def adapter_base(source: str) -> str | None:
     """How a run names the base weights it loaded from `source`: a hub name as it is, a weights package's folder
     as an absolute path; None for any other local folder (the run keeps a copy: it names nothing outside itself)."""
-    from kdlora.families import weights_folders
-
     if not Path(source).is_dir():
         return source
     return str(Path(source).resolve()) if Path(source).resolve() in weights_folders() else None
@@ -80,9 +88,6 @@ def teacher_config(ref: str):
     from transformers import AutoConfig
 
     if is_run_folder(ref):
-        from kdlora.files import unreadable_is_damage
-        from kdlora.rundir import check_run
-
         info = check_run(ref, verify_files=False)  # checked whole before training starts (train.check_before_work)
         if info.get("kind") not in ("full", "adapter"):
             raise UserError(f"--teacher {ref}: the run kept no model (run.json kind {info.get('kind')!r})")
@@ -125,8 +130,6 @@ def _generic(name: str) -> bool:
 def teacher_identity(ref: str) -> tuple[str | None, tuple[str, ...]]:
     """(task, label names) of a teacher: a kdlora run folder's task from its metrics.json (None for any other
     checkpoint), and its class names from its config (`LABEL_i` where unnamed; a run folder's task names them)."""
-    from kdlora.data.tasks import get_task
-
     config = teacher_config(ref)
     names = label_names(config) or tuple(f"LABEL_{i}" for i in range(config.num_labels))
     task_name = read_json(ref, "metrics.json").get("task") if is_run_folder(ref) else None
@@ -156,7 +159,6 @@ def starting_model(config, task, family, method) -> Start:
     """The model `config`'s method fine-tunes, with a `task.num_labels` head."""
     if config.model is not None:
         return _any_encoder(config, task, method)
-    from kdlora.data.encode import tiny_tokenizer
 
     architecture = family.architecture(method.role)
     num_labels = task.num_labels
@@ -182,8 +184,6 @@ def starting_model(config, task, family, method) -> Start:
 
 
 def _cut(teacher, tokenizer, keep, missing, origin: str) -> Start:
-    from kdlora.modeling import encoder_layers, layers_to_keep
-
     kept = layers_to_keep(len(encoder_layers(teacher)), keep)
     student = derive_student(teacher, kept)
     return Start(student, tokenizer, None, missing, f"layers {','.join(map(str, kept))} of {origin}", tuple(kept))

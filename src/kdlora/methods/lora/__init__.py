@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdlora.errors import UserError
 from kdlora.methods.base import DISTILLING, Method
 
 LORA_MARKERS = (".lora_A.", ".lora_B.")
@@ -32,8 +33,6 @@ class LoraSettings:
 
     def __post_init__(self):
         if self.rank <= 0:
-            from kdlora.errors import UserError
-
             raise UserError(f"rank must be a positive integer, got {self.rank}")
 
     def checks(self) -> dict[str, bool]:
