@@ -30,6 +30,7 @@ from pathlib import Path
 from kdlora.config import TrainConfig
 from kdlora.errors import UserError
 from kdlora.metrics import kept_predictions
+from kdlora.precision import AUTO
 from kdlora.train import checkpoint, tracking
 from kdlora.train.loop import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
 
@@ -115,7 +116,7 @@ class TrainResult:
     method_details: dict | None = None
     """What the method records about itself beyond its settings (AdaLoRA: its rank budget, initial to final)."""
     teacher_logits: dict | None = None
-    """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
+    """`{"source": "cache" | "computed" | "online", "fingerprint": ..., "precision": ...}` for a distilling run."""
     run_key: str = ""
     config: dict = field(default_factory=dict)
     environment: dict = field(default_factory=dict)
@@ -176,6 +177,11 @@ def load_data(config, task) -> dict:
     return data
 
 
+def teacher_precision(config) -> str:
+    """What a distilling run's teacher computes its logits in: `teacher_precision`, or the run's own for auto."""
+    return config.precision if config.teacher_precision == AUTO else config.teacher_precision
+
+
 def make_teacher(config, task, train_examples, device, progress: bool):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch."""
     from kdlora.train.start import check_teacher, teacher_identity
@@ -183,9 +189,9 @@ def make_teacher(config, task, train_examples, device, progress: bool):
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if config.online_teacher:
-        return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
+        return OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, precision=teacher_precision(config))
 
 
 def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, verify: bool = True,
@@ -205,6 +211,8 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")
     check_precision(config.precision, config.device)
+    if method.distills:
+        check_precision(teacher_precision(config), config.device)
     tracking.require_trackers(config.trackers)
     if config.track_energy:
         require_energy()
@@ -352,7 +360,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         method_details=method.record(outcome["model"], config) if outcome.get("model") is not None else None,
-        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
+        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint,
+                        "precision": teacher_precision(config)} if teacher else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment={**environment(accelerator), "precision": config.precision,
                      "mixed_precision": accelerator.mixed_precision})
