@@ -9,6 +9,7 @@ a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from kdlora.errors import UserError
 from kdlora.sweep.backends import Backends
+from kdlora.sweep.warm import WarmStarter, die_with_parent
 from kdlora.trial import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
@@ -49,7 +51,9 @@ class LocalExecutor:
 
     A child process per run keeps each run's peak memory its own (a process's peak RSS only grows) and a crash or
     out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
-    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
+    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given. With `warm`
+    (the default) each child is forked from a starter that imported the libraries once (`kdlora.sweep.warm`), not a
+    new Python that imports them again: still a fresh process per run.
 
     With `jobs` > 1 (isolated only) up to `jobs` train runs whose teachers are done run at once, each with the
     available cores (`available_cores`) shared among the runs that can run then (small models use two threads
@@ -59,17 +63,22 @@ class LocalExecutor:
     the machine. A bench run always runs alone: its memory and latency figures are the point.
     """
 
-    def __init__(self, isolate: bool = False, jobs: int = 1):
+    def __init__(self, isolate: bool = False, jobs: int = 1, warm: bool = True):
         if jobs < 1:
             raise UserError(f"--jobs: {jobs} is not a positive integer")
         if jobs > 1 and not isolate:
             raise ValueError("parallel local runs need isolate=True (one child process per run)")
-        self.isolate, self.jobs = isolate, jobs
+        self.isolate, self.jobs, self.warm = isolate, jobs, warm
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
-        if self.jobs > 1:
-            self._run_parallel(specs, driver)
-            return
+        warm = self.isolate and self.warm and bool(specs)
+        with WarmStarter() if warm else contextlib.nullcontext() as starter:
+            if self.jobs > 1:
+                self._run_parallel(specs, driver, starter)
+            else:
+                self._run_serial(specs, driver, backends, progress, starter)
+
+    def _run_serial(self, specs, driver, backends: Backends, progress: bool, starter) -> None:
         waiting = list(specs)
         while waiting:
             taken = driver.claim_next(waiting)
@@ -80,12 +89,12 @@ class LocalExecutor:
             spec, config = taken
             out_dir = str(driver.out_dir(spec))
             if self.isolate:
-                result = execute_in_child(spec.kind, config, out_dir, progress)
+                result = execute_in_child(spec.kind, config, out_dir, progress, starter)
             else:
                 result = execute(spec.kind, config, out_dir, backends, progress)
             driver.finish(spec, result)
 
-    def _run_parallel(self, specs, driver) -> None:
+    def _run_parallel(self, specs, driver, starter) -> None:
         cores = available_cores()
         waiting, running = list(specs), {}  # running: spec key -> (spec, Child)
         together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
@@ -104,7 +113,7 @@ class LocalExecutor:
                     ready = sum(s.kind == "train" and driver.ready(s) for s in waiting)
                     threads = max(1, cores // min(self.jobs, len(running) + 1 + ready))
                     env = None if spec.kind == "bench" else {"OMP_NUM_THREADS": str(threads)}
-                    running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env)
+                    running[spec.key] = spec, Child(spec.kind, config, str(driver.out_dir(spec)), False, env, starter)
                     threads_of[spec.key] = threads
                     for key in running:
                         together[key] = max(together.get(key, 1), len(running))
@@ -161,26 +170,43 @@ def _cpu_quota(cgroups: str | None, root: Path) -> float | None:
 
 
 class Child:
-    """One run in a fresh `python -m kdlora.sweep.executors` process; its result comes back through a JSON file.
-    The process dies with the driver (Linux)."""
+    """One run in a fresh process: a new `python -m kdlora.sweep.executors`, or forked from a `starter` that has the
+    libraries imported (`kdlora.sweep.warm`); its result comes back through a JSON file. The process dies with the
+    driver (Linux)."""
 
-    def __init__(self, kind: str, config: dict, out_dir: str, progress: bool, env: dict | None = None):
+    def __init__(self, kind: str, config: dict, out_dir: str, progress: bool, env: dict | None = None,
+                 starter: WarmStarter | None = None):
         self.folder = tempfile.TemporaryDirectory(prefix="kdlora-run-")
-        job, self.answer = Path(self.folder.name) / "job.json", Path(self.folder.name) / "result.json"
-        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
-                                   "result": str(self.answer)}), encoding="utf-8")
-        self.started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "kdlora.sweep.executors", str(job)],
+        self.job, self.answer = Path(self.folder.name) / "job.json", Path(self.folder.name) / "result.json"
+        self.job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
+                                        "result": str(self.answer)}), encoding="utf-8")
+        self.started, self.starter = time.monotonic(), starter
+        self.exited = str(Path(self.folder.name) / "exit")  # where a starter writes the exit status
+        if starter is not None:
+            self.process = None
+            self.pid = starter.start("kdlora.sweep.executors", [str(self.job)], {**os.environ, **(env or {})},
+                                     self.exited)
+            return
+        self.process = subprocess.Popen([sys.executable, "-m", "kdlora.sweep.executors", str(self.job)],
                                         env={**os.environ, **env} if env else None,
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     def poll(self) -> bool:
         """Whether the process has ended."""
+        if self.process is None:
+            return self.starter.exit_code(self.exited) is not None
         return self.process.poll() is not None
+
+    def _wait(self) -> int:
+        if self.process is not None:
+            return self.process.wait()
+        while (code := self.starter.exit_code(self.exited)) is None:
+            time.sleep(0.05)
+        return code
 
     def result(self) -> dict:
         """The run's result (waits for the process), or a failure saying how the process ended."""
-        code = self.process.wait()
+        code = self._wait()
         try:
             if self.answer.is_file():
                 return json.loads(self.answer.read_text(encoding="utf-8"))
@@ -191,24 +217,19 @@ class Child:
         return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - self.started, 3)}
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        if self.process is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
+        self._wait()
         self.folder.cleanup()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL it when the driver dies (elsewhere: nothing)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
-    """`execute` in a fresh `python -m kdlora.sweep.executors` process (`Child`), waiting for its result."""
-    child = Child(kind, config, out_dir, progress)
+def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool, starter: WarmStarter | None = None
+                     ) -> dict:
+    """`execute` in a fresh process (`Child`: a new Python, or forked from `starter`), waiting for its result."""
+    child = Child(kind, config, out_dir, progress, starter=starter)
     try:
         return child.result()
     except BaseException:
@@ -293,13 +314,13 @@ class RayExecutor:
             raise
 
 
-def make_executor(name: str, address: str | None = None, jobs: int = 1):
-    """The executor called `name`: `local` (each run in its own child process, `jobs` train runs at once) or
-    `ray`."""
+def make_executor(name: str, address: str | None = None, jobs: int = 1, warm: bool = True):
+    """The executor called `name`: `local` (each run in its own child process, `jobs` train runs at once, forked
+    from a warm starter unless not `warm`) or `ray`."""
     if name == "local":
         if address:
             raise UserError("--address only applies to --executor ray")
-        return LocalExecutor(isolate=True, jobs=jobs)
+        return LocalExecutor(isolate=True, jobs=jobs, warm=warm)
     if name == "ray":
         if jobs != 1:
             raise UserError("--jobs only applies to --executor local (Ray schedules by the experiment's num_cpus)")
