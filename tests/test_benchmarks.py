@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from gpu_check import comparison  # noqa: E402
+from main_job import LEVERS, experiment_text, variants, with_settings  # noqa: E402
 from precision import verdicts  # noqa: E402
 
 
@@ -38,3 +39,24 @@ def test_precision_verdicts_take_the_worst_row_and_the_accuracy_gap():
 def test_precision_verdicts_without_rows_say_not_measured():
     lines = verdicts({"skipped": "no bf16 units"})
     assert [(value, met) for _, value, _, met in lines] == [(None, None), (None, None)]
+
+
+def test_main_job_variants_turn_each_lever_on_alone_and_all_off_or_as_shipped():
+    found = variants()
+    assert list(found) == ["off", "shipped", "teacher-bf16", "warm-start", "bench-eval-64"]
+    on = {name: [change is lever.on for change, lever in zip(changes, LEVERS, strict=True)]
+          for name, changes in found.items()}
+    assert on == {"off": [False, False, False], "shipped": [True, True, False], "teacher-bf16": [True, False, False],
+                  "warm-start": [False, True, False], "bench-eval-64": [False, False, True]}
+
+
+def test_main_job_writes_a_levers_settings_into_the_experiment():
+    import tomllib
+
+    text = "[train.params]\nepochs = 2\n\n[bench]\neval_size = 128\nseed = 0\n"
+    changed = tomllib.loads(with_settings(with_settings(text, "bench", {"eval_size": 64}), "train.params",
+                                          {"teacher_precision": "fp32"}))
+    assert changed == {"train": {"params": {"epochs": 2, "teacher_precision": "fp32"}},
+                       "bench": {"eval_size": 64, "seed": 0}}
+    off = tomllib.loads(experiment_text(variants()["off"]))  # the bundled experiment, every lever off
+    assert off["train"]["params"]["teacher_precision"] == "fp32" and off["bench"]["eval_size"] == 128

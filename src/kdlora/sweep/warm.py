@@ -30,8 +30,10 @@ from pathlib import Path
 
 from kdlora.sweep.backends import BACKENDS_ENV
 
-PRELOADED = ("torch", "transformers", "peft", "accelerate", "kdlora.train")
-"""What the starter imports once for the real backends. Test backends (`$KDLORA_BACKENDS`) need none of it."""
+PRELOADED = ("torch", "transformers", "peft", "accelerate", "pandas", "scipy.stats", "sklearn.metrics",
+             "transformers.optimization", "kdlora.train", "kdlora.data.loaders")
+"""What the starter imports once for the real backends: what a training run imports (a tiny run imports nothing
+else heavy after these). Test backends (`$KDLORA_BACKENDS`) need none of it."""
 
 
 def die_with_parent() -> None:
