@@ -2,8 +2,8 @@
 
 Select them in a subprocess with KDLORA_BACKENDS=fake_backends:BACKENDS (tests/ on PYTHONPATH).
 FAKE_SLEEP (seconds per run) slows runs down; FAKE_KILL makes a train run SIGKILL its own process;
-FAKE_LOG (a file) gets a "start KEY" and "end KEY" line per run; FAKE_GATE (a file) holds every run after its
-start until the file exists.
+FAKE_ALLOC_MB makes a train run hold that many MiB and report its measured peak; FAKE_LOG (a file) gets a
+"start KEY" and "end KEY" line per run; FAKE_GATE (a file) holds every run after its start until the file exists.
 """
 
 from __future__ import annotations
@@ -59,6 +59,14 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
     if os.environ.get("FAKE_KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
+    measured = None
+    if os.environ.get("FAKE_ALLOC_MB"):  # a run's own memory: this many MiB held at once, measured as a run's peak
+        from kdlora.meters import MB, track_memory
+
+        with track_memory() as memory:
+            block = b"\x01" * (int(os.environ["FAKE_ALLOC_MB"]) * MB)  # written: resident
+            del block
+        measured = memory.peak_mb
     if config["fail"]:
         raise RuntimeError("asked to fail")
     if config["method"] == "kd-lora" and not (Path(config["teacher"]) / "metrics.json").is_file():
@@ -70,7 +78,8 @@ def train(config: dict, out_dir: Path, progress: bool) -> dict:
               "method": method, "rank": config["rank"], "seed": config["seed"],
               "metrics": {"accuracy": score}, "score": score, "last_score": score - 0.005,
               "last_metrics": {"accuracy": score - 0.005}, "last_flags": [], "trainable_params": PARAMS[method],
-              "total_params": 22_700_000, "train_seconds": MEMORY[method] / 100, "peak_memory_mb": MEMORY[method],
+              "total_params": 22_700_000, "train_seconds": MEMORY[method] / 100,
+              "peak_memory_mb": MEMORY[method] if measured is None else measured,
               "memory_kind": "cpu-peak-rss-delta", "best_epoch": 1, "config": config,
               "environment": {"fake": True, "pid": os.getpid(),
                                                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import main_job  # noqa: E402
 import mfu  # noqa: E402
 import peers  # noqa: E402
 import pytest  # noqa: E402
@@ -61,12 +62,12 @@ def test_the_ablations_experiment_file_is_the_main_jobs_with_kd_loras_own_settin
     from kdlora.sweep.backends import REAL
     from kdlora.sweep.expand import expand
 
-    main_job = load_experiment("default").train
-    text = experiment_text("t", ["kd-lora"], [42, 43], main_job.params, main_job.by_precision,
+    default = load_experiment("default").train
+    text = experiment_text("t", ["kd-lora"], [42, 43], default.params, default.by_precision,
                            {"transfer_samples": 2000, "transfer_hard_label": True})
     (tmp_path / "t.toml").write_text(text)
     experiment = load_experiment(tmp_path / "t.toml")
-    assert experiment.train.params == main_job.params and experiment.train.by_precision == main_job.by_precision
+    assert experiment.train.params == default.params and experiment.train.by_precision == default.by_precision
     specs = expand(experiment, REAL)
     assert [s.fields["method"] for s in specs] == ["fft", "kd-lora", "fft", "kd-lora"]  # each seed's teacher first
     assert specs[1].config["transfer_samples"] == 2000 and specs[1].config["transfer_hard_label"] is True
@@ -181,3 +182,24 @@ def test_peers_smoke_on_tiny_models(tmp_path):
     assert all(r["peak_rss_mb"] > 0 and r["teacher_logit_seconds"] > 0 for r in figures["runs"])
     assert [r["versus"] for r in figures["ratios"]] == ["trainer-defaults", "trainer-best"]
     assert "kdlora vs" in proc.stdout and "load average" in proc.stdout
+
+
+def test_main_job_variants_turn_each_lever_on_alone_and_all_off_or_as_shipped():
+    found = main_job.variants()
+    assert list(found) == ["off", "shipped", "teacher-bf16", "warm-start", "bench-eval-64"]
+    on = {name: [change is lever.on for change, lever in zip(changes, main_job.LEVERS, strict=True)]
+          for name, changes in found.items()}
+    assert on == {"off": [False, False, False], "shipped": [True, True, False], "teacher-bf16": [True, False, False],
+                  "warm-start": [False, True, False], "bench-eval-64": [False, False, True]}
+
+
+def test_main_job_writes_a_levers_settings_into_the_experiment():
+    import tomllib
+
+    text = "[train.params]\nepochs = 2\n\n[bench]\neval_size = 128\nseed = 0\n"
+    bench = main_job.with_settings(text, "bench", {"eval_size": 64})
+    changed = tomllib.loads(main_job.with_settings(bench, "train.params", {"teacher_precision": "fp32"}))
+    assert changed == {"train": {"params": {"epochs": 2, "teacher_precision": "fp32"}},
+                       "bench": {"eval_size": 64, "seed": 0}}
+    off = tomllib.loads(main_job.experiment_text(main_job.variants()["off"]))  # the bundled experiment, every lever off
+    assert off["train"]["params"]["teacher_precision"] == "fp32" and off["bench"]["eval_size"] == 128

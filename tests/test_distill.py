@@ -102,6 +102,32 @@ def test_cached_logits_equal_the_teachers_own_and_stale_cache_is_recomputed(teac
     assert torch.allclose(online.lookup(shuffled), direct.flip(0), atol=1e-5)
 
 
+def test_bf16_teacher_logits_are_cached_apart_from_fp32_ones(teacher_run, tmp_path, monkeypatch):
+    """Teacher logits computed under bf16 autocast (issue 27) never stand in for fp32 ones, nor the other way."""
+    from kdlora.rundir import load_model, load_tokenizer
+
+    monkeypatch.setenv("KDLORA_CACHE", str(tmp_path))
+    examples = load_split(get_task("sst2"), "train", DATA / "sst2").subset(10, seed=3)
+    fp32 = cached_teacher_logits(teacher_run, examples, "sst2", "train", 32)
+    bf16 = cached_teacher_logits(teacher_run, examples, "sst2", "train", 32, precision="bf16")
+    assert (fp32.source, bf16.source) == ("computed", "computed")  # the fp32 cache was not read for bf16
+    assert bf16.fingerprint != fp32.fingerprint
+    assert sorted(p.name.count("-bf16") for p in (tmp_path / "teacher-logits").iterdir()) == [0, 1]  # two files
+    model, tokenizer = load_model(teacher_run, merged=True), load_tokenizer(teacher_run)
+    batch = Collator(tokenizer, regression=True)(encode(examples, tokenizer, 32))  # the 10 rows: one batch
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "idx")}
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(**inputs).logits.float()
+    ids = torch.tensor(examples.ids)
+    assert bf16.logits.dtype == torch.float32 and torch.allclose(bf16.lookup(ids), expected, atol=1e-6)
+    assert not torch.equal(bf16.lookup(ids), fp32.lookup(ids))  # bf16's 8-bit mantissa shows in the logits
+    again = {p: cached_teacher_logits(teacher_run, examples, "sst2", "train", 32, precision=p)
+             for p in ("fp32", "bf16")}
+    assert {p: t.source for p, t in again.items()} == {"fp32": "cache", "bf16": "cache"}
+    assert torch.equal(again["fp32"].logits, fp32.logits) and torch.equal(again["bf16"].logits, bf16.logits)
+
+
 def _sst2_folder(folder, prefix: str = ""):
     """The sst2 fixture's files, every train sentence starting with `prefix` (same rows, same labels)."""
     folder.mkdir()
@@ -125,7 +151,8 @@ def test_another_data_folder_with_as_many_rows_gets_its_own_teacher_logits(teach
 
     run_a = kd(first, "kd-a")
     assert run_a.teacher_logits["source"] == "computed"
-    assert kd(first, "kd-a2").teacher_logits == {"source": "cache", "fingerprint": run_a.teacher_logits["fingerprint"]}
+    assert kd(first, "kd-a2").teacher_logits == {"source": "cache", "fingerprint": run_a.teacher_logits["fingerprint"],
+                                                 "precision": "fp32"}
     run_b = kd(second, "kd-b")
     assert run_b.teacher_logits["source"] == "computed"
     assert run_b.teacher_logits["fingerprint"] != run_a.teacher_logits["fingerprint"]

@@ -20,6 +20,7 @@ from kdlora.sweep.executors import (
     execute_in_child,
     make_executor,
 )
+from kdlora.sweep.warm import WarmStarter
 
 TESTS = Path(__file__).parent
 
@@ -56,6 +57,57 @@ def test_isolated_run_in_a_child_process(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_KILL", "1")
     killed = execute_in_child("train", config, str(tmp_path / "run3"), False)
     assert killed["status"] == "failed" and killed["reason"] == "run process killed by signal 9 (out of memory?)"
+
+
+def test_runs_forked_from_a_warm_starter_are_fresh_processes_each_measured_on_its_own(tmp_path, monkeypatch):
+    """Issue 27: a warm starter forks each run from a process that imported the libraries once; every run is still
+    a process of its own, with the environment of when it started, and a peak memory of its own."""
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
+    config = fake_backends.train_config({"task": "sst2", "family": "bert", "method": "fft", "seed": 2})
+    with WarmStarter() as starter:
+        monkeypatch.setenv("FAKE_ALLOC_MB", "64")
+        big = execute_in_child("train", config, str(tmp_path / "big"), False, starter)
+        monkeypatch.setenv("FAKE_ALLOC_MB", "16")
+        small = execute_in_child("train", config, str(tmp_path / "small"), False, starter)
+        failed = execute_in_child("train", {**config, "fail": True}, str(tmp_path / "failed"), False, starter)
+        monkeypatch.setenv("FAKE_KILL", "1")
+        killed = execute_in_child("train", config, str(tmp_path / "killed"), False, starter)
+        pids = {big["environment"]["pid"], small["environment"]["pid"], os.getpid(), starter.process.pid}
+    assert len(pids) == 4  # two runs, two processes, neither the driver nor the starter
+    # 64 MiB then 16 MiB, give or take the interpreter's few pages: the second run's figure is not the first one's
+    assert abs(big["peak_memory_mb"] - 64) < 2 and abs(small["peak_memory_mb"] - 16) < 2
+    assert failed["status"] == "failed" and failed["reason"] == "RuntimeError: asked to fail"
+    assert killed["status"] == "failed" and killed["reason"] == "run process killed by signal 9 (out of memory?)"
+
+
+def test_a_sweep_stores_the_same_runs_warm_or_cold(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDLORA_BACKENDS", "fake_backends:BACKENDS")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ["PYTHONPATH"]]))
+    experiment = load_experiment(TESTS / "data" / "sweep" / "small.toml")
+    stored = {}
+    for warm in (True, False):
+        with Store(tmp_path / f"{warm}.db") as store:
+            run_sweep(experiment, store, LocalExecutor(isolate=True, warm=warm), fake_backends.BACKENDS,
+                      runs_dir=tmp_path / f"runs-{warm}", progress=False)
+            stored[warm] = {r.key: (r.status, r.result.get("score")) for r in store.runs()}
+    assert len(stored[True]) == 8 and stored[True] == stored[False]
+
+
+def test_a_real_run_forked_warm_trains_as_one_started_cold(tmp_path, monkeypatch):
+    """The starter imported torch, transformers and peft but ran nothing, so the forked run trains bit for bit as a
+    new Python does (the same threads: the machine's cores)."""
+    monkeypatch.delenv("KDLORA_BACKENDS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    from train_helpers import tiny_config
+
+    config = tiny_config().to_dict()
+    cold = execute_in_child("train", config, str(tmp_path / "cold"), False)
+    with WarmStarter() as starter:
+        warm = execute_in_child("train", config, str(tmp_path / "warm"), False, starter)
+    assert cold["status"] == warm["status"] == "done" and cold["run_key"] == warm["run_key"]
+    assert warm["history"] == cold["history"] and warm["last_metrics"] == cold["last_metrics"]
+    assert warm["memory_kind"] == cold["memory_kind"] == "cpu-peak-rss-delta"
 
 
 def test_make_executor():

@@ -41,6 +41,24 @@ def test_bf16_training_where_the_cpu_supports_it(monkeypatch, tmp_path, method):
     assert {t.dtype for t in load_file(weights).values()} == {torch.float32}  # master weights stay fp32
 
 
+def test_a_bf16_kd_run_computes_its_teacher_logits_in_bf16_when_told_auto(monkeypatch, tmp_path):
+    """Issue 27: `teacher_precision` fp32 by default (every stored run's); auto is the run's precision and keys the
+    run apart."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))
+    run_training(tiny_config("sst2", "minilm", "fft"), tmp_path / "fft", progress=False)
+    kd = dict(teacher=str(tmp_path / "fft"), precision="bf16")
+    auto = run_training(tiny_config("sst2", "minilm", "kd-lora", teacher_precision="auto", **kd), tmp_path / "auto",
+                        progress=False)
+    fp32 = run_training(tiny_config("sst2", "minilm", "kd-lora", **kd), tmp_path / "fp32", progress=False)
+    assert (auto.teacher_logits["precision"], auto.teacher_logits["source"]) == ("bf16", "computed")
+    assert (fp32.teacher_logits["precision"], fp32.teacher_logits["source"]) == ("fp32", "computed")  # not bf16's
+    assert "teacher_precision" not in tiny_config("sst2", "minilm", "kd-lora", **kd).identity()
+    assert auto.run_key != fp32.run_key == tiny_config("sst2", "minilm", "kd-lora", **kd).key()
+    # FFT reads no teacher: the setting does not make it another run
+    assert tiny_config(teacher_precision="auto").key() == tiny_config().key()
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--precision", "fp16"], "--precision fp16 needs a CUDA device"),
     (["--precision", "bf16"], "--precision bf16: this CPU (no AVX512-BF16 or AMX) has no bf16 support"),

@@ -44,7 +44,7 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
             config = TrainConfig(task=task, family="minilm", method=method, seed=seed, epochs=epochs,
                                  max_train_samples=train_samples, max_length=max_length, batch_size=batch_size,
                                  teacher=None if method == METHOD_ORDER[0] else str(teacher_dir), tiny=tiny,
-                                 precision=precision)
+                                 precision=precision, teacher_precision="auto")
             if progress:
                 print(f"[demo] seed {seed}: {method} ...", flush=True)
             # the demo's own folders: a demo run again replaces them

@@ -3,6 +3,7 @@
     check_precision("bf16", "cpu")   # UserError (one line) where this CPU has no bf16 units
     resolve_precision("auto", "cpu") # "bf16" on a CPU with AVX512-BF16 or AMX, else "fp32"; says which, once
     torch_dtype("bf16")              # torch.bfloat16
+    with autocast("cpu", "bf16"): ...  # mixed precision for a block (a no-op for fp32)
 
 `fp32` is plain float32; `bf16` and `fp16` are mixed precision in training (accelerate's autocast: the master
 weights, the loss and the KD softmax stay float32) and the weights' dtype in inference. fp16 needs CUDA; bf16 needs
@@ -133,3 +134,11 @@ def torch_dtype(precision: str):
     if precision not in PRECISIONS:
         raise UserError(f"precision: unknown {precision!r} (choose from {', '.join(PRECISIONS)})")
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: str, precision: str):
+    """bf16/fp16 mixed precision for `precision` on `device` (weights stay as they are); a no-op for fp32."""
+    import torch
+
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch_dtype(precision),
+                          enabled=precision != "fp32")

@@ -23,7 +23,7 @@ from kdlora.bench.forms import DEFAULT_FORM, inference_runner
 from kdlora.families import get_family, model_pair
 from kdlora.meters import LatencyResult, track_energy, track_latency, track_memory, warm_up_runtime
 from kdlora.methods import get_method
-from kdlora.precision import torch_dtype
+from kdlora.precision import autocast
 
 
 def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int, seed: int, device) -> dict:
@@ -38,14 +38,6 @@ def train_batch(batch_size: int, seq_len: int, vocab_size: int, num_labels: int,
         "labels": torch.randint(0, num_labels, (batch_size,), generator=gen).to(device),
         "teacher_logits": torch.randn(batch_size, num_labels, generator=gen).to(device),
     }
-
-
-def autocast(device: str, precision: str):
-    """bf16/fp16 mixed precision for `precision` (the weights and optimiser stay fp32); a no-op for fp32."""
-    import torch
-
-    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch_dtype(precision),
-                          enabled=precision != "fp32")
 
 
 def train_step(model, optimizer, method, batch: dict, precision: str = "fp32") -> float:

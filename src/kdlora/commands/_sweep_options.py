@@ -24,6 +24,10 @@ def add_sweep_arguments(parser, with_out: bool = False, jobs: str = "1") -> None
                              "and cgroup quota) among the runs that can run then; auto: those cores / the "
                              f"experiment's num_cpus on a CPU-only experiment, else 1 (default {jobs}); bench runs "
                              "always run alone")
+    parser.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                        help="local executor: start each run as a new Python that imports torch and the rest again, "
+                             "instead of forking it from a process that imported them once (each run is a fresh "
+                             "process either way)")
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster to join (e.g. auto, or HOST:6379); default: start a local Ray")
     parser.add_argument("--rerun-failed", action="store_true", help="rerun runs the store holds as failed")
@@ -39,7 +43,8 @@ def sweep_from_args(args, experiment):
     """Run `experiment` with the executor and options of `args` (as added by add_sweep_arguments) into `args.db`,
     after checking them and the experiment's data (a refused sweep leaves no store behind)."""
     backends = get_backends()
-    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor),
+                             args.warm_start)
     trial_env()  # a garbled search trial in the environment would fail every run
     check_data(experiment, backends)
     with writable_store(args.db) as store:

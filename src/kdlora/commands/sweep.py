@@ -63,7 +63,8 @@ def _search(args, experiment):
         raise UserError(f"{experiment.source}: --search needs a [train] and a [search] section")
     optuna_module()
     backends = get_backends()
-    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor))
+    executor = make_executor(args.executor, args.address, local_jobs(args.jobs, experiment, args.executor),
+                             args.warm_start)
     check_space(experiment, backends)
     check_data(experiment, backends)
     with writable_store(args.db) as store:

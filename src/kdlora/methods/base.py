@@ -42,9 +42,17 @@ class DistillSettings:
     """KD softmax temperature T."""
     kd_alpha: float = 0.5
     """Weight of the KD term: loss = alpha * KD + (1 - alpha) * task loss."""
+    teacher_precision: str = "fp32"
+    """What the teacher's logits are computed in (stored float32 either way): fp32 (the paper's, and every run stored
+    before this setting), auto (the run's precision: bf16 where the run trains in bf16; the main job's and the demo's:
+    3.2-3.8x faster logits, the same predicted class on all 2,000 main-job sentences), bf16 or fp16 (under autocast).
+    Cached apart per precision."""
 
     def checks(self) -> dict[str, bool]:
-        return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1}
+        from kdlora.precision import PRECISION_CHOICES
+
+        return {"temperature": self.temperature > 0, "kd_alpha": 0 <= self.kd_alpha <= 1,
+                "teacher_precision": self.teacher_precision in PRECISION_CHOICES}
 
 
 ALL = "all"

@@ -10,6 +10,7 @@ a KD-LoRA run reads its FFT teacher's saved model from the teacher's run folder.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from kdlora.errors import UserError
 from kdlora.sweep.backends import Backends, get_backends
 from kdlora.sweep.schedule import schedule
+from kdlora.sweep.warm import WarmStarter, die_with_parent
 from kdlora.trial import TRIAL_ENV
 
 EXECUTORS = ("local", "ray")
@@ -51,7 +53,9 @@ class LocalExecutor:
 
     A child process per run keeps each run's peak memory its own (a process's peak RSS only grows) and a crash or
     out-of-memory kill confined to that run. The child dies with the driver (Linux), so a killed sweep leaves no
-    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given.
+    run writing behind it. Isolated runs use `get_backends()`; in-process runs use the `backends` given. With `warm`
+    (the default) each child is forked from a starter that imported the libraries once (`kdlora.sweep.warm`), not a
+    new Python that imports them again: still a fresh process per run.
 
     With `jobs` > 1 (isolated only) up to `jobs` train runs whose teachers are done run at once, each with the
     available cores (`available_cores`) shared among the runs that can run then (small models use two threads
@@ -61,16 +65,18 @@ class LocalExecutor:
     the machine. A bench run always runs alone: its memory and latency figures are the point.
     """
 
-    def __init__(self, isolate: bool = False, jobs: int = 1):
+    def __init__(self, isolate: bool = False, jobs: int = 1, warm: bool = True):
         if jobs < 1:
             raise UserError(f"--jobs: {jobs} is not a positive integer")
         if jobs > 1 and not isolate:
             raise ValueError("parallel local runs need isolate=True (one child process per run)")
-        self.isolate, self.jobs = isolate, jobs
+        self.isolate, self.jobs, self.warm = isolate, jobs, warm
 
     def run(self, specs, driver, backends: Backends, resources, progress: bool) -> None:
-        launcher = Children(self.jobs, progress) if self.isolate else InProcess(backends, progress)
-        schedule(specs, driver, launcher)
+        warm = self.isolate and self.warm and bool(specs)
+        with WarmStarter() if warm else contextlib.nullcontext() as starter:
+            launcher = Children(self.jobs, progress, starter) if self.isolate else InProcess(backends, progress)
+            schedule(specs, driver, launcher)
 
 
 class InProcess:
@@ -94,7 +100,8 @@ class InProcess:
 
 
 class Children:
-    """The launcher of runs in child processes (`Child`, real backends), up to `jobs` at once.
+    """The launcher of runs in child processes (`Child`, real backends, forked from `starter` when given), up to
+    `jobs` at once.
 
     With `jobs` > 1 a train run gets the available cores shared among the train runs that can run when it starts
     (`OMP_NUM_THREADS`), and its result says `threads` and `parallel_runs` (the most runs at once while it ran)."""
@@ -102,8 +109,9 @@ class Children:
     POLL_S = 0.2
     """How often the children are looked at while none has ended."""
 
-    def __init__(self, jobs: int, progress: bool):
+    def __init__(self, jobs: int, progress: bool, starter=None):
         self.jobs, self.progress = jobs, progress and jobs == 1  # progress bars of runs at once would interleave
+        self.starter = starter  # a `WarmStarter` the children are forked from, or None: a new Python each
         self.cores = available_cores()
         self.running: dict[str, tuple[Child, int | None]] = {}  # key -> (child, threads when shared)
         self.together: dict[str, int] = {}  # the most runs running at once while each ran (itself included)
@@ -113,7 +121,7 @@ class Children:
         if self.jobs > 1 and spec.kind == "train":  # the cores shared by this run, those running, those ready
             threads = max(1, self.cores // min(self.jobs, len(self.running) + 1 + ready))
         env = {"OMP_NUM_THREADS": str(threads)} if threads else None
-        self.running[spec.key] = Child(spec.kind, config, out_dir, self.progress, env), threads
+        self.running[spec.key] = Child(spec.kind, config, out_dir, self.progress, env, self.starter), threads
         for key in self.running:
             self.together[key] = max(self.together.get(key, 1), len(self.running))
 
@@ -174,26 +182,43 @@ def _cpu_quota(cgroups: str | None, root: Path) -> float | None:
 
 
 class Child:
-    """One run in a fresh `python -m kdlora.sweep.executors` process; its result comes back through a JSON file.
-    The process dies with the driver (Linux)."""
+    """One run in a fresh process: a new `python -m kdlora.sweep.executors`, or forked from a `starter` that has the
+    libraries imported (`kdlora.sweep.warm`); its result comes back through a JSON file. The process dies with the
+    driver (Linux)."""
 
-    def __init__(self, kind: str, config: dict, out_dir: str, progress: bool, env: dict | None = None):
+    def __init__(self, kind: str, config: dict, out_dir: str, progress: bool, env: dict | None = None,
+                 starter: WarmStarter | None = None):
         self.folder = tempfile.TemporaryDirectory(prefix="kdlora-run-")
-        job, self.answer = Path(self.folder.name) / "job.json", Path(self.folder.name) / "result.json"
-        job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
-                                   "result": str(self.answer)}), encoding="utf-8")
-        self.started = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "kdlora.sweep.executors", str(job)],
+        self.job, self.answer = Path(self.folder.name) / "job.json", Path(self.folder.name) / "result.json"
+        self.job.write_text(json.dumps({"kind": kind, "config": config, "out_dir": out_dir, "progress": progress,
+                                        "result": str(self.answer)}), encoding="utf-8")
+        self.started, self.starter = time.monotonic(), starter
+        self.exited = str(Path(self.folder.name) / "exit")  # where a starter writes the exit status
+        if starter is not None:
+            self.process = None
+            self.pid = starter.start("kdlora.sweep.executors", [str(self.job)], {**os.environ, **(env or {})},
+                                     self.exited)
+            return
+        self.process = subprocess.Popen([sys.executable, "-m", "kdlora.sweep.executors", str(self.job)],
                                         env={**os.environ, **env} if env else None,
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=die_with_parent if sys.platform == "linux" else None)
 
     def poll(self) -> bool:
         """Whether the process has ended."""
+        if self.process is None:
+            return self.starter.exit_code(self.exited) is not None
         return self.process.poll() is not None
+
+    def _wait(self) -> int:
+        if self.process is not None:
+            return self.process.wait()
+        while (code := self.starter.exit_code(self.exited)) is None:
+            time.sleep(0.05)
+        return code
 
     def result(self) -> dict:
         """The run's result (waits for the process), or a failure saying how the process ended."""
-        code = self.process.wait()
+        code = self._wait()
         try:
             if self.answer.is_file():
                 return json.loads(self.answer.read_text(encoding="utf-8"))
@@ -204,24 +229,19 @@ class Child:
         return {"status": "failed", "reason": reason, "wall_seconds": round(time.monotonic() - self.started, 3)}
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        if self.process is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
+        self._wait()
         self.folder.cleanup()
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: ask Linux to SIGKILL it when the driver dies (elsewhere: nothing)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool) -> dict:
-    """`execute` in a fresh `python -m kdlora.sweep.executors` process (`Child`), waiting for its result."""
-    child = Child(kind, config, out_dir, progress)
+def execute_in_child(kind: str, config: dict, out_dir: str, progress: bool, starter: WarmStarter | None = None
+                     ) -> dict:
+    """`execute` in a fresh process (`Child`: a new Python, or forked from `starter`), waiting for its result."""
+    child = Child(kind, config, out_dir, progress, starter=starter)
     try:
         return child.result()
     except BaseException:
@@ -310,13 +330,13 @@ class RayTasks:
         self.in_flight.clear()
 
 
-def make_executor(name: str, address: str | None = None, jobs: int = 1):
-    """The executor called `name`: `local` (each run in its own child process, `jobs` train runs at once) or
-    `ray`."""
+def make_executor(name: str, address: str | None = None, jobs: int = 1, warm: bool = True):
+    """The executor called `name`: `local` (each run in its own child process, `jobs` train runs at once, forked
+    from a warm starter unless not `warm`) or `ray`."""
     if name == "local":
         if address:
             raise UserError("--address only applies to --executor ray")
-        return LocalExecutor(isolate=True, jobs=jobs)
+        return LocalExecutor(isolate=True, jobs=jobs, warm=warm)
     if name == "ray":
         if jobs != 1:
             raise UserError("--jobs only applies to --executor local (Ray schedules by the experiment's num_cpus)")

@@ -33,6 +33,7 @@ from kdlora.config import TrainConfig
 from kdlora.data.transfer import load_transfer, with_transfer
 from kdlora.errors import UserError
 from kdlora.metrics import kept_predictions
+from kdlora.precision import AUTO
 from kdlora.train import checkpoint, tracking
 from kdlora.train.loop import EpochShuffle, evaluate, fit, optimiser_steps, prediction_flags
 
@@ -123,7 +124,7 @@ class TrainResult:
     method_details: dict | None = None
     """What the method records about itself beyond its settings (AdaLoRA: its rank budget, initial to final)."""
     teacher_logits: dict | None = None
-    """`{"source": "cache" | "computed" | "online", "fingerprint": ...}` for a distilling run."""
+    """`{"source": "cache" | "computed" | "online", "fingerprint": ..., "precision": ...}` for a distilling run."""
     teacher_resident: bool = False
     """Whether the teacher ran beside the student on every batch and its memory is in `peak_memory_mb` (hidden-state
     or attention-map distillation)."""
@@ -202,6 +203,11 @@ def taught_examples(data: dict):
     return data["train"].plus(data["transfer"].examples) if "transfer" in data else data["train"]
 
 
+def teacher_precision(config) -> str:
+    """What a distilling run's teacher computes its logits in: `teacher_precision`, or the run's own for auto."""
+    return config.precision if config.teacher_precision == AUTO else config.teacher_precision
+
+
 def make_teacher(config, task, train_examples, device, progress: bool, student=None, kept=None):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch, over
     `train_examples` (the transfer data's too: one cache per teacher, each row by its id and digest). Given the
@@ -213,14 +219,14 @@ def make_teacher(config, task, train_examples, device, progress: bool, student=N
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if student is not None:
-        teacher = OnlineTeacher(config.teacher, train_examples, config.max_length, device)
+        teacher = OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
         teacher.model.requires_grad_(False)
         teacher.match = HiddenMatch.between(config, teacher.model, student, kept)
         return teacher
     if config.online_teacher:
-        return OnlineTeacher(config.teacher, train_examples, config.max_length, device)
+        return OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
-                                 device=device, progress=progress)
+                                 device=device, progress=progress, precision=teacher_precision(config))
 
 
 def _hidden_record(match) -> dict:
@@ -248,6 +254,8 @@ def check_before_work(config: TrainConfig, out_dir: Path, method, architecture, 
     if config.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible")
     check_precision(config.precision, config.device)
+    if method.distills:
+        check_precision(teacher_precision(config), config.device)
     tracking.require_trackers(config.trackers)
     if config.track_energy:
         require_energy()
@@ -407,7 +415,8 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         method_details=method.record(outcome["model"], config) if outcome.get("model") is not None else None,
-        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint} if teacher else None,
+        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint,
+                        "precision": teacher_precision(config)} if teacher else None,
         teacher_resident=resident, hidden_distillation=_hidden_record(teacher.match) if resident else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment={**environment(accelerator), "precision": config.precision,

@@ -1,8 +1,9 @@
 """The FFT teacher's logits for KD-LoRA, aligned to the student's batches by example id.
 
 By default the logits are computed once over the training examples and cached (safetensors: ids, logits and a
-digest of each example) under a fingerprint of the teacher's weights and tokenizer, the task, the split and the
-max length; a cache with another fingerprint is stale and recomputed. Each cached row is used only for an example
+digest of each example) under a fingerprint of the teacher's weights and tokenizer, the task, the split, the
+max length and the precision the teacher ran in (fp32, or bf16 / fp16 autocast: each precision its own file); a
+cache with another fingerprint is stale and recomputed. Each cached row is used only for an example
 whose digest (its id, texts, label and data source) matches: another data folder, an edited file or hub-vs-local
 data recompute the rows that changed. `online=True` runs the teacher on every batch instead.
 
@@ -38,12 +39,15 @@ def examples_fingerprint(examples) -> str:
     return hashlib.sha256(json.dumps(example_digests(examples)).encode()).hexdigest()
 
 
-def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int) -> str:
-    """sha256 over the teacher's weight files (a run's or a checkpoint's), its tokenizer, and what was encoded."""
+def teacher_fingerprint(run_dir, tokenizer, task: str, split: str, max_length: int, precision: str = "fp32") -> str:
+    """sha256 over the teacher's weight files (a run's or a checkpoint's), its tokenizer, what was encoded and the
+    precision it ran in (fp32 adds nothing: the fingerprints of caches written before precision counted)."""
     digest = hashlib.sha256()
     for path in teacher_files(run_dir):
         digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
     digest.update(f"{tokenizer_fingerprint(tokenizer)}:{task}:{split}:{max_length}".encode())
+    if precision != "fp32":
+        digest.update(f":{precision}".encode())
     return digest.hexdigest()
 
 
@@ -85,15 +89,19 @@ class LogitTable:
         return self.logits[rows].to(idx.device)
 
 
-def predict_logits(model, features: list[dict], tokenizer, batch_size: int = 64, device=None):
-    """The model's logits for encoded `features`, in their order (eval mode, no gradients)."""
+def predict_logits(model, features: list[dict], tokenizer, batch_size: int = 64, device=None,
+                   precision: str = "fp32"):
+    """The model's logits for encoded `features`, in their order (eval mode, no gradients, under `precision`'s
+    autocast), as float32."""
     import torch
+
+    from kdlora.precision import autocast
 
     collate = Collator(tokenizer, regression=True)
     device = device or next(model.parameters()).device
     model.eval()
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(str(device), precision):
         for start in range(0, len(features), batch_size):
             batch = collate(features[start:start + batch_size])
             inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "idx")}
@@ -102,18 +110,20 @@ def predict_logits(model, features: list[dict], tokenizer, batch_size: int = 64,
 
 
 def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: int, batch_size: int = 64,
-                          device=None, progress: bool = True) -> LogitTable:
-    """The teacher run's logits for `examples`: cached rows whose example digest matches, the rest computed (and
-    added to the cache). The table's `source` is `cache` when nothing had to be computed."""
+                          device=None, progress: bool = True, precision: str = "fp32") -> LogitTable:
+    """The teacher run's logits for `examples` computed in `precision` (stored float32): cached rows whose example
+    digest matches, the rest computed (and added to the cache). The table's `source` is `cache` when nothing had to
+    be computed."""
     import torch
     from safetensors.torch import save_file
 
     tokenizer = load_teacher(run_dir, tokenizer_only=True)[1]
-    fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length)
+    fingerprint = teacher_fingerprint(run_dir, tokenizer, task, split, max_length, precision)
     digests = example_digests(examples)
     used = hashlib.sha256(f"{fingerprint}:{examples_fingerprint(examples)}".encode()).hexdigest()
     where = hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
-    path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}.safetensors"
+    apart = "" if precision == "fp32" else f"-{precision}"  # fp32's name as before precision counted
+    path = cache_dir() / "teacher-logits" / f"{task}-{split}-{where}{apart}.safetensors"
     table = _read_cache(path, fingerprint, progress) if path.is_file() else None
     current = table.current(examples.ids, digests) if table is not None else [False] * len(examples)
     if all(current):
@@ -124,7 +134,8 @@ def cached_teacher_logits(run_dir, examples, task: str, split: str, max_length: 
     model = load_teacher(run_dir)[0]
     if device is not None:
         model.to(device)
-    logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size)
+    logits = predict_logits(model, encode(subset, tokenizer, max_length), tokenizer, batch_size,
+                            next(model.parameters()).device, precision)
     del model
     ids = torch.tensor(subset.ids, dtype=torch.long)
     new_digests = torch.tensor([digests[r] for r in missing], dtype=torch.long)
@@ -176,21 +187,22 @@ def _read_cache(path: Path, fingerprint: str, progress: bool) -> LogitTable | No
 
 
 class OnlineTeacher:
-    """Runs the teacher model on every batch: the batch's ids select the teacher's own encoding of each example.
-    With hidden-state distillation it is resident beside the student for the whole run (`match`, set by the run:
-    a `kdlora.hidden.HiddenMatch`), and `outputs` gives its hidden states and attention maps too."""
+    """Runs the teacher model on every batch (under `precision`'s autocast): the batch's ids select the teacher's own
+    encoding of each example. With hidden-state distillation it is resident beside the student for the whole run
+    (`match`, set by the run: a `kdlora.hidden.HiddenMatch`), and `outputs` gives its hidden states and attention
+    maps too."""
 
     match = None
 
-    def __init__(self, run_dir, examples, max_length: int, device=None):
+    def __init__(self, run_dir, examples, max_length: int, device=None, precision: str = "fp32"):
         self.model, self.tokenizer = load_teacher(run_dir)
         if device is not None:
             self.model.to(device)
         self.features = {f["idx"]: f for f in encode(examples, self.tokenizer, max_length)}
         self.collate = Collator(self.tokenizer, regression=True)
-        self.source = "online"
+        self.source, self.precision = "online", precision
         self.fingerprint = hashlib.sha256(
-            f"{teacher_fingerprint(run_dir, self.tokenizer, 'online', 'train', max_length)}:"
+            f"{teacher_fingerprint(run_dir, self.tokenizer, 'online', 'train', max_length, precision)}:"
             f"{examples_fingerprint(examples)}".encode()).hexdigest()
 
     def lookup(self, idx):
@@ -202,6 +214,8 @@ class OnlineTeacher:
         position: a UserError when the teacher's encoding of the batch is not the student's."""
         import torch
 
+        from kdlora.precision import autocast
+
         batch = self.collate([self.features[int(i)] for i in idx])
         if student_input_ids is not None and not torch.equal(batch["input_ids"], student_input_ids.cpu()):
             raise UserError("hidden-state distillation matches the teacher's and the student's states token by "
@@ -209,7 +223,7 @@ class OnlineTeacher:
                             "one tokenizer")
         device = next(self.model.parameters()).device
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(str(device), self.precision):
             inputs = {k: v.to(device) for k, v in batch.items() if k not in ("labels", "idx")}
             outputs = self.model(**inputs, **options)
         return outputs_on(outputs, idx.device)
