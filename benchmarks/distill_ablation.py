@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also each transfer size with the teacher's hard label standing in")
     parser.add_argument("--hidden-weight", type=float, metavar="W",
                         help="also KD-LoRA with hidden-state KD at this weight, without and with transfer data")
+    parser.add_argument("--teacher-precision", default="fp32",
+                        help="every KD run's teacher logits (default fp32, the paper's: runs stored before the main "
+                             "job took `auto` keep their keys; auto: the run's precision)")
     parser.add_argument("--runs-dir", help="where run folders go (default: beside the store)")
     args = parser.parse_args(argv)
     transfer = [size if size == "all" else int(size) for size in args.transfer]
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--hidden-weight {args.hidden_weight:g}: no registered method has {HIDDEN} (hidden-state KD); "
               "its variants are skipped", file=sys.stderr)
     main_job = load_experiment("default").train
+    params = {**main_job.params, "teacher_precision": args.teacher_precision}
     groups = {"base": (BASE_METHODS, None)}
     groups.update({name: ((DISTILLER,), settings) for name, settings in
                    variants(transfer, args.hard_label, args.hidden_weight, set(method_setting_fields())).items()})
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="kdlora-ablation-") as folder:
         for name, (methods, settings) in groups.items():
             path = Path(folder) / f"{name.replace(' ', '-').replace(',', '')}.toml"
-            path.write_text(experiment_text(f"distill-ablation {name}", methods, args.seeds, main_job.params,
+            path.write_text(experiment_text(f"distill-ablation {name}", methods, args.seeds, params,
                                             main_job.by_precision, settings))
             print(f"== {name}", file=sys.stderr, flush=True)
             code = kdlora(["sweep", str(path), "--db", args.db, "--no-progress", *runs_dir])
