@@ -55,7 +55,7 @@ def test_training_pairs_each_example_with_its_own_teacher_logits(tmp_path, monke
     rows = ["sentence1,sentence2,label"] + [f"good {i},film {i},{i / 4}" for i in range(20)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "validation.csv").write_text("\n".join(rows[:9]) + "\n")
-    monkeypatch.setattr(kdlora.train.run, "make_teacher",
+    monkeypatch.setattr(kdlora.train.run, "teacher_source_for",
                         lambda *a, **k: LogitTable(list(range(20)), torch.arange(20.0).view(-1, 1)))
     for module in (kdlora.rundir, kdlora.train.start):  # the teacher above has no run folder
         monkeypatch.setattr(module, "check_run", lambda *a, **k: {})

@@ -186,7 +186,7 @@ def test_a_kd_lora_run_with_hidden_states_trains_with_its_teacher_resident_and_m
 
     monkeypatch.setenv("KDLORA_CACHE", str(tmp_path / "cache"))
     measuring, made_while, losses, terms = [False], [], [], []
-    real_track, real_make, real_loss, real_term = (kdlora.meters.track_memory, kdlora.train.run.make_teacher,
+    real_track, real_make, real_loss, real_term = (kdlora.meters.track_memory, kdlora.train.run.teacher_source_for,
                                                    kdlora.train.loop.forward_loss, kdlora.hidden.HiddenMatch.loss)
 
     @contextlib.contextmanager
@@ -209,7 +209,7 @@ def test_a_kd_lora_run_with_hidden_states_trains_with_its_teacher_resident_and_m
         return terms[-1]
 
     monkeypatch.setattr(kdlora.meters, "track_memory", track)
-    monkeypatch.setattr(kdlora.train.run, "make_teacher", make)
+    monkeypatch.setattr(kdlora.train.run, "teacher_source_for", make)
     monkeypatch.setattr(kdlora.train.loop, "forward_loss", forward)
     monkeypatch.setattr(kdlora.hidden.HiddenMatch, "loss", term)
     config = tiny_config("sst2", "minilm", "kd-lora", teacher=str(minilm_teacher), kd_hidden_weight=1.0,

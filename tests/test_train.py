@@ -206,9 +206,10 @@ def test_teacher_logits_are_made_by_the_main_process_first(teachers, tmp_path, m
         yield
         events.append("exit")
 
-    real = kdlora.train.run.make_teacher
+    real = kdlora.train.run.teacher_source_for
     monkeypatch.setattr(accelerate.Accelerator, "main_process_first", main_first)
-    monkeypatch.setattr(kdlora.train.run, "make_teacher", lambda *a, **k: events.append("teacher") or real(*a, **k))
+    monkeypatch.setattr(kdlora.train.run, "teacher_source_for",
+                        lambda *a, **k: events.append("teacher") or real(*a, **k))
     run_training(tiny_config(method="kd-lora", teacher=str(teachers["bert"][0])), tmp_path, progress=False)
     assert events == ["enter", "teacher", "exit"]
 

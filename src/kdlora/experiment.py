@@ -107,8 +107,8 @@ class TrainGrid:
     """Settings shared by every run (`TrainConfig` fields)."""
     per_method: dict = field(default_factory=dict)
     """Settings for one method only, by method name; they win over `params`."""
-    teacher: str = "best"
-    """KD-LoRA's FFT teacher (`TEACHERS`): `best`, the configuration with the best dev score among FFT's runs of the
+    teacher_choice: str = "best"
+    """The file's `teacher` key: which FFT run a distilling method learns from (`TEACHERS`): `best`, the configuration with the best dev score among FFT's runs of the
     same (task, family, seed), or `first`, FFT's first configuration."""
     by_precision: dict = field(default_factory=dict)
     """Settings by the precision in effect (fp32, bf16, fp16; `auto` resolved here); `per_method` wins over them."""
@@ -237,7 +237,7 @@ def _train_grid(train, where: _Where) -> TrainGrid:
         tasks=tasks, families=families, methods=tuple(dict.fromkeys(methods)),
         ranks=where.integers(train, "ranks", "train", default=(8,), positive=True),
         seeds=where.integers(train, "seeds", "train", default=(42,)),
-        params=params, per_method=per_method, teacher=_teacher(train, where), by_precision=by_precision,
+        params=params, per_method=per_method, teacher_choice=_teacher(train, where), by_precision=by_precision,
     )
 
 

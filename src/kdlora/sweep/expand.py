@@ -103,7 +103,7 @@ def _train_specs(experiment: Experiment, backends: Backends) -> list[RunSpec]:
             for seed in grid.seeds:
                 needs_teacher = any(_needs_teacher(m, family, grid.configurations(m.name)) for m in methods)
                 ffts = [make(task, family, fft, seed, settings) for settings in grid.configurations(fft.name)]
-                teachers = (ffts if grid.teacher == "best" else ffts[:1]) if needs_teacher else []
+                teachers = (ffts if grid.teacher_choice == "best" else ffts[:1]) if needs_teacher else []
                 specs += ffts if fft in methods else teachers
                 for method in methods:
                     if method is fft:

@@ -1,6 +1,6 @@
 """The training loop of one run: batches, the method's loss, evaluation, the best state, checkpoints.
 
-    fit(model, loaders, task, method, teacher, config, accelerator, ...)  ->  outcome dict (best, last, history)
+    fit(model, loaders, task, method, teacher_source, config, accelerator, ...)  ->  outcome dict (best, last, history)
 
 It never looks at the method's name (`method.loss` is the loss). Every process stops together on a non-finite loss;
 the best state is kept off the measured memory (`BestWeights`) and, like the checkpoints `save_checkpoints` writes,
@@ -31,20 +31,22 @@ class Evaluation:
     predictions: list
 
 
-def forward_loss(model, method, batch, teacher, config, regression: bool):
+def forward_loss(model, method, batch, teacher_source, config, regression: bool):
     """One batch's training loss: the method's, from the outputs, the batch (labels kept in it, and which rows have
-    one: `labelled`, None without transfer data) and the teacher's logits, plus the hidden-state term when the
-    teacher runs beside the student for it (`teacher.match`: see `kdlora.hidden`; on every row, labelled or not).
+    one: `labelled`, None without transfer data) and the teacher's logits from `teacher_source` (a cached
+    `LogitTable` or an `OnlineTeacher`, `kdlora.train.teacher`; None for a method that does not distil), plus the
+    hidden-state term when the teacher runs beside the student for it (`teacher_source.match`: see `kdlora.hidden`;
+    on every row, labelled or not).
     The test for collapse detection replaces this."""
     idx, labels, labelled = batch.pop("idx"), batch.pop("labels"), batch.pop("labelled", None)
-    match = getattr(teacher, "match", None)
+    match = getattr(teacher_source, "match", None)
     # no labels: the model's own loss would be computed and thrown away
     outputs = model(**batch, **(match.model_options if match else {}))
     kept = {**batch, "labels": labels, "labelled": labelled}
     if match is None:
-        teacher_logits = teacher.lookup(idx) if method.distills else None
+        teacher_logits = teacher_source.lookup(idx) if method.distills else None
         return method.loss(model, outputs, kept, teacher_logits, config, regression)
-    taught = teacher.outputs(idx, batch["input_ids"], **match.model_options)
+    taught = teacher_source.outputs(idx, batch["input_ids"], **match.model_options)
     loss = method.loss(model, outputs, kept, taught.logits.float(), config, regression)
     return loss + match.loss(outputs, taught, batch["attention_mask"])
 
@@ -204,7 +206,7 @@ def _to_cpu(tree):
     return tree.detach().to("cpu", copy=True) if hasattr(tree, "detach") else tree
 
 
-def fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress: bool,
+def fit(model, train_loader, dev_loaders, task, method, teacher_source, config, accelerator, progress: bool,
         run_dir: Path, resume: bool = False, outside_measure=contextlib.nullcontext, should_stop=None) -> dict:
     """Train for `config.epochs`, scoring dev every `eval_steps` optimiser steps and at each epoch's end; keeps the
     best state (and, with `save_checkpoints`, checkpoints to resume from). Returns the fit's outcome.
@@ -289,7 +291,7 @@ def fit(model, train_loader, dev_loaders, task, method, teacher, config, acceler
         for batch in accelerator.skip_first_batches(train_loader, at.batch) if at.batch else train_loader:
             with accelerator.accumulate(model):
                 examples = len(batch["labels"])
-                loss = forward_loss(model, method, batch, teacher, config, task.regression)
+                loss = forward_loss(model, method, batch, teacher_source, config, task.regression)
                 # every process must stop together, or the others wait for this one's gradients forever
                 bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=accelerator.device)
                 bad_processes = int(accelerator.reduce(bad, reduction="sum").item())

@@ -208,10 +208,10 @@ def teacher_precision(config) -> str:
     return config.precision if config.teacher_precision == AUTO else config.teacher_precision
 
 
-def make_teacher(config, task, train_examples, device, progress: bool, student=None, kept=None):
+def teacher_source_for(config, task, train_examples, device, progress: bool, student=None, kept=None):
     """The source of teacher logits for a distilling method: a cached table, or the model run per batch, over
     `train_examples` (the transfer data's too: one cache per teacher, each row by its id and digest). Given the
-    `student` (hidden-state distillation), the model run per batch and matched to it (`teacher.match`, a
+    `student` (hidden-state distillation), the model run per batch and matched to it (`.match`, a
     `kdlora.hidden.HiddenMatch`; `kept`: the teacher layers a derived student was cut from)."""
     from kdlora.hidden import HiddenMatch
     from kdlora.train.start import check_teacher, teacher_identity
@@ -219,10 +219,10 @@ def make_teacher(config, task, train_examples, device, progress: bool, student=N
 
     check_teacher(config.teacher, *teacher_identity(config.teacher), task)
     if student is not None:
-        teacher = OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
-        teacher.model.requires_grad_(False)
-        teacher.match = HiddenMatch.between(config, teacher.model, student, kept)
-        return teacher
+        source = OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
+        source.model.requires_grad_(False)
+        source.match = HiddenMatch.between(config, source.model, student, kept)
+        return source
     if config.online_teacher:
         return OnlineTeacher(config.teacher, train_examples, config.max_length, device, teacher_precision(config))
     return cached_teacher_logits(config.teacher, train_examples, task.name, "train", config.max_length,
@@ -340,10 +340,10 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
     # hidden-state distillation: the teacher runs beside the student, loaded inside the measured block (below)
     resident = method.distills and is_on(config)
     teacher_started = time.perf_counter()
-    teacher = None
+    teacher_source = None
     if method.distills and not resident:
         with accelerator.main_process_first():  # the others then read what the main process cached
-            teacher = make_teacher(config, task, taught_examples(data), accelerator.device, progress)
+            teacher_source = teacher_source_for(config, task, taught_examples(data), accelerator.device, progress)
     teacher_seconds = time.perf_counter() - teacher_started
     if family is not None:  # the libraries in memory before the baseline (any encoder: its first load counts)
         warm_up_runtime(family.architecture(method.role), str(accelerator.device))
@@ -366,15 +366,15 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         counts = count_parameters(model, method)
         if resident:
             teacher_started = time.perf_counter()
-            teacher = make_teacher(config, task, taught_examples(data), accelerator.device, progress, model,
-                                   start.kept)
+            teacher_source = teacher_source_for(config, task, taught_examples(data), accelerator.device, progress,
+                                                model, start.kept)
             teacher_seconds += time.perf_counter() - teacher_started
-            attach(model, teacher.match)  # its projections train with the student, outside its counts
+            attach(model, teacher_source.match)  # its projections train with the student, outside its counts
         started = time.perf_counter()
         try:
             with track_energy(config.track_energy) as energy:
-                outcome = fit(model, train_loader, dev_loaders, task, method, teacher, config, accelerator, progress,
-                              out_dir, resume, outside_measure=lambda: left_out_of_peak(memory),
+                outcome = fit(model, train_loader, dev_loaders, task, method, teacher_source, config, accelerator,
+                              progress, out_dir, resume, outside_measure=lambda: left_out_of_peak(memory),
                               should_stop=should_stop)
         finally:
             accelerator.end_training()
@@ -415,9 +415,9 @@ def run_training(config: TrainConfig, out_dir: str | Path, progress: bool = True
         lora_targets=list(where.lora_targets) if where else None,
         trained_modules=list(where.head_modules) if where else None,
         method_details=method.record(outcome["model"], config) if outcome.get("model") is not None else None,
-        teacher_logits={"source": teacher.source, "fingerprint": teacher.fingerprint,
-                        "precision": teacher_precision(config)} if teacher else None,
-        teacher_resident=resident, hidden_distillation=_hidden_record(teacher.match) if resident else None,
+        teacher_logits={"source": teacher_source.source, "fingerprint": teacher_source.fingerprint,
+                        "precision": teacher_precision(config)} if teacher_source else None,
+        teacher_resident=resident, hidden_distillation=_hidden_record(teacher_source.match) if resident else None,
         run_key=config.key(accelerator.num_processes), config=config.to_dict(),
         environment={**environment(accelerator), "precision": config.precision,
                      "mixed_precision": accelerator.mixed_precision})
