@@ -177,16 +177,19 @@ def test_a_transfer_file_trains_end_to_end_and_is_recorded(teacher, tmp_path, mo
     rows = ["a fine film", "dull and slow", "very good", "the movie is bad", "great fun", "not good", "a film"]
     (tmp_path / "unlabelled.csv").write_text("sentence,label\n" + "".join(f"{t},1\n" for t in rows))
     assert main(_kd_args(teacher, tmp_path / "kd", "--transfer-file", str(tmp_path / "unlabelled.csv"),
-                         "--max-train-samples", "10")) in (0, 1)
-    err = capsys.readouterr().err
-    assert f"{tmp_path / 'unlabelled.csv'}: column 'label' ignored: transfer data is unlabelled" in err
+                         "--max-train-samples", "10")) in (0, 1)  # 1: done, flagged (a tiny model's dev)
+    said = capsys.readouterr()
+    assert f"{tmp_path / 'unlabelled.csv'}: column 'label' ignored: transfer data is unlabelled" in said.err
     metrics = json.loads((tmp_path / "kd" / "metrics.json").read_text())
+    assert metrics["status"] == "done"
     from kdlora.data.file_tasks import sha256_of
 
     assert metrics["train_examples"] == 10 and metrics["transfer_examples"] == 7
     assert metrics["transfer_source"] == f"file {tmp_path / 'unlabelled.csv'} (sha256 " \
                                          f"{sha256_of(tmp_path / 'unlabelled.csv')})"
     assert metrics["steps"] == 5  # (10 labelled + 7 transfer) / batch 4, rounded up: one epoch over both
+    assert (f"transfer: 7 unlabelled rows the teacher labelled ({metrics['transfer_source']}), beside 10 labelled; "
+            "their loss: the KD term alone") in said.out
     card = (tmp_path / "kd" / "README.md").read_text()
     assert (f"- **transfer data**: 7 unlabelled rows the teacher labelled, from {metrics['transfer_source']}; the "
             "student's loss there: KD alone") in card

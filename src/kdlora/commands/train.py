@@ -100,6 +100,10 @@ def run(args) -> int:
     if result["lora_targets"]:
         print(f"model: {result['model']}; LoRA on {', '.join(result['lora_targets'])}; also training: "
               f"{', '.join(result['trained_modules'])}")
+    if result["transfer_examples"]:
+        how = "KD plus the teacher's hard label" if values.get("transfer_hard_label") else "the KD term alone"
+        print(f"transfer: {result['transfer_examples']:,} unlabelled rows the teacher labelled "
+              f"({result['transfer_source']}), beside {result['train_examples']:,} labelled; their loss: {how}")
     if result["teacher_resident"]:
         print(f"teacher: ran beside the student on every batch for {result['hidden_distillation']['terms']}; its "
               f"memory is in the peak figure ({result['peak_memory_mb']} MB)")
