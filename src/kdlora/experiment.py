@@ -108,8 +108,8 @@ class TrainGrid:
     per_method: dict = field(default_factory=dict)
     """Settings for one method only, by method name; they win over `params`."""
     teacher_choice: str = "best"
-    """The file's `teacher` key: which FFT run a distilling method learns from (`TEACHERS`): `best`, the configuration with the best dev score among FFT's runs of the
-    same (task, family, seed), or `first`, FFT's first configuration."""
+    """The file's `teacher` key: which FFT run a distilling method learns from (`TEACHERS`): `best`, the configuration
+    with the best dev score among FFT's runs of the same (task, family, seed), or `first`, FFT's first configuration."""
     by_precision: dict = field(default_factory=dict)
     """Settings by the precision in effect (fp32, bf16, fp16; `auto` resolved here); `per_method` wins over them."""
 
