@@ -45,6 +45,8 @@ class Spec:
     tiny: bool = False
     teacher: str | None = None
     """KD-LoRA: kdlora's FFT run folder of the same seed."""
+    group_by_length: bool = False
+    """kdlora: batches of similar length (`--group-by-length`), as the Trainer at its best."""
 
 
 def learning_rate(method: str, task) -> float:
@@ -139,7 +141,8 @@ def kdlora_run(spec: Spec) -> dict:
 
     given = dict(task=spec.task, family=spec.family, seed=spec.seed, epochs=spec.epochs, batch_size=spec.batch_size,
                  max_length=spec.max_length, max_train_samples=spec.max_train_samples, precision=spec.precision,
-                 data_dir=spec.data_dir, tiny=spec.tiny, teacher=spec.teacher, device="cpu")
+                 data_dir=spec.data_dir, tiny=spec.tiny, teacher=spec.teacher, device="cpu",
+                 group_by_length=spec.group_by_length or None)
     result = train_run(spec.out, spec.method, **{k: v for k, v in given.items() if v is not None})
     return {"train_seconds": result.train_seconds, "train_examples": result.train_examples, "dev": result.score,
             "dev_last": result.last_score, "trainable_params": result.trainable_params,

@@ -180,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defaults-bf16", action="store_true", help="run (a) in the shared precision, not fp32")
     parser.add_argument("--work", help="folder for the run folders (default: a temporary one, removed)")
     parser.add_argument("--out", default="peers.json", help="every figure as JSON (default peers.json)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help=f"comma-separated, of {', '.join(CONFIGS)} (default all; kdlora's FFT runs whenever "
+                             "KD-LoRA needs its teacher)")
+    parser.add_argument("--group-by-length", action="store_true",
+                        help="kdlora with --group-by-length, as the Trainer at its best groups its batches")
     parser.add_argument("--tiny", action="store_true", help="tiny random models on tests/data (a smoke test)")
     args = parser.parse_args(argv)
     from kdlora.precision import check_precision, resolve_precision
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for seed in seeds:
             for method in (["fft"] if "kd-lora" in methods and "fft" not in methods else []) + methods:
-                for config in CONFIGS if method in methods else ("kdlora",):  # an FFT teacher only: kdlora's
+                chosen = [c for c in CONFIGS if c in args.configs.split(",")]
+                for config in chosen if method in methods else ("kdlora",):  # an FFT teacher only: kdlora's
                     name = f"{config}-{method}-seed{seed}"
                     spec = Spec(config=config, method=method, seed=seed, out=str(root / name),
                                 task="sst2" if args.tiny else "movie-snippets", family="minilm",
@@ -202,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                                 else precision,
                                 max_train_samples=None if args.tiny else args.max_train_samples,
                                 data_dir=str(TINY_DATA) if args.tiny else None, tiny=args.tiny,
-                                teacher=str(root / f"kdlora-fft-seed{seed}") if get_method(method).distills else None)
+                                teacher=str(root / f"kdlora-fft-seed{seed}") if get_method(method).distills else None,
+                                group_by_length=args.group_by_length and config == "kdlora")
                     run = {**asdict(spec), **run_child(spec, fresh_cache(root, name, args.tiny))}
                     runs.append(run)
                     shown = run.get("error") or f"{run['wall_seconds']:.1f} s, dev {run['dev']:.4f}"

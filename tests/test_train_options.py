@@ -163,3 +163,33 @@ def test_bench_tracks_the_energy_of_each_evaluation():
     assert row["eval_wh_per_1000"] == pytest.approx(row["eval_energy_kwh"] * 1000 * 25)
     assert row["eval_g_co2eq_per_1000"] == pytest.approx(row["eval_g_co2eq"] * 25)
     assert row["energy_method"]
+
+
+def test_grouping_by_length_sorts_each_group_and_puts_the_longest_batch_first():
+    from kdlora.train.loop import grouped_by_length
+
+    # groups of 4 examples, batches of 2; lengths by example: 0:1 1:8 2:2 3:7 | 4:3 5:6 6:4 7:5
+    assert grouped_by_length(list(range(8)), [1, 8, 2, 7, 3, 6, 4, 5], 4, 2) == [1, 3, 2, 0, 5, 7, 6, 4]
+    # the longest example (4, length 9) is in the third batch: it swaps places with the first
+    assert grouped_by_length(list(range(8)), [1, 2, 3, 4, 9, 5, 6, 7], 4, 2) == [4, 7, 1, 0, 3, 2, 6, 5]
+
+
+def test_a_length_grouped_epoch_is_a_seeded_permutation_that_pads_less():
+    from kdlora.train.loop import EpochShuffle
+
+    lengths = [12 + (i * 37) % 53 for i in range(640)]  # 12..64 tokens, as the snippets
+    grouped, plain = EpochShuffle(640, 42, lengths, 32), EpochShuffle(640, 42)
+    order = list(grouped)
+    assert sorted(order) == list(range(640)) and order == list(EpochShuffle(640, 42, lengths, 32))
+    grouped.set_epoch(2)
+    assert list(grouped) != order  # another epoch, another order
+
+    def padded(sequence):  # tokens after dynamic padding: each batch padded to its longest
+        return sum(32 * max(lengths[i] for i in sequence[s:s + 32]) for s in range(0, 640, 32))
+
+    assert padded(order) < 0.8 * padded(list(plain))
+
+
+def test_grouping_by_length_keys_a_run_apart_only_when_on():
+    assert "group_by_length" not in tiny_config().identity()
+    assert tiny_config(group_by_length=True).key() != tiny_config().key()

@@ -148,6 +148,10 @@ class RunSettings:
     """Accumulate gradients over this many batches per optimiser step: effective batch = batch x N x processes."""
     eval_steps: int | None = None
     """Also score dev every N optimiser steps (always at each epoch's end); patience counts these evaluations."""
+    group_by_length: bool = False
+    """Batches of similar length (the Trainer's group_by_length): each epoch's random order cut into groups of 50
+    batches, each group sorted by length, so dynamic padding pads less; the order still depends only on seed and
+    epoch (a resumed run sees the same batches)."""
     save_checkpoints: bool = False
     """At each evaluation save RUN_DIR/checkpoints/last (and best): trainable weights, optimiser, scheduler, RNG
     states and the data position, so that `--resume` continues a killed run."""

@@ -354,12 +354,32 @@ def _mean_over_window(parameters, examples: int, grad_accum: int, accelerator) -
             param.grad.mul_(scale)
 
 
+def grouped_by_length(order: list[int], lengths: list[int], group: int, batch_size: int) -> list[int]:
+    """`order` cut into groups of `group` examples, each sorted by length, longest first (a stable sort: ties keep
+    their random order); then the batch holding the longest example moved to the front."""
+    grouped = [i for start in range(0, len(order), group)
+               for i in sorted(order[start:start + group], key=lambda i: -lengths[i])]
+    batches = [grouped[start:start + batch_size] for start in range(0, len(grouped), batch_size)]
+    longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]], default=0)
+    if batches:
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return [i for batch in batches for i in batch]
+
+
 class EpochShuffle:
     """The training examples in a random order that depends only on (seed, epoch), so a resumed run, which skips
-    the batches it already trained, sees the same order as an uninterrupted one."""
+    the batches it already trained, sees the same order as an uninterrupted one.
 
-    def __init__(self, size: int, seed: int):
+    Given `lengths` (one per example) and `batch_size`, the order is grouped by length as the HF Trainer's
+    `LengthGroupedSampler` does: the random order is cut into groups of `GROUP_BATCHES` batches, each group sorted
+    longest first, and the longest batch of the epoch goes first (a too-large batch then fails at once). Batches of
+    similar length pad less under dynamic padding."""
+
+    GROUP_BATCHES = 50
+
+    def __init__(self, size: int, seed: int, lengths: list[int] | None = None, batch_size: int | None = None):
         self.size, self.seed, self.epoch = size, seed, 1
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -368,7 +388,10 @@ class EpochShuffle:
         import torch
 
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.lengths is None:
+            return iter(order)
+        return iter(grouped_by_length(order, self.lengths, self.batch_size * self.GROUP_BATCHES, self.batch_size))
 
     def __len__(self) -> int:
         return self.size

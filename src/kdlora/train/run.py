@@ -154,7 +154,9 @@ def _loaders(config, task, tokenizer, data):
     if "transfer" in data:  # shuffled in with the labelled examples: an epoch is a pass over both
         features = with_transfer(features, encode(data["transfer"].examples, tokenizer, config.max_length))
     # the loader's own generator (its worker seed draws) keeps the global RNG, which dropout uses, untouched
-    train = DataLoader(features, batch_size=config.batch_size, sampler=EpochShuffle(len(features), config.seed),
+    lengths = [len(f["input_ids"]) for f in features] if config.group_by_length else None
+    order = EpochShuffle(len(features), config.seed, lengths, config.batch_size)
+    train = DataLoader(features, batch_size=config.batch_size, sampler=order,
                        generator=torch.Generator().manual_seed(config.seed), collate_fn=collate)
     devs = {split: DataLoader(encode(examples, tokenizer, config.max_length), batch_size=max(64, config.batch_size),
                               collate_fn=collate)
