@@ -166,6 +166,7 @@ def test_the_main_job_trains_more_where_bf16_pays(monkeypatch, avx512_bf16, expe
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     grid = load_experiment("default").train
     for method in grid.methods:
-        [values] = grid.configurations(method)
-        config = TrainConfig.from_dict({**values, "task": "movie-snippets", "family": "minilm", "method": method})
-        assert (config.precision, config.max_train_samples, config.max_eval_samples) == expected
+        for values in grid.configurations(method):  # KD-LoRA: as the paper, and with transfer data
+            config = TrainConfig.from_dict({**values, "task": "movie-snippets", "family": "minilm", "method": method})
+            assert (config.precision, config.max_train_samples, config.max_eval_samples) == expected
+    assert [c.get("transfer_samples") for c in grid.configurations("kd-lora")] == [0, 2000]

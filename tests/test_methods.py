@@ -65,7 +65,8 @@ def test_runs_stored_before_the_methods_became_plug_ins_keep_their_keys():
                            "dataset_revision", "train_split", "validation_split", "test_split", "loraplus_lr_ratio",
                            "vera_d_initial", "vera_projection_seed", "transfer_file", "transfer_samples",
                            "transfer_hard_label", "kd_hidden_weight", "kd_layers", "kd_hidden_loss",
-                           "kd_attention_weight", "teacher_precision")}
+                           "kd_attention_weight", "teacher_precision",
+                           "group_by_length")}
     assert config.key() == run_key("train", {**before, "use_dora": False}, 1)
     assert TrainConfig(task="sst2", family="bert", method="adalora", target_rank=2).key() != \
         TrainConfig(task="sst2", family="bert", method="adalora").key()

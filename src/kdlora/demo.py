@@ -19,14 +19,18 @@ from kdlora.train import run_training
 
 METHOD_ORDER = tuple(m.name for m in paper_trio())
 """FFT, LoRA, KD-LoRA (the registry's names)."""
+TRANSFER = "kd-lora+transfer"
+"""The demo's fourth row: KD-LoRA with transfer data, the toolkit's recipe (issue 24), beside the paper's."""
 PAPER_SHARE_OF_LORA = 0.98
 """The paper's claim: KD-LoRA keeps ~98 % of LoRA's performance."""
 
 
 def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000, epochs: int = 2,
              max_length: int = 64, batch_size: int = 32, progress: bool = True, tiny: bool = False,
-             task: str = "movie-snippets", precision: str = "fp32") -> dict:
+             task: str = "movie-snippets", precision: str = "fp32", transfer_samples: int | None = None) -> dict:
     """Train the three methods per seed into `out_dir/runs/`, write `demo.json` and `demo.md`; return the dict.
+    With `transfer_samples`, KD-LoRA runs a second time with that many more training-split sentences the teacher
+    labels (transfer data, `kdlora.data.transfer`): the row `kd-lora+transfer`.
 
     `demo.json` = {"fft": {"accuracy", "train_seconds", "trainable_params", ...}, "lora": {...}, "kd-lora": {...}},
     accuracy and seconds averaged over seeds. `tiny` swaps in random tiny models (tests). `precision` is every
@@ -36,24 +40,27 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
     if not tiny:
         get_family("minilm").teacher.weights_path()
     out = Path(out_dir)
-    runs: dict[str, list[dict]] = {m: [] for m in METHOD_ORDER}
+    rows = METHOD_ORDER + ((TRANSFER,) if transfer_samples else ())
+    runs: dict[str, list[dict]] = {row: [] for row in rows}
     started = time.perf_counter()
     for seed in seeds:
         teacher_dir = out / "runs" / f"seed{seed}" / METHOD_ORDER[0]
-        for method in METHOD_ORDER:
+        for row in rows:
+            method, extra = (METHOD_ORDER[2], {"transfer_samples": transfer_samples}) if row == TRANSFER else (row, {})
             config = TrainConfig(task=task, family="minilm", method=method, seed=seed, epochs=epochs,
                                  max_train_samples=train_samples, max_length=max_length, batch_size=batch_size,
                                  teacher=None if method == METHOD_ORDER[0] else str(teacher_dir), tiny=tiny,
-                                 precision=precision, teacher_precision="auto")
+                                 precision=precision, **extra, **({"teacher_precision": "auto"} if method ==
+                                                                  METHOD_ORDER[2] else {}))
             if progress:
-                print(f"[demo] seed {seed}: {method} ...", flush=True)
+                print(f"[demo] seed {seed}: {row} ...", flush=True)
             # the demo's own folders: a demo run again replaces them
-            result = run_training(config, out / "runs" / f"seed{seed}" / method, progress=progress,
-                                  overwrite=True).to_dict()
-            result["run_dir"] = str(out / "runs" / f"seed{seed}" / method)
-            runs[method].append(result)
+            run_dir = out / "runs" / f"seed{seed}" / row.replace("+", "-")
+            result = run_training(config, run_dir, progress=progress, overwrite=True).to_dict()
+            result["run_dir"] = str(run_dir)
+            runs[row].append(result)
             if progress:
-                print(f"[demo] seed {seed}: {method} {result['status']} accuracy "
+                print(f"[demo] seed {seed}: {row} {result['status']} accuracy "
                       f"{result['metrics'].get('accuracy', float('nan')):.4f} in {result['train_seconds']:.0f} s",
                       flush=True)
     summary = {m: _summarise(results) for m, results in runs.items()}
@@ -63,6 +70,16 @@ def run_demo(out_dir: str | Path, seeds=(42,), train_samples: int | None = 2000,
         (stage / "demo.md").write_text(demo_markdown(summary, seeds, train_samples, epochs, max_length, total),
                                        encoding="utf-8")
     return summary
+
+
+def _transfer_lines(summary: dict, lora: float, fft: float) -> list[str]:
+    """What the transfer row adds, when the demo ran it."""
+    if TRANSFER not in summary:
+        return []
+    row = summary[TRANSFER]
+    return [f"With {row['transfer_examples']:,} more training sentences the teacher labels (transfer data, the KD term "
+            f"alone on them), KD-LoRA keeps **{row['accuracy'] / lora:.1%}** of LoRA's accuracy and "
+            f"**{row['accuracy'] / fft:.1%}** of FFT's.", ""]
 
 
 def _summarise(results: list[dict]) -> dict:
@@ -75,6 +92,7 @@ def _summarise(results: list[dict]) -> dict:
         "teacher_logit_seconds": round(fmean(r["teacher_logit_seconds"] for r in results), 2),
         "runs": [r["run_dir"] for r in results],
         "dev_precision": sorted({r["dev_precision"] for r in results}),
+        "transfer_examples": results[0].get("transfer_examples", 0),
     }
 
 
@@ -98,7 +116,8 @@ def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total
     ]
     models = dict(zip(METHOD_ORDER, ("MiniLM-L6 (teacher)", "MiniLM-L6 (teacher)", "MiniLM-L3 (derived student)"),
                       strict=True))
-    for method in METHOD_ORDER:
+    models[TRANSFER] = "MiniLM-L3 (derived student)"
+    for method in (m for m in (*METHOD_ORDER, TRANSFER) if m in summary):
         row = summary[method]
         lines.append(f"| {method} | {models[method]} | {row['accuracy']:.4f} | {row['train_seconds']:.1f} | "
                      f"{row['trainable_params']:,} |")
@@ -109,6 +128,7 @@ def demo_markdown(summary: dict, seeds, train_samples, epochs, max_length, total
         f"KD-LoRA keeps **{share_lora:.1%}** of LoRA's accuracy and **{share_fft:.1%}** of FFT's; the paper claims "
         f"{PAPER_SHARE_OF_LORA:.0%} of LoRA's, so this run {verdict} the claim.",
         "",
+        *_transfer_lines(summary, lora, fft),
         f"Whole demo: {total_seconds:.0f} s.",
         "",
     ]
