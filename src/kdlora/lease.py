@@ -36,7 +36,8 @@ def _machine() -> str:
         return socket.gethostname()
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def is_dead(holder: dict, heartbeat: float, now: float | None = None) -> bool:
     pid = holder.get("pid")
     if holder.get("host") != _machine():
         return False
-    return not (isinstance(pid, int) and pid > 0 and _process_exists(pid))
+    return not (isinstance(pid, int) and pid > 0 and process_exists(pid))
 
 
 class Heartbeat:

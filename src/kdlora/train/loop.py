@@ -21,6 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdlora.lease import process_exists
 from kdlora.train import checkpoint, tracking
 
 
@@ -180,21 +181,11 @@ def remove_orphaned_folders(root: str | None = None) -> list[str]:
     removed = []
     for path in Path(root or tempfile.gettempdir()).glob("kdlora-best-*"):
         match = _BEST_FOLDER.match(path.name)
-        if match is None or not path.is_dir() or _alive(int(match.group(1))):
+        if match is None or not path.is_dir() or process_exists(int(match.group(1))):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _to_cpu(tree):
